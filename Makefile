@@ -1,0 +1,40 @@
+# Switchyard: `make run` and `make test` set up .venv on first use, then do their job.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: run demo serve test unit check bench clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Switchyard needs Python >= 3.11")'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "setting up $(VENV) (first run only; the embedded redis-server may take a minute to build)"
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+run: demo  ## the service plus a simulator of the three workloads, on an embedded Redis
+
+demo: $(STAMP)
+	$(PY) -m router demo
+
+serve: $(STAMP)  ## the service alone, no simulator
+	$(PY) -m router run
+
+test: check  ## lint, types, then the whole suite (real redis-server processes)
+	$(PY) -m pytest
+
+unit: $(STAMP)
+	$(PY) -m pytest -m "not integration"
+
+check: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+bench: $(STAMP)
+	$(PY) -m bench.throughput --quick
+
+clean:
+	rm -rf $(VENV) .switchyard .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,72 @@
+"""The actor API: what a domain actor implements and the context it is handed."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+import structlog
+
+from router.envelope import Envelope
+
+StreamFields = Mapping[str, str | bytes | int | float]
+
+
+class Context(Protocol):
+    """What a handler may do besides computing: hand work on, tap a stream, log.
+
+    Writes are collected and made durable before the handled event is acknowledged, so a
+    crash between the two repeats the handler rather than losing its output.
+    """
+
+    @property
+    def cls(self) -> str:
+        """The event class being handled."""
+        ...
+
+    @property
+    def log(self) -> structlog.typing.FilteringBoundLogger:
+        """A logger bound to this class (and, per event, to the event id)."""
+        ...
+
+    def emit(
+        self, target: str, payload: Any, *, key: str | None = None, parent: Envelope | None = None
+    ) -> str:
+        """Hand a new event to a class (by name) or to a topic (routed like an MQTT message).
+
+        `parent` is the event this one follows from: the handled event by default; batch
+        handlers pass the batch member they are emitting for. The key defaults to the parent's
+        key. Returns the new event's id, derived from the parent's id, so a repeated handler
+        emits the same ids.
+        """
+        ...
+
+    def append(self, stream: str, fields: StreamFields) -> None:
+        """Add an entry to any Redis stream (an audit tap or a durable log)."""
+        ...
+
+
+class Actor:
+    """Base class of actors: one instance per class pool, built with the class's `options`.
+
+    Implement `handle` (stream and queue modes) or `handle_batch` (batch mode). Raising marks
+    the event as failed; it is then retried or kept in the class's dead-letter stream.
+    """
+
+    def __init__(self, **options: Any) -> None:
+        self.options = options
+
+    async def start(self) -> None:
+        """Called once before the first event; open connections or load state here."""
+
+    async def stop(self) -> None:
+        """Called once after the last event, during drain."""
+
+    async def handle(self, event: Envelope, ctx: Context) -> None:
+        """Handle one event."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement handle()")
+
+    async def handle_batch(self, events: Sequence[Envelope], ctx: Context) -> None:
+        """Handle a batch; by default, each event in order."""
+        for event in events:
+            await self.handle(event, ctx)

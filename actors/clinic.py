@@ -1,0 +1,89 @@
+"""Vaccination-clinic stations; each hands the patient on to the next station by emitting.
+
+arrival (batch) -> registration (queue) -> vaccination (stream) -> monitoring (batch)
+-> departure (stream). A patient screened out at arrival goes straight to departure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date
+from typing import Any
+
+from actors.api import Actor, Context
+from router.envelope import Envelope
+
+REQUIRED_REGISTRATION = ("patient_id", "name", "birth_date")
+
+
+class Arrival(Actor):
+    """Temperature and symptom check at the single entry; fever or symptoms: no vaccine today."""
+
+    def __init__(self, *, max_temperature_c: float = 38.0, **options: Any) -> None:
+        super().__init__(max_temperature_c=max_temperature_c, **options)
+        self.max_temperature_c = max_temperature_c
+
+    async def handle_batch(self, events: Sequence[Envelope], ctx: Context) -> None:
+        for event in events:
+            patient = event.payload
+            temperature = float(patient.get("temperature_c", 36.6))
+            symptoms = patient.get("symptoms") or []
+            if temperature > self.max_temperature_c or symptoms:
+                ctx.emit(
+                    "clinic.departure",
+                    {**patient, "outcome": "screened_out", "station": "arrival"},
+                    parent=event,
+                )
+            else:
+                ctx.emit("clinic.registration", {**patient, "screened": True}, parent=event)
+
+
+class Registration(Actor):
+    """Validates patient data; an incomplete record is an error, kept as a dead letter."""
+
+    async def handle(self, event: Envelope, ctx: Context) -> None:
+        patient = event.payload
+        missing = [name for name in REQUIRED_REGISTRATION if not patient.get(name)]
+        if missing:
+            raise ValueError(f"registration is missing {', '.join(missing)}")
+        date.fromisoformat(str(patient["birth_date"]))  # raises ValueError for a bad date
+        ctx.emit("clinic.vaccination", {**patient, "registered": True})
+
+
+class Vaccination(Actor):
+    """Records the dose given at a station, then sends the patient to observation."""
+
+    def __init__(self, *, vaccine: str = "influenza-2026", **options: Any) -> None:
+        super().__init__(vaccine=vaccine, **options)
+        self.vaccine = vaccine
+
+    async def handle(self, event: Envelope, ctx: Context) -> None:
+        dose: dict[str, str] = {
+            "vaccine": str(event.payload.get("vaccine", self.vaccine)),
+            "dose_event_id": event.id,
+        }
+        ctx.append("clinic:doses", {"patient_id": str(event.key), **dose})
+        ctx.emit("clinic.monitoring", {**event.payload, **dose})
+
+
+class Monitoring(Actor):
+    """Observation after the shot; each batch of observed patients is released together."""
+
+    async def handle_batch(self, events: Sequence[Envelope], ctx: Context) -> None:
+        for event in events:
+            released = {**event.payload, "outcome": "vaccinated", "observed": True}
+            ctx.emit("clinic.departure", released, parent=event)
+
+
+class Departure(Actor):
+    """Logs the patient's exit to the clinic's visit log."""
+
+    async def handle(self, event: Envelope, ctx: Context) -> None:
+        ctx.append(
+            "clinic:visits",
+            {
+                "patient_id": str(event.key),
+                "outcome": str(event.payload.get("outcome", "unknown")),
+                "event_id": event.id,
+            },
+        )

@@ -1,0 +1,31 @@
+"""Music-streaming interactions: kept as a durable, analysable log of what users do."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from actors.api import Actor, Context
+from router.envelope import Envelope
+
+# What analytics reads later: who did what, when, where in the app, on what, to which track.
+LOG_FIELDS = (
+    "user_id", "action", "timestamp", "screen", "section", "device", "platform", "app_version",
+    "track", "artist", "genre", "channel", "playlist",
+)  # fmt: skip
+
+
+class InteractionLog(Actor):
+    """Appends each interaction to the durable log stream (option `stream`)."""
+
+    def __init__(self, *, stream: str = "music:interactions", **options: Any) -> None:
+        super().__init__(stream=stream, **options)
+        self.stream = stream
+
+    async def handle(self, event: Envelope, ctx: Context) -> None:
+        payload = event.payload
+        record: dict[str, str | bytes | int | float] = {"event_id": event.id}
+        for name in LOG_FIELDS:
+            value = payload.get(name)
+            if value is not None:
+                record[name] = value if isinstance(value, (str, int, float)) else str(value)
+        ctx.append(self.stream, record)

@@ -1,0 +1,245 @@
+"""The service: wires config, Redis, ingest, pools and HTTP together and owns start, drain, stop.
+
+Shutdown order (tested): stop HTTP ingress, stop every pool's reader, let in-flight work finish
+and be acknowledged within `drain_timeout_s`, then close Redis and the embedded server. Work
+still unfinished at the deadline stays pending in Redis and is reclaimed later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+import structlog
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from actors.pool import Pool, load_actor
+from router.backoff import Backoff
+from router.clock import Clock, SystemClock
+from router.config import Config
+from router.embedded import EmbeddedRedis
+from router.http import build_app, start_site
+from router.ingest import Ingest
+from router.metrics import Metrics
+from router.routing import Router
+from router.transport import UNAVAILABLE, StreamStats, Transport
+
+log = structlog.get_logger("switchyard.service")
+
+
+def consumer_name() -> str:
+    """A consumer name unique to this process: host, pid and a random suffix."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class Service:
+    """One Switchyard process. Use `async with Service(config) as service:` or `run()`."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        registry: CollectorRegistry | None = None,
+        clock: Clock | None = None,
+        http_port: int | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        targets = [c.sla.target_ms / 1000 for c in config.classes.values() if c.sla]
+        self.metrics = Metrics(registry or CollectorRegistry(), targets)
+        self.router = Router.from_config(config)
+        self.http_port = config.http.port if http_port is None else http_port
+        self.embedded: EmbeddedRedis | None = None
+        self.redis: Redis | None = None
+        self.pools: dict[str, Pool] = {}
+        self.stats: dict[str, StreamStats] = {}
+        self._redis_ok = False
+        self._runner: web.AppRunner | None = None
+        self._group: asyncio.TaskGroup | None = None
+        self._pool_tasks: list[asyncio.Task[None]] = []
+        self._background: list[asyncio.Task[None]] = []
+        self._stopped = asyncio.Event()
+        for name, cls in config.classes.items():
+            self.metrics.declare_class(name, cls.lane)
+
+    @property
+    def redis_url(self) -> str:
+        return self.embedded.url if self.embedded else self.config.redis.url
+
+    # --- lifecycle ---
+
+    async def __aenter__(self) -> Service:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Connect to Redis (starting the embedded one if asked), start pools, then HTTP."""
+        redis_config = self.config.redis
+        if redis_config.url == "embedded":
+            self.embedded = EmbeddedRedis(redis_config.data_dir)
+            await self.embedded.start()
+            log.info(
+                "embedded redis started", url=self.embedded.url, data_dir=str(redis_config.data_dir)
+            )
+        pool = BlockingConnectionPool.from_url(
+            self.redis_url,
+            max_connections=redis_config.max_connections,
+            timeout=10,  # seconds to wait for a free connection
+            socket_keepalive=True,
+            socket_connect_timeout=2,
+            socket_timeout=redis_config.block_ms / 1000 + 5,  # a blocked read must not time out
+            retry=Retry(NoBackoff(), 1),  # one fresh connection when a pooled one went stale
+        )
+        self.redis = Redis.from_pool(pool)  # the client owns the pool: aclose() closes both
+        await self.redis.ping()
+        self._redis_ok = True
+        self.transport = Transport(self.redis, redis_config.group, consumer_name())
+        self.ingest = Ingest(self.config, self.router, self.transport, self.metrics, self.clock)
+        self.pools = {name: self._build_pool(name) for name in self.config.classes}
+        self._group = asyncio.TaskGroup()
+        await self._group.__aenter__()
+        for name, pool_ in self.pools.items():
+            self._pool_tasks.append(
+                self._group.create_task(self._supervise(pool_), name=f"pool:{name}")
+            )
+        self._background.append(self._group.create_task(self._stats_loop(), name="stats"))
+        if self.config.http.enabled:
+            self._runner, self.http_port = await start_site(
+                build_app(self), self.config.http.host, self.http_port
+            )
+            log.info("http ingress listening", host=self.config.http.host, port=self.http_port)
+        log.info("switchyard started", classes=len(self.pools), consumer=self.transport.consumer)
+
+    def _build_pool(self, name: str) -> Pool:
+        cls = self.config.classes[name]
+        return Pool(
+            cls=name,
+            config=cls,
+            actor=load_actor(cls.actor, cls.options),
+            transport=self.transport,
+            ingest=self.ingest,
+            metrics=self.metrics,
+            clock=self.clock,
+            block_ms=self.config.redis.block_ms,
+        )
+
+    async def _supervise(self, pool: Pool) -> None:
+        """Run a pool; restart it with backoff when it fails, so one class cannot stop the rest."""
+        backoff = Backoff(initial=0.5, maximum=30.0)
+        while True:
+            try:
+                await pool.run()
+            except Exception as exc:
+                if self._stopped.is_set():
+                    return
+                delay = backoff.next_delay()
+                self.metrics.pool_restarts.labels(pool.cls).inc()
+                log.exception(
+                    "pool failed, restarting",
+                    **{"class": pool.cls},
+                    error=repr(exc),
+                    retry_in_s=round(delay, 2),
+                )
+                await asyncio.sleep(delay)
+            else:
+                return
+
+    async def stop(self) -> None:
+        """Drain and stop, in the documented order; safe to call twice."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        if self._runner is not None:
+            await self._runner.cleanup()  # 1. no new events
+        for pool in self.pools.values():
+            pool.stop()  # 2. no new reads
+        drained = await self._wait_pools(self.config.service.drain_timeout_s)  # 3. finish in-flight
+        if not drained:
+            log.warning("drain timeout passed, unfinished entries stay pending for reclaim")
+        for task in (*self._pool_tasks, *self._background):
+            task.cancel()
+        if self._group is not None:
+            try:
+                await self._group.__aexit__(None, None, None)
+            except BaseExceptionGroup as group:
+                log.exception(
+                    "task failed during shutdown", errors=[repr(e) for e in group.exceptions]
+                )
+        if self.redis is not None:
+            await self.redis.aclose()  # 4. close connections
+        if self.embedded is not None:
+            await self.embedded.stop()  # 5. the embedded server last
+        log.info("switchyard stopped", drained=drained)
+
+    async def _wait_pools(self, deadline_s: float) -> bool:
+        if not self._pool_tasks:
+            return True
+        done, pending = await asyncio.wait(self._pool_tasks, timeout=deadline_s)
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                log.error("pool failed", task=task.get_name(), error=repr(task.exception()))
+        return not pending
+
+    # --- status ---
+
+    async def _stats_loop(self) -> None:
+        """Refresh backlog and pending gauges from Redis; also tracks whether Redis answers."""
+        backoff = Backoff(initial=0.2, maximum=self.config.redis.stats_interval_s)
+        names = list(self.config.classes)
+        while True:
+            try:
+                self.stats = await self.transport.stats(names)
+                self._redis_ok = True
+                backoff.reset()
+                delay = self.config.redis.stats_interval_s
+            except UNAVAILABLE as exc:
+                if self._redis_ok:
+                    log.warning("redis unreachable", error=str(exc))
+                self._redis_ok = False
+                delay = backoff.next_delay()
+            for name, stats in self.stats.items():
+                self.metrics.backlog.labels(name).set(stats.backlog)
+                self.metrics.pending.labels(name).set(stats.pending)
+            await asyncio.sleep(delay)
+
+    async def readiness_problems(self) -> list[str]:
+        """Why this process should not receive traffic now; empty when ready."""
+        problems = []
+        try:
+            await asyncio.wait_for(self.transport.ping(), timeout=1.0)
+        except UNAVAILABLE as exc:
+            problems.append(f"redis unreachable: {exc!r}")
+        problems += [
+            f"pool {name} is not running" for name, pool in self.pools.items() if not pool.running
+        ]
+        return problems
+
+    async def class_views(self) -> dict[str, Any]:
+        """Per-class JSON for /classes: settings, stream length, pending, backlog and in-flight."""
+        with contextlib.suppress(*UNAVAILABLE):  # the last known figures are still worth showing
+            self.stats = await self.transport.stats(list(self.config.classes))
+        return {
+            name: {
+                **pool.snapshot(),
+                "stream_length": self.stats.get(name, StreamStats()).length,
+                "pending": self.stats.get(name, StreamStats()).pending,
+                "backlog": self.stats.get(name, StreamStats()).backlog,
+            }
+            for name, pool in self.pools.items()
+        }
+
+    def classes_in_lane_order(self) -> Iterable[str]:
+        order = {lane: index for index, lane in enumerate(self.config.lane_names())}
+        return sorted(self.config.classes, key=lambda name: order[self.config.classes[name].lane])

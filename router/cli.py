@@ -1,0 +1,206 @@
+"""The `switchyard` command: run, check, demo and publish."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+
+import structlog
+
+from actors.pool import load_actor
+from router.app import Service
+from router.config import Config, load_config
+from router.demo import DemoOptions, run_demo
+from router.errors import ActorLoadError, ConfigError, ConfigIssue, EmbeddedServerError
+from router.logs import configure_logging
+
+DEFAULT_CONFIG = os.environ.get("SWITCHYARD_CONFIG", "config.yaml")
+EXIT_CONFIG = 2
+
+log = structlog.get_logger("switchyard.cli")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return EXIT_CONFIG
+    handler = {"run": _run, "check": _check, "demo": _demo, "publish": _publish}[args.command]
+    return handler(args)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="switchyard", description=__doc__)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, text in (
+        ("run", "run the service until SIGTERM or Ctrl-C"),
+        ("check", "validate a config file and summarise it"),
+        ("demo", "run the service with a simulator of the three workloads and a live summary"),
+    ):
+        command = commands.add_parser(name, help=text, description=text)
+        command.add_argument(
+            "--config", "-c", default=DEFAULT_CONFIG, help="config file (default: %(default)s)"
+        )
+    demo = commands.choices["demo"]
+    demo.add_argument(
+        "--rate",
+        type=float,
+        default=200.0,
+        help="simulated events per second (default: %(default)s)",
+    )
+    demo.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="stop after this many seconds (default: run until Ctrl-C)",
+    )
+    demo.add_argument(
+        "--every", type=float, default=5.0, help="seconds between summaries (default: %(default)s)"
+    )
+    publish = commands.add_parser("publish", help="send one event to a running service over HTTP")
+    publish.add_argument("topic", help="e.g. doorbell/front-door/button_press")
+    publish.add_argument("payload", help='a JSON object or array, e.g. \'{"priority": "high"}\'')
+    publish.add_argument("--url", default=os.environ.get("SWITCHYARD_URL", "http://127.0.0.1:8080"))
+    return parser
+
+
+def _load(path: str) -> Config | None:
+    try:
+        config = load_config(path)
+        _check_actors(config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return None
+    return config
+
+
+def _check_actors(config: Config) -> None:
+    """Import every actor and build it with its options, so a typo fails here, not at 3 a.m."""
+    issues = []
+    for name, cls in config.classes.items():
+        try:
+            load_actor(cls.actor, cls.options)
+        except ActorLoadError as exc:
+            path = ("classes", name, "actor")
+            issues.append(ConfigIssue(f"classes.{name}.actor", config.line_of(path), exc.reason))
+    if issues:
+        raise ConfigError(config.source, issues)
+
+
+def _check(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    print(summary(config))
+    return 0
+
+
+def summary(config: Config) -> str:
+    """A one-screen overview of a valid config."""
+    lines = [
+        f"{config.source}: ok",
+        f"redis: {config.redis.url}   http: {config.http.host}:{config.http.port}"
+        + ("" if config.http.enabled else " (off)"),
+        f"lanes ({len(config.lanes)}, highest first): {', '.join(config.lane_names())}",
+        f"routes: {len(config.routes)}",
+        f"classes ({len(config.classes)}):",
+        f"  {'class':<28} {'lane':<8} {'mode':<7} {'conc':>5}  {'sla':<14} actor",
+    ]
+    order = {lane: i for i, lane in enumerate(config.lane_names())}
+    for name, cls in sorted(
+        config.classes.items(), key=lambda item: (order[item[1].lane], item[0])
+    ):
+        sla = f"{cls.sla.target_ms:g}ms@{cls.sla.objective:g}" if cls.sla else "-"
+        lines.append(
+            f"  {name:<28} {cls.lane:<8} {cls.mode:<7} {cls.concurrency:>5}  {sla:<14} {cls.actor}"
+        )
+    return "\n".join(lines)
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    _configure_logging(config)
+    return _serve(config, demo=None)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    _configure_logging(config, default_level="warning")
+    return _serve(
+        config, demo=DemoOptions(rate=args.rate, duration=args.duration, every=args.every)
+    )
+
+
+def _configure_logging(config: Config, default_level: str | None = None) -> None:
+    configure_logging(config.service.log_format, default_level or config.service.log_level)
+
+
+def _serve(config: Config, demo: DemoOptions | None) -> int:
+    try:
+        return asyncio.run(_serve_async(config, demo))
+    except EmbeddedServerError as exc:
+        print(f"switchyard: {exc}", file=sys.stderr)
+        return 1
+
+
+async def _serve_async(config: Config, demo: DemoOptions | None) -> int:
+    stop = asyncio.Event()
+    signals = 0
+
+    def on_signal() -> None:
+        nonlocal signals
+        signals += 1
+        if signals > 1:
+            log.warning("second signal, exiting at once; unfinished entries stay pending")
+            os._exit(130)
+        log.info("signal received, draining")
+        stop.set()
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    async with Service(config) as service:
+        if demo is not None:
+            await run_demo(service, demo, stop)
+        else:
+            await stop.wait()
+    return 0
+
+
+def _publish(args: argparse.Namespace) -> int:
+    try:
+        json.loads(args.payload)
+    except ValueError as exc:
+        print(f"switchyard: payload is not JSON: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    request = urllib.request.Request(
+        f"{args.url.rstrip('/')}/events/{args.topic}",
+        data=args.payload.encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            print(response.read().decode())
+            return 0
+    except urllib.error.HTTPError as exc:
+        print(f"switchyard: {exc.code} {exc.read().decode()}", file=sys.stderr)
+    except urllib.error.URLError as exc:
+        print(f"switchyard: cannot reach {args.url}: {exc.reason}", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

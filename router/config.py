@@ -1,0 +1,348 @@
+"""Typed configuration loaded from YAML, with `${VAR:-default}` interpolation and located errors."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+
+from router.errors import ConfigError, ConfigIssue
+from router.routing import parse_ref, parse_template, possible_classes, validate_topic_filter
+
+YamlPath = tuple[str | int, ...]
+
+CLASS_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class ServiceConfig(_Model):
+    """Process-wide settings."""
+
+    name: str = "switchyard"
+    drain_timeout_s: float = Field(10.0, gt=0)
+    max_event_bytes: int = Field(65_536, gt=0)
+    max_batch_events: int = Field(1_000, gt=0)
+    log_format: Literal["auto", "json", "pretty"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class RedisConfig(_Model):
+    """Where the streams live. `url: embedded` starts a private redis-server in `data_dir`."""
+
+    url: str = "embedded"
+    data_dir: Path = Path(".switchyard/redis")
+    group: str = "switchyard"
+    max_connections: int = Field(64, ge=4)
+    block_ms: int = Field(500, ge=10, le=10_000)
+    stats_interval_s: float = Field(2.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, url: str) -> str:
+        if url != "embedded" and not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be 'embedded' or a redis://, rediss:// or unix:// URL")
+        return url
+
+
+class HttpConfig(_Model):
+    """The HTTP ingress and the read-only views."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65_535)
+
+
+class LaneConfig(_Model):
+    """A priority lane; lanes are listed highest priority first."""
+
+    name: str
+
+
+class SlaConfig(_Model):
+    """A latency target (ingest to ack) and the share of events that must meet it."""
+
+    target_ms: float = Field(gt=0)
+    objective: float = Field(0.99, gt=0, le=1)
+
+
+class BatchConfig(_Model):
+    """Batch mode: hand over up to `max_size` events, or fewer once `max_wait_ms` has passed."""
+
+    max_size: int = Field(100, ge=1, le=10_000)
+    max_wait_ms: int = Field(1_000, ge=1)
+
+
+class ClassConfig(_Model):
+    """One event class: its lane, actor, processing mode, concurrency and SLA."""
+
+    lane: str
+    actor: str
+    mode: Literal["stream", "queue", "batch"] = "queue"
+    concurrency: int = Field(8, ge=1, le=10_000)
+    batch: BatchConfig | None = None
+    sla: SlaConfig | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("actor")
+    @classmethod
+    def _import_path(cls, actor: str) -> str:
+        module, sep, name = actor.partition(":")
+        if not sep or not module or not name.isidentifier():
+            raise ValueError("must be an import path like 'actors.clinic:Registration'")
+        return actor
+
+    @property
+    def batch_or_default(self) -> BatchConfig:
+        return self.batch or BatchConfig()
+
+
+class FieldMatch(_Model):
+    """One condition: exactly one of `equals`, `in` or `exists`."""
+
+    equals: Any = None
+    in_: list[Any] | None = Field(None, alias="in", min_length=1)
+    exists: bool | None = None
+
+    def model_post_init(self, context: Any, /) -> None:
+        given = self.model_fields_set & {"equals", "in_", "exists"}
+        if len(given) != 1:
+            raise ValueError("give exactly one of 'equals', 'in' or 'exists'")
+
+    def condition(self) -> tuple[str, Any]:
+        """The condition as (kind, value)."""
+        if "equals" in self.model_fields_set:
+            return "equals", self.equals
+        if self.in_ is not None:
+            return "in", tuple(self.in_)
+        return "exists", self.exists
+
+    def options(self) -> list[Any] | None:
+        """The values this condition allows, when it pins them down."""
+        kind, value = self.condition()
+        return {"equals": [value], "in": list(value)}.get(kind)
+
+
+class RouteConfig(_Model):
+    """A routing rule: topic filter and payload conditions to event class and key."""
+
+    name: str | None = None
+    topic: str
+    match: dict[str, FieldMatch] = Field(default_factory=dict)
+    class_: str = Field(alias="class")
+    key: str | None = None
+
+    _check_topic = field_validator("topic")(classmethod(lambda cls, v: validate_topic_filter(v)))
+
+    @field_validator("match")
+    @classmethod
+    def _refs(cls, match: dict[str, FieldMatch]) -> dict[str, FieldMatch]:
+        for ref in match:
+            parse_ref(ref)
+        return match
+
+    @field_validator("key")
+    @classmethod
+    def _key_ref(cls, key: str | None) -> str | None:
+        if key is not None:
+            parse_ref(key)
+        return key
+
+    @field_validator("class_")
+    @classmethod
+    def _template(cls, text: str) -> str:
+        parse_template(text)
+        return text
+
+
+class Config(_Model):
+    """The whole file."""
+
+    service: ServiceConfig = Field(default_factory=ServiceConfig)
+    redis: RedisConfig = Field(default_factory=RedisConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
+    lanes: list[LaneConfig] = Field(min_length=1)
+    routes: list[RouteConfig] = Field(default_factory=list)
+    classes: dict[str, ClassConfig] = Field(min_length=1)
+
+    _lines: dict[YamlPath, int] = PrivateAttr(default_factory=dict)
+    _source: str = PrivateAttr(default="<config>")
+
+    def line_of(self, path: YamlPath) -> int | None:
+        """The YAML line of `path`, or of its closest parent that has one."""
+        return _line_of(self._lines, path)
+
+    @property
+    def source(self) -> str:
+        return self._source
+
+    def lane_names(self) -> list[str]:
+        return [lane.name for lane in self.lanes]
+
+
+# --- loading ---
+
+
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Read, interpolate and validate a config file; raise ConfigError listing every problem."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(source, [ConfigIssue("", None, f"cannot read file: {exc}")]) from exc
+    return parse_config(text, source, os.environ if environ is None else environ)
+
+
+def parse_config(
+    text: str, source: str = "<config>", environ: Mapping[str, str] | None = None
+) -> Config:
+    """Validate config text; raise ConfigError listing every problem with its YAML path and line."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark else None
+        raise ConfigError(
+            source, [ConfigIssue("", line, f"not valid YAML: {exc.problem}")]
+        ) from exc
+    lines = dict(_node_lines(root, ())) if root is not None else {}
+    if not isinstance(data, dict):
+        raise ConfigError(source, [ConfigIssue("", 1, "the file must be a mapping of sections")])
+
+    issues: list[ConfigIssue] = []
+    data = _interpolate(data, (), os.environ if environ is None else environ, lines, issues)
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        for error in exc.errors():
+            loc = tuple(error["loc"])
+            issues.append(ConfigIssue(_dotted(loc), _line_of(lines, loc), _message(error)))
+        raise ConfigError(source, issues) from None
+    config._lines = lines
+    config._source = source
+    issues.extend(
+        ConfigIssue(_dotted(p), _line_of(lines, p), msg) for p, msg in _cross_check(config)
+    )
+    if issues:
+        raise ConfigError(source, issues)
+    return config
+
+
+def _message(error: Any) -> str:
+    if error["type"] == "extra_forbidden":
+        return "unknown key"
+    message = str(error["msg"])
+    return message.removeprefix("Value error, ")
+
+
+def _cross_check(config: Config) -> Iterator[tuple[YamlPath, str]]:
+    """Checks that span sections: lanes, class names, batch settings, route targets."""
+    lanes = config.lane_names()
+    for index, name in enumerate(lanes):
+        if name in lanes[:index]:
+            yield ("lanes", index, "name"), f"lane {name!r} is listed twice"
+    for name, cls in config.classes.items():
+        if not CLASS_NAME.match(name):
+            yield (
+                ("classes", name),
+                (
+                    "class names use lower-case letters, digits, '.', '_' and '-', "
+                    "and start with a letter or digit"
+                ),
+            )
+        if cls.lane not in lanes:
+            yield (
+                ("classes", name, "lane"),
+                f"unknown lane {cls.lane!r} (lanes: {', '.join(lanes)})",
+            )
+        if cls.batch is not None and cls.mode != "batch":
+            yield ("classes", name, "batch"), "'batch' settings need mode: batch"
+    for index, route in enumerate(config.routes):
+        yield from _check_route_targets(config, index, route)
+
+
+def _check_route_targets(
+    config: Config, index: int, route: RouteConfig
+) -> Iterator[tuple[YamlPath, str]]:
+    template = parse_template(route.class_)
+    produced = possible_classes(template, route.topic.split("/"), route.match)
+    if isinstance(produced, str):
+        yield ("routes", index, "class"), produced
+        return
+    for cls in produced:
+        if cls not in config.classes:
+            yield (
+                ("routes", index, "class"),
+                f"routes to {cls!r}, which is not a class in 'classes'",
+            )
+
+
+def _interpolate(
+    value: Any,
+    path: YamlPath,
+    environ: Mapping[str, str],
+    lines: dict[YamlPath, int],
+    issues: list[ConfigIssue],
+) -> Any:
+    """Replace `${VAR}` and `${VAR:-default}` in every string value."""
+    if isinstance(value, dict):
+        return {k: _interpolate(v, (*path, k), environ, lines, issues) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, (*path, i), environ, lines, issues) for i, v in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        found = environ.get(name)
+        if found:
+            return found
+        if default is not None:
+            return default
+        issues.append(
+            ConfigIssue(
+                _dotted(path), _line_of(lines, path), f"environment variable {name} is not set"
+            )
+        )
+        return ""
+
+    return _ENV_REF.sub(substitute, value)
+
+
+def _node_lines(node: yaml.Node, path: YamlPath) -> Iterator[tuple[YamlPath, int]]:
+    """(path, 1-based line) for every node of a composed YAML document."""
+    yield path, node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = key_node.value
+            yield (*path, key), key_node.start_mark.line + 1
+            for sub_path, line in _node_lines(value_node, (*path, key)):
+                if sub_path != (*path, key):
+                    yield sub_path, line
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            yield from _node_lines(item, (*path, index))
+
+
+def _line_of(lines: Mapping[YamlPath, int], path: YamlPath) -> int | None:
+    path = tuple(p for p in path if p != "in_")
+    while path:
+        if path in lines:
+            return lines[path]
+        path = path[:-1]
+    return lines.get(())
+
+
+def _dotted(path: YamlPath) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out

@@ -1,0 +1,233 @@
+"""`switchyard demo`: the service plus a simulator of the three workloads and a live summary.
+
+The simulator posts over HTTP, exactly as a device gateway or app backend would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TextIO
+
+import aiohttp
+
+from router.metrics import histogram_buckets, quantile
+
+if TYPE_CHECKING:
+    from router.app import Service
+
+MUSIC_ACTIONS = (
+    ("skip_song", 30), ("change_song", 25), ("like_song", 15), ("add_to_playlist", 10),
+    ("select_channel", 8), ("remove_from_playlist", 7), ("remove_channel", 5),
+)  # fmt: skip
+DOORBELL_EVENTS = (
+    ("temperature", 35), ("light", 35), ("motion_detected", 15), ("sound_detected", 8),
+    ("video_upload", 5), ("button_press", 2),
+)  # fmt: skip
+ARTISTS = (("Nina Simone", "jazz"), ("Daft Punk", "electronic"), ("Fela Kuti", "afrobeat"),
+           ("Björk", "art pop"), ("Bach", "classical"), ("Kendrick Lamar", "hip hop"))  # fmt: skip
+WORKLOAD_WEIGHTS = (55, 40, 5)  # music, doorbell, clinic
+
+
+@dataclass(frozen=True, slots=True)
+class DemoOptions:
+    rate: float = 200.0
+    duration: float | None = None
+    every: float = 5.0
+
+
+class Simulator:
+    """Makes plausible events of the three workloads as (topic, payload) pairs."""
+
+    def __init__(self, seed: int | None = None, users: int = 500, devices: int = 50) -> None:
+        self.random = random.Random(seed)
+        self.users = users
+        self.devices = devices
+        self.patients = 0
+
+    def events(self, count: int) -> Iterator[tuple[str, dict[str, Any]]]:
+        makers = (self.music, self.doorbell, self.clinic)
+        for make in self.random.choices(makers, WORKLOAD_WEIGHTS, k=count):
+            yield make()
+
+    def music(self) -> tuple[str, dict[str, Any]]:
+        user = self.random.randint(1, self.users)
+        names, weights = zip(*MUSIC_ACTIONS, strict=True)
+        artist, genre = self.random.choice(ARTISTS)
+        return f"music/{user}/events", {
+            "user_id": user,
+            "action": self.random.choices(names, weights)[0],
+            "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
+            "screen": self.random.choice(("now_playing", "library", "search", "home")),
+            "device": self.random.choice(("phone", "desktop", "speaker", "car")),
+            "platform": self.random.choice(("ios", "android", "web", "macos")),
+            "app_version": self.random.choice(("8.9.2", "8.10.0", "8.10.1")),
+            "track": f"track-{self.random.randint(1, 2000)}",
+            "artist": artist,
+            "genre": genre,
+        }
+
+    def doorbell(self) -> tuple[str, dict[str, Any]]:
+        device = f"door-{self.random.randint(1, self.devices):03d}"
+        names, weights = zip(*DOORBELL_EVENTS, strict=True)
+        event = self.random.choices(names, weights)[0]
+        payload: dict[str, Any] = {"device_id": device, "timestamp": datetime.now(UTC).timestamp()}
+        if event == "temperature":
+            payload["value"] = round(self.random.gauss(14, 6), 1)
+        elif event == "light":
+            payload["value"] = round(self.random.uniform(0, 1000))
+        elif event in ("motion_detected", "sound_detected"):
+            payload["confidence"] = round(self.random.random(), 2)
+        elif event == "video_upload":
+            payload.update(clip_id=f"clip-{self.random.getrandbits(32):08x}", duration_s=12.5)
+        return f"doorbell/{device}/{event}", payload
+
+    def clinic(self) -> tuple[str, dict[str, Any]]:
+        self.patients += 1
+        fever = self.random.random() < 0.05
+        return "clinic/arrival", {
+            "patient_id": f"P{self.patients:06d}",
+            "name": f"Patient {self.patients}",
+            "birth_date": self._birth_date(),
+            "temperature_c": 38.6 if fever else round(self.random.uniform(36.1, 37.4), 1),
+            "symptoms": ["cough"] if fever else [],
+        }
+
+    def _birth_date(self) -> str:
+        year, month, day = (self.random.randint(*span) for span in ((1940, 2010), (1, 12), (1, 28)))
+        return f"{year}-{month:02d}-{day:02d}"
+
+
+async def run_demo(
+    service: Service, options: DemoOptions, stop: asyncio.Event, out: TextIO = sys.stdout
+) -> None:
+    """Drive `service` with simulated traffic and print a summary until `stop` or the duration."""
+    url = f"http://127.0.0.1:{service.http_port}/events/"
+    print(
+        f"switchyard demo: {options.rate:g} events/s over HTTP to {url}; Ctrl-C to stop", file=out
+    )
+    async with aiohttp.ClientSession() as session, asyncio.TaskGroup() as group:
+        tasks = [
+            group.create_task(_simulate(session, url, options.rate), name="demo:simulator"),
+            group.create_task(_report(service, options.every, out), name="demo:report"),
+        ]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=options.duration)
+        for task in tasks:
+            task.cancel()
+    _print_summary(
+        service,
+        _Snapshot.take(service),
+        _Snapshot.empty(),
+        options.duration or 0,
+        out=out,
+        final=True,
+    )
+
+
+async def _simulate(session: aiohttp.ClientSession, url: str, rate: float) -> None:
+    simulator = Simulator()
+    tick = 0.02
+    loop = asyncio.get_running_loop()
+    next_tick = loop.time()
+    carry = 0.0
+    while True:
+        carry += rate * tick
+        count, carry = int(carry), carry - int(carry)
+        by_topic: dict[str, list[dict[str, Any]]] = {}
+        for topic, payload in simulator.events(count):
+            by_topic.setdefault(topic, []).append(payload)
+        await asyncio.gather(
+            *(_post(session, url + topic, batch) for topic, batch in by_topic.items())
+        )
+        next_tick += tick
+        await asyncio.sleep(max(0.0, next_tick - loop.time()))
+
+
+async def _post(session: aiohttp.ClientSession, url: str, batch: list[dict[str, Any]]) -> None:
+    try:
+        async with session.post(url, json=batch) as response:
+            await response.read()
+    except aiohttp.ClientError:
+        pass  # the service is stopping or overloaded; the summary shows what got through
+
+
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    processed: dict[str, float]
+    dead: dict[str, float]
+    buckets: dict[str, list[tuple[float, float]]]
+
+    @classmethod
+    def empty(cls) -> _Snapshot:
+        return cls({}, {}, {})
+
+    @classmethod
+    def take(cls, service: Service) -> _Snapshot:
+        registry = service.metrics.registry
+        processed, dead, buckets = {}, {}, {}
+        for name, config in service.config.classes.items():
+            processed[name] = (
+                registry.get_sample_value(
+                    "switchyard_events_processed_total", {"class": name, "outcome": "ok"}
+                )
+                or 0.0
+            )
+            dead[name] = (
+                registry.get_sample_value(
+                    "switchyard_events_processed_total", {"class": name, "outcome": "dead"}
+                )
+                or 0.0
+            )
+            buckets[name] = histogram_buckets(
+                registry, "switchyard_event_latency_seconds", {"class": name, "lane": config.lane}
+            )
+        return cls(processed, dead, buckets)
+
+    def minus(self, earlier: _Snapshot, name: str) -> list[tuple[float, float]]:
+        before = dict(earlier.buckets.get(name, []))
+        return [(bound, count - before.get(bound, 0.0)) for bound, count in self.buckets[name]]
+
+
+async def _report(service: Service, every: float, out: TextIO) -> None:
+    previous = _Snapshot.take(service)
+    while True:
+        await asyncio.sleep(every)
+        current = _Snapshot.take(service)
+        _print_summary(service, current, previous, every, out=out)
+        previous = current
+
+
+def _print_summary(
+    service: Service,
+    current: _Snapshot,
+    previous: _Snapshot,
+    seconds: float,
+    *,
+    out: TextIO,
+    final: bool = False,
+) -> None:
+    title = "totals" if final else f"last {seconds:g}s"
+    columns = f"{'lane':<7} {'rate/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'backlog':>8} {'dead':>6}"
+    print(f"\n{title:<28} {columns}", file=out)
+    for name in service.classes_in_lane_order():
+        done = current.processed[name] - previous.processed.get(name, 0.0)
+        window = current.minus(previous, name)
+        p50, p99 = quantile(window, 0.5), quantile(window, 0.99)
+        stats = service.stats.get(name)
+        rate = f"{done / seconds:8.1f}" if seconds and not final else f"{done:8.0f}"
+        print(
+            f"{name:<28} {service.config.classes[name].lane:<7} {rate} {_ms(p50)} {_ms(p99)} "
+            f"{stats.backlog if stats else 0:>8} {current.dead[name]:>6.0f}",
+            file=out,
+        )
+    out.flush()
+
+
+def _ms(seconds: float | None) -> str:
+    return f"{seconds * 1000:8.1f}" if seconds is not None else f"{'-':>8}"

@@ -1,0 +1,107 @@
+"""The event envelope: what travels through the class streams, with its msgpack codec."""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+import msgpack
+
+from router.errors import DecodeError
+
+WIRE_VERSION = 1
+
+
+_PROCESS_PREFIX = secrets.token_hex(5)
+_SEQUENCE = itertools.count(secrets.randbelow(1 << 32))
+
+
+def new_event_id() -> str:
+    """A unique id that sorts by creation time: 32 hex digits, UUIDv7-like.
+
+    Milliseconds since the epoch (48 bits), then a random per-process prefix (40 bits), then a
+    per-process counter (40 bits): ids from one process strictly increase, ids from different
+    processes sort by millisecond. About ten times cheaper than a random ULID, which matters on
+    the ingest path.
+    """
+    sequence = next(_SEQUENCE) & 0xFF_FFFF_FFFF
+    return f"{time.time_ns() // 1_000_000:012x}{_PROCESS_PREFIX}{sequence:010x}"
+
+
+def child_event_id(parent_id: str, index: int) -> str:
+    """The id of the `index`-th event emitted while handling `parent_id`.
+
+    Deterministic, so a handler that runs twice emits the same ids and duplicates can be
+    recognised downstream.
+    """
+    return f"{parent_id}.{index}"
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """One event on its way through Switchyard.
+
+    `ingest_ts` and `source_ts` are Unix seconds (wall time crosses processes); `key` orders
+    events within a class in stream mode; `attempt` counts handler runs that failed.
+    """
+
+    id: str
+    cls: str
+    lane: str
+    payload: Any
+    key: str | None = None
+    source: str = "http"
+    topic: str = ""
+    source_ts: float | None = None
+    ingest_ts: float = 0.0
+    attempt: int = 0
+
+    def encode(self) -> bytes:
+        """msgpack bytes for a stream entry."""
+        data: bytes = msgpack.packb(
+            (
+                WIRE_VERSION,
+                self.id,
+                self.cls,
+                self.lane,
+                self.key,
+                self.source,
+                self.topic,
+                self.source_ts,
+                self.ingest_ts,
+                self.attempt,
+                self.payload,
+            ),
+            use_bin_type=True,
+        )
+        return data
+
+    @classmethod
+    def decode(cls, data: bytes) -> Envelope:
+        """The envelope in `data`; raises DecodeError for anything else."""
+        try:
+            fields = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=False)
+        except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+            raise DecodeError(f"envelope is not msgpack: {exc}") from exc
+        if not isinstance(fields, list) or len(fields) != 11 or fields[0] != WIRE_VERSION:
+            raise DecodeError("envelope has an unknown layout")
+        (_, id_, cls_, lane, key, source, topic, source_ts, ingest_ts, attempt, payload) = fields
+        return cls(
+            id=id_,
+            cls=cls_,
+            lane=lane,
+            payload=payload,
+            key=key,
+            source=source,
+            topic=topic,
+            source_ts=source_ts,
+            ingest_ts=ingest_ts,
+            attempt=attempt,
+        )
+
+    def retried(self) -> Envelope:
+        """The same event for its next attempt."""
+        return replace(self, attempt=self.attempt + 1)

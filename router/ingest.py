@@ -1,0 +1,256 @@
+"""Ingest: decode a body, route each event, wrap it in an envelope and append it to its stream.
+
+Every ingress (HTTP, MQTT, emits from actors) goes through here, so routing, size limits,
+unrouted handling and the ingest metrics behave the same whatever the source.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import msgpack
+
+from router import keys
+from router.clock import Clock
+from router.config import Config
+from router.envelope import Envelope, new_event_id
+from router.errors import DecodeError, EventTooLarge, InvalidEvent
+from router.metrics import Metrics
+from router.routing import Router
+from router.transport import Fields, Transport
+
+MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack", "application/vnd.msgpack")
+SOURCE_ID_FIELD = "event_id"
+SOURCE_TS_FIELD = "timestamp"
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """What became of one ingested event: its id and class (None when it was unrouted)."""
+
+    id: str
+    cls: str | None
+
+    def as_json(self) -> dict[str, Any]:
+        if self.cls is None:
+            return {"id": self.id, "class": None, "unrouted": True}
+        return {"id": self.id, "class": self.cls}
+
+
+def decode_body(body: bytes, content_type: str = "application/json") -> list[Any]:
+    """The events in a body: an object is one event, an array a batch.
+
+    Raises DecodeError for bytes that are neither JSON nor msgpack, InvalidEvent for a body
+    that decodes to something other than an object or an array of objects.
+    """
+    try:
+        if content_type.split(";", maxsplit=1)[0].strip().lower() in MSGPACK_TYPES:
+            value = msgpack.unpackb(body, raw=False, strict_map_key=False)
+        else:
+            value = json.loads(body)
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+        raise DecodeError(f"body is not valid {_kind(content_type)}: {exc}") from exc
+    events = value if isinstance(value, list) else [value]
+    if not events:
+        raise InvalidEvent("the body is an empty array")
+    for index, event in enumerate(events):
+        if not isinstance(event, dict):
+            raise InvalidEvent(f"event {index} is a {type(event).__name__}, not an object")
+    return events
+
+
+def source_timestamp(payload: Any) -> float | None:
+    """The source's own timestamp as Unix seconds, when it stamped the event legibly."""
+    if not isinstance(payload, dict):
+        return None
+    value = payload.get(SOURCE_TS_FIELD)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value) / 1000 if value > 1e11 else float(value)
+    if isinstance(value, str):
+        try:
+            stamp = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+        return (stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)).timestamp()
+    return None
+
+
+class Ingest:
+    """Turns (topic, payload) pairs into durable stream entries."""
+
+    def __init__(
+        self, config: Config, router: Router, transport: Transport, metrics: Metrics, clock: Clock
+    ) -> None:
+        self.config = config
+        self.router = router
+        self.transport = transport
+        self.metrics = metrics
+        self.clock = clock
+        self.max_event_bytes = config.service.max_event_bytes
+        self._lanes = {name: cls.lane for name, cls in config.classes.items()}
+
+    def for_class(
+        self,
+        cls: str,
+        payload: Any,
+        *,
+        key: str | None,
+        source: str,
+        topic: str = "",
+        event_id: str | None = None,
+        source_ts: float | None = None,
+    ) -> Envelope:
+        """An envelope for a known class."""
+        return Envelope(
+            id=event_id or new_event_id(),
+            cls=cls,
+            lane=self._lanes[cls],
+            payload=payload,
+            key=key,
+            source=source,
+            topic=topic,
+            source_ts=source_ts,
+            ingest_ts=self.clock.wall(),
+        )
+
+    def for_topic(
+        self, topic: str, payload: Any, *, source: str, event_id: str | None = None
+    ) -> Envelope | None:
+        """An envelope for an event on `topic`, or None when no route matches it."""
+        routed = self.router.route(topic, payload)
+        if routed is None:
+            return None
+        return self.for_class(
+            routed.cls,
+            payload,
+            key=routed.key,
+            source=source,
+            topic=topic,
+            event_id=event_id or _source_id(payload),
+            source_ts=source_timestamp(payload),
+        )
+
+    async def accept(self, topic: str, payloads: Sequence[Any], source: str) -> list[Accepted]:
+        """Route and append a batch in one round trip; raise EventTooLarge before writing anything.
+
+        Unrouted events are kept in the unrouted stream, never dropped.
+        """
+        batch = _Batch()
+        for index, payload in enumerate(payloads):
+            self._add(batch, topic, payload, source, index)
+        await self._write(batch, source)
+        return batch.results
+
+    async def accept_messages(self, messages: Sequence[tuple[str, bytes]], source: str) -> None:
+        """Append raw messages (MQTT) in one round trip; bad ones are kept, never raised.
+
+        A message that does not decode, is not an object (or array of objects), or is over
+        `max_event_bytes` is kept in the rejected stream with its raw bytes, topic and error.
+        """
+        batch = _Batch()
+        for topic, body in messages:
+            try:
+                payloads = decode_body(body, sniff_content_type(body))
+            except (DecodeError, InvalidEvent) as exc:
+                reason = "decode_error" if isinstance(exc, DecodeError) else "invalid"
+                batch.reject(self._rejected_fields(topic, source, body, reason, exc.reason), reason)
+                continue
+            for index, payload in enumerate(payloads):
+                try:
+                    self._add(batch, topic, payload, source, index)
+                except EventTooLarge as exc:
+                    fields = self._rejected_fields(topic, source, body, "too_large", str(exc))
+                    batch.reject(fields, "too_large")
+        await self._write(batch, source)
+
+    def _add(self, batch: _Batch, topic: str, payload: Any, source: str, index: int) -> None:
+        envelope = self.for_topic(topic, payload, source=source)
+        if envelope is None:
+            event_id = _source_id(payload) or new_event_id()
+            packed = msgpack.packb(payload, use_bin_type=True)
+            self._check_size(len(packed), index)
+            fields = self._unrouted_fields(event_id, topic, source, packed)
+            batch.reject(fields, "unrouted")
+            batch.results.append(Accepted(event_id, None))
+            return
+        data = envelope.encode()
+        self._check_size(len(data), index)
+        batch.entries.append((envelope.cls, data))
+        batch.results.append(Accepted(envelope.id, envelope.cls))
+
+    def _check_size(self, size: int, index: int) -> None:
+        if size > self.max_event_bytes:
+            self.metrics.rejected.labels("too_large").inc()
+            raise EventTooLarge(size, self.max_event_bytes, index)
+
+    async def _write(self, batch: _Batch, source: str) -> None:
+        """One round trip for the whole batch; metrics only once Redis has it."""
+        await self.transport.publish(batch.entries, batch.kept)
+        for cls, count in Counter(cls for cls, _ in batch.entries).items():
+            self.metrics.ingested.labels(cls, source).inc(count)
+        for reason, count in batch.reasons.items():
+            self.metrics.rejected.labels(reason).inc(count)
+
+    def _unrouted_fields(self, event_id: str, topic: str, source: str, packed: bytes) -> Fields:
+        return {
+            "id": event_id,
+            "reason": "unrouted",
+            "topic": topic,
+            "source": source,
+            "ingest_ts": self.clock.wall(),
+            "payload": packed,
+        }
+
+    def _rejected_fields(
+        self, topic: str, source: str, raw: bytes, reason: str, error: str
+    ) -> Fields:
+        return {
+            "reason": reason,
+            "error": error[:2000],
+            "topic": topic,
+            "source": source,
+            "ingest_ts": self.clock.wall(),
+            "raw": raw,
+        }
+
+
+@dataclass(slots=True)
+class _Batch:
+    """Everything one ingest call writes, in one round trip."""
+
+    entries: list[tuple[str, bytes]] = field(default_factory=list)
+    kept: list[tuple[str, Fields]] = field(default_factory=list)
+    results: list[Accepted] = field(default_factory=list)
+    reasons: Counter[str] = field(default_factory=Counter)
+
+    def reject(self, fields: Fields, reason: str) -> None:
+        stream = keys.unrouted() if reason == "unrouted" else keys.rejected()
+        self.kept.append((stream, fields))
+        self.reasons[reason] += 1
+
+
+def sniff_content_type(body: bytes) -> str:
+    """JSON when the body looks like JSON text, msgpack otherwise (MQTT carries no content type)."""
+    first = body.lstrip()[:1]
+    return "application/json" if first in (b"{", b"[") else "application/msgpack"
+
+
+def _source_id(payload: Any) -> str | None:
+    if isinstance(payload, dict):
+        value = payload.get(SOURCE_ID_FIELD)
+        if isinstance(value, str) and 0 < len(value) <= 128:
+            return value
+    return None
+
+
+def _kind(content_type: str) -> str:
+    return (
+        "msgpack"
+        if content_type.split(";", maxsplit=1)[0].strip().lower() in MSGPACK_TYPES
+        else "JSON"
+    )

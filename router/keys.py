@@ -1,0 +1,37 @@
+"""The Redis key layout, in one place.
+
+Every key of one class carries the class as a hash tag (`sy:{music.like_song}:stream`), so a
+class's multi-key operations stay in one Redis Cluster slot.
+"""
+
+from __future__ import annotations
+
+PREFIX = "sy"
+UNROUTED = "_unrouted"
+REJECTED = "_rejected"
+ENVELOPE_FIELD = b"e"
+
+
+def stream(cls: str) -> str:
+    """The class stream: every accepted event of `cls`, until acknowledged and trimmed."""
+    return f"{PREFIX}:{{{cls}}}:stream"
+
+
+def dead_letters(cls: str) -> str:
+    """Events of `cls` that could not be handled, kept with the reason."""
+    return f"{PREFIX}:{{{cls}}}:dlq"
+
+
+def unrouted() -> str:
+    """Events no route matched, kept so that a fixed rule can replay them."""
+    return dead_letters(UNROUTED)
+
+
+def rejected() -> str:
+    """Raw messages that could not be read as events (bad bytes, not objects, too large)."""
+    return dead_letters(REJECTED)
+
+
+def instances() -> str:
+    """Heartbeats of running Switchyard processes (hash: consumer name -> last seen)."""
+    return f"{PREFIX}:instances"

@@ -1,0 +1,91 @@
+"""Shared fixtures: real redis-server processes that the tests start on free ports."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+
+import actors_for_tests
+import aiohttp
+import pytest
+import pytest_asyncio
+import redis as sync_redis
+from prometheus_client import CollectorRegistry
+from redis.asyncio import Redis
+from servers import RedisServer
+
+from router.app import Service
+from router.config import Config
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def redis_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RedisServer]:
+    """One redis-server for the whole session; never the machine's own on port 6379."""
+    server = RedisServer(tmp_path_factory.mktemp("redis-session"))
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session server's URL, emptied first (it is ours, so FLUSHALL is allowed)."""
+    with sync_redis.Redis.from_url(redis_server.url) as client:
+        client.flushall()
+    return redis_server.url
+
+
+@pytest_asyncio.fixture(name="redis")
+async def redis_client(redis_url: str) -> AsyncIterator[Redis]:
+    """An asyncio client on the emptied session server, closed after the test."""
+    client = Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest_asyncio.fixture
+async def private_redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
+    """A redis-server of the test's own, free to stop, kill and restart."""
+    server = RedisServer(tmp_path / "redis")
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+def probes() -> Iterator[dict[str, actors_for_tests.Probe]]:
+    """The test actors' records (`actors_for_tests.PROBES`), empty before and after the test."""
+    actors_for_tests.reset()
+    yield actors_for_tests.PROBES
+    actors_for_tests.reset()
+
+
+@pytest_asyncio.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """An HTTP client for talking to a service under test, closed after the test."""
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+Serve = Callable[[Config], AbstractAsyncContextManager[Service]]
+
+
+@pytest.fixture
+def serve() -> Serve:
+    """`async with serve(config) as service:` runs a Service on a fresh metrics registry.
+
+    On the way out it stops the service (a no-op when the test already did).
+    """
+
+    @contextlib.asynccontextmanager
+    async def run(config: Config) -> AsyncIterator[Service]:
+        service = Service(config, registry=CollectorRegistry())
+        try:
+            async with service:
+                yield service
+        finally:
+            await service.stop()
+
+    return run

@@ -1,0 +1,62 @@
+"""The `switchyard` command's config checking, as an operator runs it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from router.cli import main
+
+ROOT = Path(__file__).parent.parent
+
+
+def test_check_summarises_the_default_config_and_exits_zero(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["check", "--config", str(ROOT / "config.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "lanes (3, highest first): high, medium, low" in out
+    assert "doorbell.button_press" in out
+    assert "clinic.vaccination" in out
+
+
+def test_check_lists_every_error_with_its_line_and_exits_two(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "lanes: [{name: high}]\n"
+        "classes:\n"
+        "  a.b: {lane: high, actor: 'actors.builtin:Log', colour: red}\n"
+        "  c.d: {lane: high, actor: 'actors.builtin:Log', concurrency: 0}\n"
+    )
+    assert main(["check", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "line 3: classes.a.b.colour: unknown key" in err
+    assert "line 4: classes.c.d.concurrency:" in err
+
+
+def test_check_refuses_an_actor_that_cannot_be_imported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "lanes: [{name: high}]\nclasses:\n  a.b:\n    lane: high\n    actor: actors.builtin:Nope\n"
+    )
+    assert main(["check", "--config", str(bad)]) == 2
+    assert "line 5: classes.a.b.actor:" in capsys.readouterr().err
+
+
+def test_the_module_runs_as_a_command() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "router", "check", "--config", str(ROOT / "config.yaml")],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "classes (16)" in result.stdout

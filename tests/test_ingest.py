@@ -1,0 +1,67 @@
+"""Body decoding and source timestamps at ingress."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import msgpack
+import pytest
+
+from router.errors import DecodeError, InvalidEvent
+from router.ingest import decode_body, source_timestamp
+
+
+def test_a_json_object_is_one_event() -> None:
+    assert decode_body(b'{"user_id": 10}') == [{"user_id": 10}]
+
+
+def test_a_json_array_is_a_batch() -> None:
+    assert decode_body(b'[{"a": 1}, {"a": 2}]') == [{"a": 1}, {"a": 2}]
+
+
+def test_msgpack_bodies_are_read_by_content_type() -> None:
+    body = msgpack.packb([{"a": 1}, {"b": b"\x01"}])
+    assert decode_body(body, "application/msgpack") == [{"a": 1}, {"b": b"\x01"}]
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b"{nope", "application/json"),
+        (b"\xff\xfe", "application/json"),
+        (b"\xc1", "application/msgpack"),
+    ],
+)
+def test_undecodable_bodies_raise_decode_error(body: bytes, content_type: str) -> None:
+    with pytest.raises(DecodeError):
+        decode_body(body, content_type)
+
+
+@pytest.mark.parametrize("body", [b"42", b'"text"', b"[1, 2]", b"[]", b'[{"a": 1}, null]'])
+def test_bodies_that_are_not_objects_raise_invalid_event(body: bytes) -> None:
+    with pytest.raises(InvalidEvent):
+        decode_body(body)
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        (
+            {"timestamp": "2025-10-27T14:03:00"},
+            datetime(2025, 10, 27, 14, 3, tzinfo=UTC).timestamp(),
+        ),
+        (
+            {"timestamp": "2025-10-27T16:03:00+02:00"},
+            datetime(2025, 10, 27, 14, 3, tzinfo=UTC).timestamp(),
+        ),
+        ({"timestamp": 1_761_573_780}, 1_761_573_780.0),
+        ({"timestamp": 1_761_573_780_000}, 1_761_573_780.0),
+        ({"timestamp": "yesterday"}, None),
+        ({"timestamp": True}, None),
+        ({}, None),
+        ([1, 2], None),
+    ],
+)
+def test_the_source_timestamp_is_read_when_legible(payload: Any, expected: float | None) -> None:
+    assert source_timestamp(payload) == expected

@@ -1,0 +1,48 @@
+"""Metric definitions and the histogram helpers the demo summary uses."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+from router.metrics import Metrics, histogram_buckets, latency_buckets, quantile
+
+
+def test_every_sla_target_is_a_latency_bucket_boundary() -> None:
+    buckets = latency_buckets([0.2, 0.15, 0.2])
+    assert 0.2 in buckets
+    assert 0.15 in buckets
+    assert list(buckets) == sorted(set(buckets))
+
+
+def test_declared_classes_export_zeros_before_any_event() -> None:
+    registry = CollectorRegistry()
+    metrics = Metrics(registry, [0.1])
+    metrics.declare_class("doorbell.button_press", "high")
+    labels = {"class": "doorbell.button_press", "outcome": "dead"}
+    assert registry.get_sample_value("switchyard_events_processed_total", labels) == 0.0
+    assert (
+        registry.get_sample_value("switchyard_events_rejected_total", {"reason": "unrouted"}) == 0.0
+    )
+    text = generate_latest(registry).decode()
+    assert (
+        'switchyard_event_latency_seconds_bucket{class="doorbell.button_press",lane="high",le="0.1"}'
+        in text
+    )
+
+
+def test_quantiles_interpolate_inside_the_bucket() -> None:
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    series = metrics.latency.labels("c", "l")
+    for value in [0.0007] * 50 + [0.002] * 49 + [0.04]:
+        series.observe(value)
+    buckets = histogram_buckets(
+        registry, "switchyard_event_latency_seconds", {"class": "c", "lane": "l"}
+    )
+    median = quantile(buckets, 0.5)
+    p99 = quantile(buckets, 0.99)
+    assert median is not None
+    assert 0.0005 <= median <= 0.001
+    assert p99 is not None
+    assert 0.001 <= p99 <= 0.0025
+    assert quantile([], 0.5) is None
