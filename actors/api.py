@@ -30,14 +30,21 @@ class Context(Protocol):
         ...
 
     def emit(
-        self, target: str, payload: Any, *, key: str | None = None, parent: Envelope | None = None
+        self,
+        target: str,
+        payload: Any,
+        *,
+        key: str | None = None,
+        parent: Envelope | None = None,
+        delay_s: float | None = None,
     ) -> str:
         """Hand a new event to a class (by name) or to a topic (routed like an MQTT message).
 
         `parent` is the event this one follows from: the handled event by default; batch
         handlers pass the batch member they are emitting for. The key defaults to the parent's
-        key. Returns the new event's id, derived from the parent's id, so a repeated handler
-        emits the same ids.
+        key. `delay_s` holds the event in the target's durable delay queue first (a timed
+        wait). Returns the new event's id, derived from the parent's id, so a repeated handler
+        emits the same ids (and the repeat is de-duplicated on arrival).
         """
         ...
 

@@ -1,8 +1,11 @@
 """The actor pool: runs one class's actor over its stream in stream, queue or batch mode.
 
 Flow inside a pool: one reader fetches at most as many entries as the pool has free slots
-(a backlog stays in Redis), workers run the actor, and one acker writes each finished event's
-outputs and then acknowledges a whole batch of entries in as few round trips as possible.
+(a backlog stays in Redis) and, every so often, takes over entries a dead consumer left
+pending; workers run the actor; one acker writes each finished event's outputs and then
+settles a whole batch of entries (ack, retry into the delay queue, or dead letter) in one
+transaction. Side tasks renew the lease of entries still being handled and move due
+delayed events back into the stream.
 """
 
 from __future__ import annotations
@@ -10,25 +13,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
-import traceback
+import random
 from collections import deque
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-import msgpack
 import structlog
 
-from actors.api import Actor, StreamFields
-from router import keys
+from actors.api import Actor
+from actors.context import EventContext, Outputs
 from router.backoff import Backoff
 from router.clock import Clock
 from router.config import ClassConfig
-from router.envelope import Envelope, child_event_id
-from router.errors import ActorLoadError, DecodeError, UnknownTarget
+from router.deadletters import failure_fields
+from router.envelope import Envelope
+from router.errors import ActorLoadError, DecodeError
 from router.ingest import Ingest
 from router.metrics import Metrics
-from router.transport import UNAVAILABLE, Fields, Transport
+from router.transport import UNAVAILABLE, Fields, Outgoing, Transport
+
+Entry = tuple[bytes, Envelope]
 
 
 def load_actor(path: str, options: dict[str, Any]) -> Actor:
@@ -47,66 +51,14 @@ def load_actor(path: str, options: dict[str, Any]) -> Actor:
 
 
 @dataclass(slots=True)
-class Outputs:
-    """What a handler asked to write; made durable before its events are acknowledged."""
-
-    emits: list[Envelope] = field(default_factory=list)
-    appends: list[tuple[str, StreamFields]] = field(default_factory=list)
-
-
-class EventContext:
-    """The `actors.api.Context` handed to a handler for one event or one batch."""
-
-    def __init__(
-        self, cls: str, parent: Envelope, ingest: Ingest, log: structlog.typing.FilteringBoundLogger
-    ) -> None:
-        self._cls = cls
-        self._parent = parent
-        self._ingest = ingest
-        self._log = log
-        self._children: dict[str, int] = {}
-        self.outputs = Outputs()
-
-    @property
-    def cls(self) -> str:
-        return self._cls
-
-    @property
-    def log(self) -> structlog.typing.FilteringBoundLogger:
-        return self._log
-
-    def emit(
-        self, target: str, payload: Any, *, key: str | None = None, parent: Envelope | None = None
-    ) -> str:
-        parent = parent or self._parent
-        index = self._children[parent.id] = self._children.get(parent.id, -1) + 1
-        event_id = child_event_id(parent.id, index)
-        source = f"emit:{self._cls}"
-        if target in self._ingest.config.classes:
-            envelope = self._ingest.for_class(
-                target, payload, key=key if key is not None else parent.key,
-                source=source, event_id=event_id, source_ts=parent.source_ts,
-            )  # fmt: skip
-        else:
-            routed = self._ingest.for_topic(target, payload, source=source, event_id=event_id)
-            if routed is None:
-                raise UnknownTarget(target)
-            envelope = routed
-        self.outputs.emits.append(envelope)
-        return envelope.id
-
-    def append(self, stream: str, fields: StreamFields) -> None:
-        self.outputs.appends.append((stream, fields))
-
-
-@dataclass(slots=True)
 class Done:
-    """Entries whose handling finished, waiting for their outputs to be written and their ack."""
+    """Entries whose handling finished, waiting for their outputs to be written and settled."""
 
     entry_ids: list[bytes]
     events: list[Envelope]
     outputs: Outputs
     error: BaseException | None = None
+    reason: str = "handler_error"
 
 
 class Pool:
@@ -135,40 +87,46 @@ class Pool:
         self.log = structlog.get_logger("switchyard.pool").bind(**{"class": cls})
         self.batch_size = config.batch_or_default.max_size if config.mode == "batch" else 1
         self.capacity = config.concurrency * self.batch_size
+        self.claim_every_s = max(0.05, config.claim_idle_ms / 2000)
         self.inflight = 0
         self.running = False
+        self._held: set[bytes] = set()  # entry ids fetched and not yet settled
         self._stopping = asyncio.Event()
         self._slot_freed = asyncio.Event()
         self._work: asyncio.Queue[Any] = asyncio.Queue(maxsize=config.concurrency)
-        self._keys: dict[str, deque[tuple[bytes, Envelope]]] = {}
+        self._keys: dict[str, deque[Entry]] = {}
         self._done: list[Done] = []
         self._done_ready = asyncio.Event()
-        self._drained = asyncio.Event()
+        self._claim_cursor = b"0-0"
+        self._next_claim = 0.0
+        self._random = random.Random()
         lane = config.lane
         self._latency = metrics.latency.labels(cls, lane)
         self._queue_wait = metrics.queue_wait.labels(cls, lane)
         self._handler = metrics.handler.labels(cls)
         self._inflight_gauge = metrics.inflight.labels(cls)
-        self._processed = {o: metrics.processed.labels(cls, o) for o in ("ok", "dead")}
+        self._processed = {o: metrics.processed.labels(cls, o) for o in ("ok", "retried", "dead")}
 
     # --- lifecycle ---
 
     async def run(self) -> None:
-        """Run until `stop()` and then drain: finish what was fetched, ack it, return."""
+        """Run until `stop()` and then drain: finish what was fetched, settle it, return."""
         self._reset()
         await self.transport.ensure_group(self.cls)
         await self.actor.start()
         self.running = True
         try:
             async with asyncio.TaskGroup() as group:
-                workers = [
+                helpers = [
                     group.create_task(self._worker(), name=f"pool:{self.cls}:worker:{n}")
                     for n in range(self.config.concurrency)
                 ]
-                acker = group.create_task(self._acker(), name=f"pool:{self.cls}:acker")
+                helpers.append(group.create_task(self._acker(), name=f"pool:{self.cls}:acker"))
+                helpers.append(group.create_task(self._leases(), name=f"pool:{self.cls}:leases"))
+                helpers.append(group.create_task(self._promoter(), name=f"pool:{self.cls}:delay"))
                 await self._reader()
                 await self._wait_idle()
-                for task in (*workers, acker):
+                for task in helpers:
                     task.cancel()
         finally:
             self.running = False
@@ -177,18 +135,23 @@ class Pool:
     def _reset(self) -> None:
         """Forget a failed run's in-process state; its fetched entries stay pending in Redis."""
         self.inflight = 0
+        self._held.clear()
         self._keys.clear()
         self._done.clear()
         self._work = asyncio.Queue(maxsize=self.config.concurrency)
 
     def stop(self) -> None:
-        """Stop fetching; `run()` returns once what was fetched is handled and acknowledged."""
+        """Stop fetching; `run()` returns once what was fetched is handled and settled."""
         self._stopping.set()
 
     async def _wait_idle(self) -> None:
         while self.inflight:
             self._slot_freed.clear()
             await self._slot_freed.wait()
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
 
     # --- reading ---
 
@@ -199,7 +162,9 @@ class Pool:
             if free == 0:
                 break
             try:
-                if self.config.mode == "batch":
+                if self.clock.monotonic() >= self._next_claim:
+                    await self._reclaim(free)
+                elif self.config.mode == "batch":
                     await self._read_batch()
                 else:
                     self._dispatch(await self._fetch(free, self.block_ms))
@@ -224,26 +189,59 @@ class Pool:
                 return 0
         return self.capacity - self.inflight
 
-    async def _pause(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+    async def _fetch(self, count: int, block_ms: int) -> list[Entry]:
+        """Read new entries; ones that are not envelopes go straight to the dead letters."""
+        raw = await self.transport.read(self.cls, count, block_ms)
+        return await self._accept([(entry_id, data, 1) for entry_id, data in raw])
 
-    async def _fetch(self, count: int, block_ms: int) -> list[tuple[bytes, Envelope]]:
-        """Read and decode; entries that are not envelopes go straight to the dead-letter stream."""
-        fetched = []
-        for entry_id, data in await self.transport.read(self.cls, count, block_ms):
+    async def _reclaim(self, free: int) -> None:
+        """Take over entries a dead consumer left pending; poison ones become dead letters."""
+        self._next_claim = self.clock.monotonic() + self.claim_every_s
+        count = min(free, self.batch_size * self.config.concurrency)
+        self._claim_cursor, claimed = await self.transport.claim_idle(
+            self.cls, self.config.claim_idle_ms, count, self._claim_cursor
+        )
+        if not claimed:
+            return
+        self.log.warning("reclaimed entries of a dead or stalled consumer", count=len(claimed))
+        entries = await self._accept(claimed)
+        if self.config.mode == "batch":
+            for start in range(0, len(entries), self.batch_size):
+                self._work.put_nowait(entries[start : start + self.batch_size])
+        else:
+            self._dispatch(entries)
+
+    async def _accept(self, raw: list[tuple[bytes, bytes | None, int]]) -> list[Entry]:
+        """Decode fetched entries and count them in flight; settle the unusable ones now."""
+        entries, unusable = [], []
+        for entry_id, data, delivered in raw:
             try:
-                fetched.append((entry_id, Envelope.decode(data or b"")))
+                envelope = Envelope.decode(data or b"")
             except DecodeError as exc:
-                await self._dead_letter_raw(entry_id, data, exc)
-        self.inflight += len(fetched)
+                self.metrics.rejected.labels("decode_error").inc()
+                unusable.append(_undecodable(entry_id, data, exc, self.clock.wall()))
+                continue
+            if delivered > self.config.max_deliveries:
+                unusable.append(self._poison(entry_id, envelope, delivered))
+                continue
+            entries.append((entry_id, envelope))
+        self.inflight += len(entries)
+        self._held.update(entry_id for entry_id, _ in entries)
         self._inflight_gauge.set(self.inflight)
-        return fetched
+        for entry_id, fields in unusable:
+            await self.transport.settle(self.cls, [entry_id], dead=[fields])
+        return entries
+
+    def _poison(self, entry_id: bytes, envelope: Envelope, delivered: int) -> tuple[bytes, Fields]:
+        self.log.error("poison entry", event_id=envelope.id, deliveries=delivered)
+        self._processed["dead"].inc()
+        reason = f"delivered {delivered} times, over max_deliveries={self.config.max_deliveries}"
+        return entry_id, failure_fields(envelope, "poison", reason, self.clock.wall())
 
     async def _read_batch(self) -> None:
         """Gather up to `max_size` entries, or fewer once `max_wait_ms` passed since the first."""
         settings = self.config.batch_or_default
-        batch: list[tuple[bytes, Envelope]] = []
+        batch: list[Entry] = []
         deadline: float | None = None
         while len(batch) < settings.max_size and not self._stopping.is_set():
             block_ms = self.block_ms
@@ -264,7 +262,7 @@ class Pool:
         if batch:
             self._work.put_nowait(batch)
 
-    def _dispatch(self, fetched: list[tuple[bytes, Envelope]]) -> None:
+    def _dispatch(self, fetched: list[Entry]) -> None:
         """Queue entries for the workers; in stream mode, one key runs one event at a time."""
         ordered = self.config.mode == "stream"
         for entry_id, envelope in fetched:
@@ -286,52 +284,44 @@ class Pool:
                 continue
             waiting = self._keys[item]
             while waiting:
-                entry_id, envelope = waiting[0]
-                await self._handle_one(entry_id, envelope)
+                await self._handle_batch([waiting[0]])
                 waiting.popleft()
             del self._keys[item]
 
-    async def _handle_one(self, entry_id: bytes, envelope: Envelope) -> None:
-        ctx = EventContext(self.cls, envelope, self.ingest, self.log.bind(event_id=envelope.id))
-        started = self.clock.monotonic()
-        self._queue_wait.observe(max(0.0, self.clock.wall() - envelope.ingest_ts))
-        error: BaseException | None = None
-        try:
-            await self.actor.handle(envelope, ctx)
-        except Exception as exc:
-            error = exc
-        self._handler.observe(self.clock.monotonic() - started)
-        self._finish(Done([entry_id], [envelope], ctx.outputs, error))
-
-    async def _handle_batch(self, batch: list[tuple[bytes, Envelope]]) -> None:
+    async def _handle_batch(self, batch: list[Entry]) -> None:
+        """Run the actor on one entry (stream, queue) or a batch, within `timeout_ms`."""
         events = [envelope for _, envelope in batch]
-        ctx = EventContext(self.cls, events[0], self.ingest, self.log.bind(batch_size=len(events)))
+        first = events[0]
+        log = self.log.bind(event_id=first.id) if len(events) == 1 else self.log
+        ctx = EventContext(self.cls, first, self.ingest, log)
         now = self.clock.wall()
         for envelope in events:
             self._queue_wait.observe(max(0.0, now - envelope.ingest_ts))
         started = self.clock.monotonic()
         error: BaseException | None = None
+        timeout = self.config.timeout_ms / 1000 if self.config.timeout_ms else None
         try:
-            await self.actor.handle_batch(events, ctx)
-        except Exception as exc:
+            async with asyncio.timeout(timeout):
+                if self.config.mode == "batch":
+                    await self.actor.handle_batch(events, ctx)
+                else:
+                    await self.actor.handle(first, ctx)
+        except TimeoutError as exc:
+            error = TimeoutError(f"handler took longer than timeout_ms={self.config.timeout_ms}")
+            error.__cause__ = exc
+        except Exception as exc:  # any handler failure is the event's, not the pool's
             error = exc
         self._handler.observe(self.clock.monotonic() - started)
-        self._finish(Done([entry_id for entry_id, _ in batch], events, ctx.outputs, error))
-
-    def _finish(self, done: Done) -> None:
-        if done.error is not None:
+        done = Done([entry_id for entry_id, _ in batch], events, ctx.outputs, error)
+        if error is not None:
             done.outputs = Outputs()  # a failed handler's emits are not written
-            for envelope in done.events:
-                self.log.error(
-                    "handler failed",
-                    event_id=envelope.id,
-                    error=repr(done.error),
-                    attempt=envelope.attempt,
-                )
+            log.warning(
+                "handler failed", error=repr(error), attempt=first.attempt, events=len(events)
+            )
         self._done.append(done)
         self._done_ready.set()
 
-    # --- acknowledging ---
+    # --- settling ---
 
     async def _acker(self) -> None:
         backoff = Backoff()
@@ -341,7 +331,7 @@ class Pool:
             batch, self._done = self._done, []
             while True:
                 try:
-                    # Shielded: an ack that reached Redis must also be counted here.
+                    # Shielded: a settle that reached Redis must also be counted here.
                     await asyncio.shield(self._flush(batch))
                     backoff.reset()
                     break
@@ -351,52 +341,85 @@ class Pool:
                     await asyncio.sleep(backoff.next_delay())
 
     async def _flush(self, batch: list[Done]) -> None:
-        """Write outputs, keep failures as dead letters, then acknowledge every entry at once."""
-        emits = [(e.cls, e.encode()) for done in batch for e in done.outputs.emits]
-        appends: list[tuple[str, Fields]] = [a for done in batch for a in done.outputs.appends]
-        appends += [self._dead_letter_fields(done) for done in batch if done.error is not None]
+        """Write outputs first, then ack, retry or dead-letter every entry in one transaction."""
+        emits = [
+            Outgoing(e.cls, e.encode(), dedup_id=e.id, due=due)
+            for done in batch
+            for e, due in done.outputs.emits
+        ]
+        appends = [a for done in batch for a in done.outputs.appends]
         if emits or appends:
             await self.transport.publish(emits, appends)
-        entry_ids = [entry_id for done in batch for entry_id in done.entry_ids]
-        await self.transport.ack(self.cls, entry_ids)
+        retries: list[tuple[float, bytes]] = []
+        dead: list[Fields] = []
         now = self.clock.wall()
         for done in batch:
-            for envelope in done.events:
-                self._latency.observe(max(0.0, now - envelope.ingest_ts))
-            outcome = "ok" if done.error is None else "dead"
-            self._processed[outcome].inc(len(done.events))
-        for envelope in (e for done in batch for e in done.outputs.emits):
-            self.metrics.ingested.labels(envelope.cls, "emit").inc()
+            if done.error is not None:
+                self._fail(done, now, retries, dead)
+        entry_ids = [entry_id for done in batch for entry_id in done.entry_ids]
+        await self.transport.settle(self.cls, entry_ids, retries, dead)
+        self._account(batch, self.clock.wall())
+        self._held.difference_update(entry_ids)
         self.inflight -= len(entry_ids)
         self._inflight_gauge.set(self.inflight)
         self._slot_freed.set()
 
-    def _dead_letter_fields(self, done: Done) -> tuple[str, Fields]:
+    def _fail(
+        self, done: Done, now: float, retries: list[tuple[float, bytes]], dead: list[Fields]
+    ) -> None:
+        """Schedule a failed event's next attempt, or keep it as a dead letter after the last."""
         assert done.error is not None
-        error = done.error
-        summary = "".join(traceback.format_exception_only(type(error), error)).strip()
-        return (
-            keys.dead_letters(self.cls),
-            {
-                "ids": ",".join(e.id for e in done.events),
-                "reason": "handler_error",
-                "error_type": type(error).__name__,
-                "error": summary[:2000],
-                "attempts": max(e.attempt for e in done.events) + 1,
-                "failed_ts": self.clock.wall(),
-                "events": _pack_envelopes(done.events),
-            },
-        )
+        policy = self.config.retry
+        for envelope in done.events:
+            failures = envelope.attempt + 1
+            if failures < policy.max_attempts:
+                due = now + policy.delay_s(failures, self._random.random())
+                retries.append((due, envelope.retried().encode()))
+            else:
+                dead.append(failure_fields(envelope, done.reason, done.error, now))
 
-    async def _dead_letter_raw(self, entry_id: bytes, data: bytes | None, exc: DecodeError) -> None:
-        """An entry no envelope can be read from: keep its bytes aside and ack it."""
-        self.log.error("undecodable stream entry", entry_id=entry_id.decode(), error=exc.reason)
-        fields: Fields = {"entry_id": entry_id, "reason": "decode_error", "error": exc.reason}
-        if data is not None:
-            fields = {**fields, "raw": data}
-        await self.transport.append(keys.dead_letters(self.cls), fields)
-        await self.transport.ack(self.cls, [entry_id])
-        self.metrics.rejected.labels("decode_error").inc()
+    def _account(self, batch: list[Done], now: float) -> None:
+        policy = self.config.retry
+        for done in batch:
+            for envelope in done.events:
+                if done.error is None:
+                    self._latency.observe(max(0.0, now - envelope.ingest_ts))
+                    self._processed["ok"].inc()
+                elif envelope.attempt + 1 < policy.max_attempts:
+                    self._processed["retried"].inc()
+                else:
+                    self._processed["dead"].inc()
+                    self.log.error(
+                        "event dead-lettered", event_id=envelope.id, attempts=envelope.attempt + 1
+                    )
+            for envelope, _ in done.outputs.emits:
+                self.metrics.ingested.labels(envelope.cls, "emit").inc()
+
+    # --- side tasks ---
+
+    async def _leases(self) -> None:
+        """Keep entries of slow handlers ours: reset their idle time well before claim_idle."""
+        every = self.config.claim_idle_ms / 3000
+        while True:
+            await asyncio.sleep(every)
+            if self._held:
+                with contextlib.suppress(*UNAVAILABLE):
+                    await self.transport.renew(self.cls, list(self._held))
+
+    async def _promoter(self) -> None:
+        """Move due events of the delay queue into the stream (retries, timed waits)."""
+        backoff = Backoff(initial=0.2, maximum=5.0)
+        while True:
+            try:
+                moved, next_due = await self.transport.promote_due(self.cls)
+                backoff.reset()
+            except UNAVAILABLE:
+                await asyncio.sleep(backoff.next_delay())
+                continue
+            if moved:
+                continue
+            wait = 1.0 if next_due is None else next_due - self.clock.wall()
+            await asyncio.sleep(min(1.0, max(0.01, wait)))
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -408,6 +431,16 @@ class Pool:
         }
 
 
-def _pack_envelopes(events: Sequence[Envelope]) -> bytes:
-    """Dead-letter payload: the failed envelopes, msgpack-encoded, so they can be replayed."""
-    return bytes(msgpack.packb([e.encode() for e in events], use_bin_type=True))
+def _undecodable(
+    entry_id: bytes, data: bytes | None, exc: DecodeError, now: float
+) -> tuple[bytes, Fields]:
+    """A dead letter for an entry no envelope can be read from: its raw bytes and the error."""
+    fields: dict[str, str | bytes | float] = {
+        "entry_id": entry_id,
+        "reason": "decode_error",
+        "error": exc.reason,
+        "failed_ts": now,
+    }
+    if data is not None:
+        fields["raw"] = data
+    return entry_id, fields

@@ -1,8 +1,8 @@
-"""The service: wires config, Redis, ingest, pools and HTTP together and owns start, drain, stop.
+"""The service: wires config, Redis, ingest, pools, HTTP and MQTT; owns start, drain and stop.
 
-Shutdown order (tested): stop HTTP ingress, stop every pool's reader, let in-flight work finish
-and be acknowledged within `drain_timeout_s`, then close Redis and the embedded server. Work
-still unfinished at the deadline stays pending in Redis and is reclaimed later.
+Shutdown order (tested): stop the HTTP, then the MQTT ingress; stop every pool's reader; let
+in-flight work finish and be acknowledged within `drain_timeout_s`; close Redis; stop the
+embedded servers. Work still unfinished at the deadline stays pending in Redis for reclaim.
 """
 
 from __future__ import annotations
@@ -24,12 +24,14 @@ from redis.backoff import NoBackoff
 
 from actors.pool import Pool, load_actor
 from router.backoff import Backoff
+from router.broker import EmbeddedBroker
 from router.clock import Clock, SystemClock
 from router.config import Config
 from router.embedded import EmbeddedRedis
 from router.http import build_app, start_site
 from router.ingest import Ingest
 from router.metrics import Metrics
+from router.mqtt import MqttIngress
 from router.routing import Router
 from router.transport import UNAVAILABLE, StreamStats, Transport
 
@@ -59,6 +61,9 @@ class Service:
         self.router = Router.from_config(config)
         self.http_port = config.http.port if http_port is None else http_port
         self.embedded: EmbeddedRedis | None = None
+        self.broker: EmbeddedBroker | None = None
+        self.mqtt: MqttIngress | None = None
+        self._mqtt_task: asyncio.Task[None] | None = None
         self.redis: Redis | None = None
         self.pools: dict[str, Pool] = {}
         self.stats: dict[str, StreamStats] = {}
@@ -85,7 +90,18 @@ class Service:
         await self.stop()
 
     async def start(self) -> None:
-        """Connect to Redis (starting the embedded one if asked), start pools, then HTTP."""
+        """Connect to Redis, start pools, then the ingresses; undo what started if a step fails."""
+        try:
+            await self._connect_redis()
+            await self._start_pools()
+            await self._start_mqtt()
+            await self._start_http()
+        except BaseException:
+            await self.stop()
+            raise
+        log.info("switchyard started", classes=len(self.pools), consumer=self.transport.consumer)
+
+    async def _connect_redis(self) -> None:
         redis_config = self.config.redis
         if redis_config.url == "embedded":
             self.embedded = EmbeddedRedis(redis_config.data_dir)
@@ -107,20 +123,40 @@ class Service:
         self._redis_ok = True
         self.transport = Transport(self.redis, redis_config.group, consumer_name())
         self.ingest = Ingest(self.config, self.router, self.transport, self.metrics, self.clock)
+
+    async def _start_pools(self) -> None:
         self.pools = {name: self._build_pool(name) for name in self.config.classes}
         self._group = asyncio.TaskGroup()
         await self._group.__aenter__()
-        for name, pool_ in self.pools.items():
+        for name, pool in self.pools.items():
             self._pool_tasks.append(
-                self._group.create_task(self._supervise(pool_), name=f"pool:{name}")
+                self._group.create_task(self._supervise(pool), name=f"pool:{name}")
             )
         self._background.append(self._group.create_task(self._stats_loop(), name="stats"))
+
+    async def _start_mqtt(self) -> None:
+        mqtt = self.config.mqtt
+        if not mqtt.enabled:
+            return
+        url, protocol = mqtt.url, mqtt.protocol
+        if url == "embedded":
+            self.broker = EmbeddedBroker(mqtt.data_dir)
+            await self.broker.start()
+            url = self.broker.url
+            if self.broker.protocol != protocol:
+                log.warning("embedded broker speaks only MQTT 3.1.1", kind=self.broker.kind)
+                protocol = self.broker.protocol
+            log.info("embedded mqtt broker started", kind=self.broker.kind, url=url)
+        self.mqtt = MqttIngress(mqtt, self.ingest, self.metrics, url=url, protocol=protocol)
+        assert self._group is not None
+        self._mqtt_task = self._group.create_task(self.mqtt.run(), name="mqtt:ingress")
+
+    async def _start_http(self) -> None:
         if self.config.http.enabled:
             self._runner, self.http_port = await start_site(
                 build_app(self), self.config.http.host, self.http_port
             )
             log.info("http ingress listening", host=self.config.http.host, port=self.http_port)
-        log.info("switchyard started", classes=len(self.pools), consumer=self.transport.consumer)
 
     def _build_pool(self, name: str) -> Pool:
         cls = self.config.classes[name]
@@ -162,7 +198,8 @@ class Service:
             return
         self._stopped.set()
         if self._runner is not None:
-            await self._runner.cleanup()  # 1. no new events
+            await self._runner.cleanup()  # 1. no new events: HTTP, then MQTT
+        await self._stop_mqtt()
         for pool in self.pools.values():
             pool.stop()  # 2. no new reads
         drained = await self._wait_pools(self.config.service.drain_timeout_s)  # 3. finish in-flight
@@ -179,9 +216,20 @@ class Service:
                 )
         if self.redis is not None:
             await self.redis.aclose()  # 4. close connections
+        if self.broker is not None:
+            await self.broker.stop()  # 5. the embedded servers last
         if self.embedded is not None:
-            await self.embedded.stop()  # 5. the embedded server last
+            await self.embedded.stop()
         log.info("switchyard stopped", drained=drained)
+
+    async def _stop_mqtt(self) -> None:
+        """Stop taking MQTT messages; a batch being written is finished and acknowledged."""
+        if self.mqtt is None or self._mqtt_task is None:
+            return
+        self.mqtt.stop()
+        done, _ = await asyncio.wait([self._mqtt_task], timeout=self.config.service.drain_timeout_s)
+        if not done:
+            self._mqtt_task.cancel()  # unacknowledged messages stay with the broker
 
     async def _wait_pools(self, deadline_s: float) -> bool:
         if not self._pool_tasks:
@@ -221,6 +269,8 @@ class Service:
             await asyncio.wait_for(self.transport.ping(), timeout=1.0)
         except UNAVAILABLE as exc:
             problems.append(f"redis unreachable: {exc!r}")
+        if self.mqtt is not None and not self.mqtt.connected:
+            problems.append(f"mqtt broker not connected ({self.mqtt.url})")
         problems += [
             f"pool {name} is not running" for name, pool in self.pools.items() if not pool.running
         ]

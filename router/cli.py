@@ -20,6 +20,7 @@ from router.config import Config, load_config
 from router.demo import DemoOptions, run_demo
 from router.errors import ActorLoadError, ConfigError, ConfigIssue, EmbeddedServerError
 from router.logs import configure_logging
+from router.mqtt import MqttError, MqttPublisher
 
 DEFAULT_CONFIG = os.environ.get("SWITCHYARD_CONFIG", "config.yaml")
 EXIT_CONFIG = 2
@@ -65,10 +66,18 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--every", type=float, default=5.0, help="seconds between summaries (default: %(default)s)"
     )
-    publish = commands.add_parser("publish", help="send one event to a running service over HTTP")
+    publish = commands.add_parser(
+        "publish", help="send one event to a running service over HTTP or MQTT"
+    )
     publish.add_argument("topic", help="e.g. doorbell/front-door/button_press")
     publish.add_argument("payload", help='a JSON object or array, e.g. \'{"priority": "high"}\'')
-    publish.add_argument("--url", default=os.environ.get("SWITCHYARD_URL", "http://127.0.0.1:8080"))
+    publish.add_argument(
+        "--url",
+        default=os.environ.get("SWITCHYARD_URL", "http://127.0.0.1:8080"),
+        help="http://host:port of the service, or mqtt://host:port of its broker "
+        "(default: %(default)s)",
+    )
+    publish.add_argument("--qos", type=int, choices=(0, 1, 2), default=1, help="MQTT QoS")
     return parser
 
 
@@ -108,7 +117,9 @@ def summary(config: Config) -> str:
     lines = [
         f"{config.source}: ok",
         f"redis: {config.redis.url}   http: {config.http.host}:{config.http.port}"
-        + ("" if config.http.enabled else " (off)"),
+        + ("" if config.http.enabled else " (off)")
+        + f"   mqtt: {config.mqtt.url}"
+        + (f" ({len(config.mqtt.subscriptions)} subscriptions)" if config.mqtt.enabled else ""),
         f"lanes ({len(config.lanes)}, highest first): {', '.join(config.lane_names())}",
         f"routes: {len(config.routes)}",
         f"classes ({len(config.classes)}):",
@@ -185,6 +196,26 @@ def _publish(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"switchyard: payload is not JSON: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    if args.url.startswith(("mqtt://", "mqtts://")):
+        return _publish_mqtt(args)
+    return _publish_http(args)
+
+
+def _publish_mqtt(args: argparse.Namespace) -> int:
+    async def send() -> None:
+        async with MqttPublisher(args.url) as publisher:
+            await publisher.publish(args.topic, args.payload.encode(), qos=args.qos)
+
+    try:
+        asyncio.run(send())
+    except MqttError as exc:
+        print(f"switchyard: cannot publish to {args.url}: {exc}", file=sys.stderr)
+        return 1
+    print(f"published to {args.topic} at QoS {args.qos}")
+    return 0
+
+
+def _publish_http(args: argparse.Namespace) -> int:
     request = urllib.request.Request(
         f"{args.url.rstrip('/')}/events/{args.topic}",
         data=args.payload.encode(),

@@ -33,6 +33,7 @@ class ServiceConfig(_Model):
     max_batch_events: int = Field(1_000, gt=0)
     log_format: Literal["auto", "json", "pretty"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    dedup_window_s: float = Field(600.0, gt=0)
 
 
 class RedisConfig(_Model):
@@ -61,6 +62,53 @@ class HttpConfig(_Model):
     port: int = Field(8080, ge=0, le=65_535)
 
 
+class MqttConfig(_Model):
+    """The MQTT ingress. `url: embedded` starts a private broker; `off` runs without MQTT."""
+
+    url: str = "off"
+    client_id: str = "switchyard"
+    protocol: Literal["5", "3.1.1"] = "5"
+    qos: Literal[0, 1, 2] = 1
+    subscriptions: list[str] = Field(default_factory=list)
+    shared_group: str | None = None
+    username: str | None = None
+    password: str | None = None
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    inflight: int = Field(256, ge=1, le=65_535)
+    session_expiry_s: int = Field(86_400, ge=0)
+    keepalive_s: int = Field(30, ge=5)
+    data_dir: Path = Path(".switchyard/mqtt")
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, url: str) -> str:
+        if url not in ("off", "embedded") and not url.startswith(("mqtt://", "mqtts://")):
+            raise ValueError("must be 'off', 'embedded' or an mqtt:// or mqtts:// URL")
+        return url
+
+    @field_validator("subscriptions")
+    @classmethod
+    def _filters(cls, subscriptions: list[str]) -> list[str]:
+        for topic_filter in subscriptions:
+            validate_topic_filter(topic_filter)
+        return subscriptions
+
+    @field_validator("shared_group")
+    @classmethod
+    def _group_name(cls, group: str | None) -> str | None:
+        if not group:
+            return None  # empty (e.g. an unset variable) means no shared subscription
+        if any(c in group for c in "/+#"):
+            raise ValueError("a shared subscription group is one topic level without + or #")
+        return group
+
+    @property
+    def enabled(self) -> bool:
+        return self.url != "off"
+
+
 class LaneConfig(_Model):
     """A priority lane; lanes are listed highest priority first."""
 
@@ -81,8 +129,22 @@ class BatchConfig(_Model):
     max_wait_ms: int = Field(1_000, ge=1)
 
 
+class RetryConfig(_Model):
+    """Failed handlers run again after an exponential, jittered delay, up to `max_attempts` runs."""
+
+    max_attempts: int = Field(3, ge=1, le=100)
+    backoff_ms: int = Field(1_000, ge=1)
+    max_backoff_ms: int = Field(60_000, ge=1)
+    jitter: float = Field(0.2, ge=0, le=1)
+
+    def delay_s(self, failures: int, unit_random: float) -> float:
+        """The wait before the run after `failures` failed runs; `unit_random` in [0, 1)."""
+        base: float = min(self.max_backoff_ms, self.backoff_ms * 2 ** (failures - 1)) / 1000
+        return base * (1 - self.jitter + 2 * self.jitter * unit_random)
+
+
 class ClassConfig(_Model):
-    """One event class: its lane, actor, processing mode, concurrency and SLA."""
+    """One event class: its lane, actor, processing mode, concurrency, SLA and failure policy."""
 
     lane: str
     actor: str
@@ -90,6 +152,11 @@ class ClassConfig(_Model):
     concurrency: int = Field(8, ge=1, le=10_000)
     batch: BatchConfig | None = None
     sla: SlaConfig | None = None
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+    timeout_ms: int | None = Field(None, ge=1)
+    claim_idle_ms: int = Field(60_000, ge=100)
+    max_deliveries: int = Field(5, ge=1)
+    max_len: int | None = Field(None, ge=1)
     options: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("actor")
@@ -169,6 +236,7 @@ class Config(_Model):
     service: ServiceConfig = Field(default_factory=ServiceConfig)
     redis: RedisConfig = Field(default_factory=RedisConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
     lanes: list[LaneConfig] = Field(min_length=1)
     routes: list[RouteConfig] = Field(default_factory=list)
     classes: dict[str, ClassConfig] = Field(min_length=1)
@@ -267,6 +335,8 @@ def _cross_check(config: Config) -> Iterator[tuple[YamlPath, str]]:
             yield ("classes", name, "batch"), "'batch' settings need mode: batch"
     for index, route in enumerate(config.routes):
         yield from _check_route_targets(config, index, route)
+    if config.mqtt.enabled and not config.mqtt.subscriptions:
+        yield ("mqtt", "subscriptions"), "MQTT is on but subscribes to nothing"
 
 
 def _check_route_targets(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 import sys
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import aiohttp
 
 from router.metrics import histogram_buckets, quantile
+from router.mqtt import MqttError, MqttPublisher
 
 if TYPE_CHECKING:
     from router.app import Service
@@ -106,31 +108,52 @@ class Simulator:
 async def run_demo(
     service: Service, options: DemoOptions, stop: asyncio.Event, out: TextIO = sys.stdout
 ) -> None:
-    """Drive `service` with simulated traffic and print a summary until `stop` or the duration."""
-    url = f"http://127.0.0.1:{service.http_port}/events/"
-    print(
-        f"switchyard demo: {options.rate:g} events/s over HTTP to {url}; Ctrl-C to stop", file=out
-    )
-    async with aiohttp.ClientSession() as session, asyncio.TaskGroup() as group:
+    """Drive `service` with simulated traffic and print a summary until `stop` or the duration.
+
+    Doorbells publish over MQTT when the service has an MQTT ingress; apps post over HTTP.
+    """
+    senders = _Senders(f"http://127.0.0.1:{service.http_port}/events/")
+    mqtt_url = service.mqtt.url if service.mqtt else None
+    via = f"doorbells over MQTT ({mqtt_url}), the rest over HTTP" if mqtt_url else "HTTP"
+    print(f"switchyard demo: {options.rate:g} events/s via {via}; Ctrl-C to stop", file=out)
+    async with contextlib.AsyncExitStack() as stack:
+        senders.http = await stack.enter_async_context(aiohttp.ClientSession())
+        if service.mqtt is not None:
+            publisher = MqttPublisher(service.mqtt.url, protocol=service.mqtt.protocol)
+            senders.mqtt = await stack.enter_async_context(publisher)
+        group = await stack.enter_async_context(asyncio.TaskGroup())
         tasks = [
-            group.create_task(_simulate(session, url, options.rate), name="demo:simulator"),
+            group.create_task(_simulate(senders, options.rate), name="demo:simulator"),
             group.create_task(_report(service, options.every, out), name="demo:report"),
         ]
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=options.duration)
         for task in tasks:
             task.cancel()
-    _print_summary(
-        service,
-        _Snapshot.take(service),
-        _Snapshot.empty(),
-        options.duration or 0,
-        out=out,
-        final=True,
-    )
+    final = _Snapshot.take(service)
+    _print_summary(service, final, _Snapshot.empty(), options.duration or 0, out=out, final=True)
 
 
-async def _simulate(session: aiohttp.ClientSession, url: str, rate: float) -> None:
+@dataclass(slots=True)
+class _Senders:
+    http_url: str
+    http: aiohttp.ClientSession | None = None
+    mqtt: MqttPublisher | None = None
+
+    async def send(self, topic: str, batch: list[dict[str, Any]]) -> None:
+        """One topic's events: each as an MQTT message for devices, one HTTP post otherwise."""
+        try:
+            if self.mqtt is not None and topic.startswith("doorbell/"):
+                for payload in batch:
+                    await self.mqtt.publish(topic, json.dumps(payload).encode())
+            elif self.http is not None:
+                async with self.http.post(self.http_url + topic, json=batch) as response:
+                    await response.read()
+        except (aiohttp.ClientError, MqttError):
+            pass  # the service is stopping or overloaded; the summary shows what got through
+
+
+async def _simulate(senders: _Senders, rate: float) -> None:
     simulator = Simulator()
     tick = 0.02
     loop = asyncio.get_running_loop()
@@ -142,19 +165,9 @@ async def _simulate(session: aiohttp.ClientSession, url: str, rate: float) -> No
         by_topic: dict[str, list[dict[str, Any]]] = {}
         for topic, payload in simulator.events(count):
             by_topic.setdefault(topic, []).append(payload)
-        await asyncio.gather(
-            *(_post(session, url + topic, batch) for topic, batch in by_topic.items())
-        )
+        await asyncio.gather(*(senders.send(topic, batch) for topic, batch in by_topic.items()))
         next_tick += tick
         await asyncio.sleep(max(0.0, next_tick - loop.time()))
-
-
-async def _post(session: aiohttp.ClientSession, url: str, batch: list[dict[str, Any]]) -> None:
-    try:
-        async with session.post(url, json=batch) as response:
-            await response.read()
-    except aiohttp.ClientError:
-        pass  # the service is stopping or overloaded; the summary shows what got through
 
 
 @dataclass(frozen=True, slots=True)

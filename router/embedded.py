@@ -23,7 +23,14 @@ from redis.exceptions import RedisError
 
 from router.errors import EmbeddedServerError
 
-__all__ = ["EmbeddedRedis", "find_redis_server"]
+__all__ = [
+    "EmbeddedRedis",
+    "find_redis_server",
+    "free_port",
+    "parent_death_hook",
+    "read_tail",
+    "signal_process",
+]
 
 _HOST = "127.0.0.1"
 _LOG_NAME = "redis.log"
@@ -104,7 +111,7 @@ class EmbeddedRedis:
         if self._proc is not None:
             raise EmbeddedServerError(f"embedded redis already running (pid {self._proc.pid})")
         if self._port is None:
-            self._port = await asyncio.to_thread(_free_port)
+            self._port = await asyncio.to_thread(free_port)
         try:
             self._proc = await self._spawn(self._port)
             await self._wait_ready(self._proc, self._port, timeout)
@@ -135,7 +142,7 @@ class EmbeddedRedis:
         if proc is None:
             return
         if proc.returncode is None:
-            _signal(proc, signal.SIGKILL, group=True)
+            signal_process(proc, signal.SIGKILL, group=True)
         await proc.wait()
         self._proc = None
 
@@ -157,7 +164,7 @@ class EmbeddedRedis:
                 stdout=log,
                 stderr=log,
                 pass_fds=(lock_fd,),
-                preexec_fn=_parent_death_hook(),
+                preexec_fn=parent_death_hook(),
                 start_new_session=True,  # a terminal's Ctrl-C reaches the service, not Redis
             )
         except OSError as exc:
@@ -227,13 +234,13 @@ class EmbeddedRedis:
             await client.ping()  # SHUTDOWN reports success as a dropped connection
             await client.shutdown()
         except (RedisError, OSError):
-            _signal(proc, signal.SIGTERM)
+            signal_process(proc, signal.SIGTERM)
         finally:
             await client.aclose()
 
     async def _log_tail(self) -> str:
         """The last lines of the server log, formatted for an error message."""
-        tail = await asyncio.to_thread(_read_tail, self.log_path, _LOG_TAIL_LINES)
+        tail = await asyncio.to_thread(read_tail, self.log_path, _LOG_TAIL_LINES)
         if not tail:
             return f"; {self.log_path} is empty"
         return f"; last lines of {self.log_path}:\n{tail}"
@@ -304,7 +311,7 @@ def _record_holder(lock_fd: int, pid: int) -> None:
         os.pwrite(lock_fd, f"{pid}\n".encode(), 0)
 
 
-def _read_tail(path: Path, lines: int) -> str:
+def read_tail(path: Path, lines: int) -> str:
     try:
         text = path.read_text(errors="replace")
     except OSError:
@@ -312,7 +319,7 @@ def _read_tail(path: Path, lines: int) -> str:
     return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
-def _free_port() -> int:
+def free_port() -> int:
     """A TCP port on 127.0.0.1 that is free right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((_HOST, 0))
@@ -320,7 +327,9 @@ def _free_port() -> int:
         return port
 
 
-def _signal(proc: asyncio.subprocess.Process, sig: signal.Signals, *, group: bool = False) -> None:
+def signal_process(
+    proc: asyncio.subprocess.Process, sig: signal.Signals, *, group: bool = False
+) -> None:
     """Signal the server without Popen.send_signal, whose poll() races asyncio's reaper."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         if group:
@@ -329,7 +338,7 @@ def _signal(proc: asyncio.subprocess.Process, sig: signal.Signals, *, group: boo
             os.kill(proc.pid, sig)
 
 
-def _parent_death_hook() -> Callable[[], None] | None:
+def parent_death_hook() -> Callable[[], None] | None:
     """On Linux, a preexec_fn making the child get SIGTERM when its parent dies.
 
     So a SIGKILLed service never leaves its redis-server behind. The kernel ties this to

@@ -60,6 +60,7 @@ class _Views:
         try:
             accepted = await service.ingest.accept(topic, payloads, source="http")
         except EventTooLarge as exc:
+            rejected.labels("too_large").inc()
             return _error(413, str(exc))
         except UNAVAILABLE as exc:
             service.metrics.redis_errors.labels("publish").inc()

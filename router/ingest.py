@@ -22,7 +22,7 @@ from router.envelope import Envelope, new_event_id
 from router.errors import DecodeError, EventTooLarge, InvalidEvent
 from router.metrics import Metrics
 from router.routing import Router
-from router.transport import Fields, Transport
+from router.transport import Fields, Outgoing, Transport
 
 MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack", "application/vnd.msgpack")
 SOURCE_ID_FIELD = "event_id"
@@ -42,19 +42,30 @@ class Accepted:
         return {"id": self.id, "class": self.cls}
 
 
-def decode_body(body: bytes, content_type: str = "application/json") -> list[Any]:
+_MSGPACK_ERRORS = (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError)
+
+
+def decode_body(body: bytes, content_type: str | None = "application/json") -> list[Any]:
     """The events in a body: an object is one event, an array a batch.
 
-    Raises DecodeError for bytes that are neither JSON nor msgpack, InvalidEvent for a body
-    that decodes to something other than an object or an array of objects.
+    `content_type` None (MQTT carries none) means JSON if it parses, else msgpack. Raises
+    DecodeError for bytes that do not decode, InvalidEvent for a body that decodes to
+    something other than an object or an array of objects.
     """
+    kind = "msgpack" if _is_msgpack(content_type) else "JSON"
     try:
-        if content_type.split(";", maxsplit=1)[0].strip().lower() in MSGPACK_TYPES:
+        value = (
+            msgpack.unpackb(body, raw=False, strict_map_key=False)
+            if kind == "msgpack"
+            else json.loads(body)
+        )
+    except _MSGPACK_ERRORS as exc:
+        if content_type is not None:
+            raise DecodeError(f"body is not valid {kind}: {exc}") from exc
+        try:
             value = msgpack.unpackb(body, raw=False, strict_map_key=False)
-        else:
-            value = json.loads(body)
-    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
-        raise DecodeError(f"body is not valid {_kind(content_type)}: {exc}") from exc
+        except _MSGPACK_ERRORS as again:
+            raise DecodeError(f"body is neither JSON nor msgpack: {again}") from again
     events = value if isinstance(value, list) else [value]
     if not events:
         raise InvalidEvent("the body is an empty array")
@@ -62,6 +73,10 @@ def decode_body(body: bytes, content_type: str = "application/json") -> list[Any
         if not isinstance(event, dict):
             raise InvalidEvent(f"event {index} is a {type(event).__name__}, not an object")
     return events
+
+
+def _is_msgpack(content_type: str | None) -> bool:
+    return content_type is not None and content_type.split(";")[0].strip().lower() in MSGPACK_TYPES
 
 
 def source_timestamp(payload: Any) -> float | None:
@@ -146,27 +161,36 @@ class Ingest:
         await self._write(batch, source)
         return batch.results
 
-    async def accept_messages(self, messages: Sequence[tuple[str, bytes]], source: str) -> None:
+    async def accept_messages(self, messages: Sequence[tuple[str, bytes]], source: str) -> int:
         """Append raw messages (MQTT) in one round trip; bad ones are kept, never raised.
 
         A message that does not decode, is not an object (or array of objects), or is over
         `max_event_bytes` is kept in the rejected stream with its raw bytes, topic and error.
+        Returns how many messages were kept aside (in whole or part) rather than routed.
         """
         batch = _Batch()
+        kept_messages = 0
         for topic, body in messages:
-            try:
-                payloads = decode_body(body, sniff_content_type(body))
-            except (DecodeError, InvalidEvent) as exc:
-                reason = "decode_error" if isinstance(exc, DecodeError) else "invalid"
-                batch.reject(self._rejected_fields(topic, source, body, reason, exc.reason), reason)
-                continue
-            for index, payload in enumerate(payloads):
-                try:
-                    self._add(batch, topic, payload, source, index)
-                except EventTooLarge as exc:
-                    fields = self._rejected_fields(topic, source, body, "too_large", str(exc))
-                    batch.reject(fields, "too_large")
+            kept_before = len(batch.kept)
+            self._add_message(batch, topic, body, source)
+            kept_messages += len(batch.kept) > kept_before
         await self._write(batch, source)
+        return kept_messages
+
+    def _add_message(self, batch: _Batch, topic: str, body: bytes, source: str) -> None:
+        try:
+            payloads = decode_body(body, content_type=None)
+        except (DecodeError, InvalidEvent) as exc:
+            reason = "decode_error" if isinstance(exc, DecodeError) else "invalid"
+            batch.reject(self._rejected_fields(topic, source, body, reason, exc.reason), reason)
+            return
+        for index, payload in enumerate(payloads):
+            try:
+                self._add(batch, topic, payload, source, index)
+            except EventTooLarge as exc:
+                batch.reject(
+                    self._rejected_fields(topic, source, body, "too_large", str(exc)), "too_large"
+                )
 
     def _add(self, batch: _Batch, topic: str, payload: Any, source: str, index: int) -> None:
         envelope = self.for_topic(topic, payload, source=source)
@@ -180,18 +204,21 @@ class Ingest:
             return
         data = envelope.encode()
         self._check_size(len(data), index)
-        batch.entries.append((envelope.cls, data))
+        # A source-supplied id is de-duplicated on arrival: a redelivered message counts once.
+        batch.entries.append(Outgoing(envelope.cls, data, dedup_id=_source_id(payload)))
         batch.results.append(Accepted(envelope.id, envelope.cls))
 
     def _check_size(self, size: int, index: int) -> None:
         if size > self.max_event_bytes:
-            self.metrics.rejected.labels("too_large").inc()
             raise EventTooLarge(size, self.max_event_bytes, index)
 
     async def _write(self, batch: _Batch, source: str) -> None:
         """One round trip for the whole batch; metrics only once Redis has it."""
-        await self.transport.publish(batch.entries, batch.kept)
-        for cls, count in Counter(cls for cls, _ in batch.entries).items():
+        ids = await self.transport.publish(batch.entries, batch.kept)
+        written = (
+            item.cls for item, stream_id in zip(batch.entries, ids, strict=True) if stream_id
+        )
+        for cls, count in Counter(written).items():
             self.metrics.ingested.labels(cls, source).inc(count)
         for reason, count in batch.reasons.items():
             self.metrics.rejected.labels(reason).inc(count)
@@ -223,7 +250,7 @@ class Ingest:
 class _Batch:
     """Everything one ingest call writes, in one round trip."""
 
-    entries: list[tuple[str, bytes]] = field(default_factory=list)
+    entries: list[Outgoing] = field(default_factory=list)
     kept: list[tuple[str, Fields]] = field(default_factory=list)
     results: list[Accepted] = field(default_factory=list)
     reasons: Counter[str] = field(default_factory=Counter)
@@ -234,23 +261,9 @@ class _Batch:
         self.reasons[reason] += 1
 
 
-def sniff_content_type(body: bytes) -> str:
-    """JSON when the body looks like JSON text, msgpack otherwise (MQTT carries no content type)."""
-    first = body.lstrip()[:1]
-    return "application/json" if first in (b"{", b"[") else "application/msgpack"
-
-
 def _source_id(payload: Any) -> str | None:
     if isinstance(payload, dict):
         value = payload.get(SOURCE_ID_FIELD)
         if isinstance(value, str) and 0 < len(value) <= 128:
             return value
     return None
-
-
-def _kind(content_type: str) -> str:
-    return (
-        "msgpack"
-        if content_type.split(";", maxsplit=1)[0].strip().lower() in MSGPACK_TYPES
-        else "JSON"
-    )

@@ -22,6 +22,16 @@ def dead_letters(cls: str) -> str:
     return f"{PREFIX}:{{{cls}}}:dlq"
 
 
+def delayed(cls: str) -> str:
+    """Events of `cls` waiting for a time (retry backoff, timed waits): a sorted set by due time."""
+    return f"{PREFIX}:{{{cls}}}:delay"
+
+
+def seen(cls: str) -> str:
+    """Ids of recent de-duplicated arrivals in `cls` (emits, source-supplied ids), by time."""
+    return f"{PREFIX}:{{{cls}}}:seen"
+
+
 def unrouted() -> str:
     """Events no route matched, kept so that a fixed rule can replay them."""
     return dead_letters(UNROUTED)

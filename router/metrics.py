@@ -14,6 +14,7 @@ BASE_BUCKETS = (
 
 REJECT_REASONS = ("decode_error", "too_large", "unrouted", "invalid")
 OUTCOMES = ("ok", "retried", "dead")
+MQTT_OUTCOMES = ("accepted", "kept", "dropped")
 
 
 def latency_buckets(sla_targets_s: Iterable[float]) -> tuple[float, ...]:
@@ -96,6 +97,20 @@ class Metrics:
             ["class"],
             registry=registry,
         )
+        self.mqtt_connected = Gauge(
+            "switchyard_mqtt_connected",
+            "1 while the MQTT ingress is connected and subscribed, else 0.",
+            registry=registry,
+        )
+        self.mqtt_messages = Counter(
+            "switchyard_mqtt_messages_total",
+            "MQTT messages by outcome: accepted into a class stream, kept aside (unrouted or "
+            "rejected, with the raw bytes), or dropped (QoS 0 only, when the ingress is full).",
+            ["outcome"],
+            registry=registry,
+        )
+        for outcome in MQTT_OUTCOMES:
+            self.mqtt_messages.labels(outcome)
         for reason in REJECT_REASONS:
             self.rejected.labels(reason)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -24,18 +25,69 @@ UNAVAILABLE: tuple[type[Exception], ...] = (
     asyncio.TimeoutError,
 )
 
-# One server-side loop per class stream: a whole batch costs one command, not one per event.
-_XADD_MANY = """
-local ids = {}
-for i = 1, #ARGV do
-  ids[i] = redis.call('XADD', KEYS[1], '*', 'e', ARGV[i])
+# One server-side loop per class: a whole batch costs one command, not one per event.
+# ARGV: now_ms, dedup window_ms, then (dedup id or "", due_ms or "", envelope) triples.
+# An arrival whose dedup id was seen within the window is skipped (reply: false); one with a
+# due time goes to the delay queue (reply: "delayed"); the rest are appended to the stream.
+_ENQUEUE = """
+local now, window = tonumber(ARGV[1]), tonumber(ARGV[2])
+local pruned = false
+local out = {}
+for i = 3, #ARGV, 3 do
+  local dedup, due, data = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local fresh = true
+  if dedup ~= '' then
+    if not pruned then
+      redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - window)
+      pruned = true
+    end
+    fresh = redis.call('ZADD', KEYS[2], 'NX', now, dedup) == 1
+  end
+  if not fresh then
+    out[#out + 1] = false
+  elseif due ~= '' then
+    redis.call('ZADD', KEYS[3], due, data)
+    out[#out + 1] = 'delayed'
+  else
+    out[#out + 1] = redis.call('XADD', KEYS[1], '*', 'e', data)
+  end
 end
-return ids
+return out
+"""
+
+# Move due events from the delay queue back into the stream, atomically: safe to run from every
+# instance at once. Returns {moved, score of the next due event or false}.
+_PROMOTE = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, member in ipairs(due) do
+  redis.call('XADD', KEYS[2], '*', 'e', member)
+  redis.call('ZREM', KEYS[1], member)
+end
+local next_due = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return {#due, next_due[2] or false}
+"""
+
+# Replay a dead letter only if this caller removed it, so running a replay twice is harmless.
+_MOVE_IF_DELETED = """
+if redis.call('XDEL', KEYS[1], ARGV[1]) == 1 then
+  return redis.call('XADD', KEYS[2], '*', 'e', ARGV[2])
+end
+return false
 """
 
 BACKLOG_COUNT_LIMIT = 10_000
 
 Fields = Mapping[str, str | bytes | int | float]
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """An encoded envelope on its way into a class."""
+
+    cls: str
+    data: bytes
+    dedup_id: str | None = None  # skip it when this id arrived in the class within the window
+    due: float | None = None  # Unix seconds: wait in the delay queue until then
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,11 +102,16 @@ class StreamStats:
 class Transport:
     """The class streams of one consumer group, as seen by one consumer (this process)."""
 
-    def __init__(self, redis: Redis, group: str, consumer: str) -> None:
+    def __init__(
+        self, redis: Redis, group: str, consumer: str, *, dedup_window_s: float = 600.0
+    ) -> None:
         self.redis = redis
         self.group = group
         self.consumer = consumer
-        self._xadd_many = redis.register_script(_XADD_MANY)
+        self.dedup_window_ms = int(dedup_window_s * 1000)
+        self._enqueue = redis.register_script(_ENQUEUE)
+        self._promote = redis.register_script(_PROMOTE)
+        self._move_if_deleted = redis.register_script(_MOVE_IF_DELETED)
 
     async def ensure_group(self, cls: str) -> None:
         """Create the class stream and its group, delivering from the start; idempotent."""
@@ -65,31 +122,71 @@ class Transport:
                 raise
 
     async def publish(
-        self,
-        entries: Sequence[tuple[str, bytes]],
-        extra: Sequence[tuple[str, Fields]] = (),
-    ) -> list[bytes]:
-        """Append encoded envelopes to their class streams in one round trip.
+        self, items: Sequence[Outgoing], extra: Sequence[tuple[str, Fields]] = ()
+    ) -> list[bytes | None]:
+        """Write envelopes into their classes (streams or delay queues) in one round trip.
 
-        `entries` are (class, envelope bytes); `extra` are (stream key, fields) written in the
-        same pipeline, e.g. audit taps. Returns the stream ids of `entries`, in order.
+        `extra` are (stream key, fields) written in the same pipeline, e.g. audit taps.
+        Returns, per item, its stream id, b"delayed", or None for a de-duplicated repeat.
         """
         by_class: dict[str, list[int]] = defaultdict(list)
-        for index, (cls, _) in enumerate(entries):
-            by_class[cls].append(index)
+        for index, item in enumerate(items):
+            by_class[item.cls].append(index)
+        now_ms = str(int(time.time() * 1000))
         async with self.redis.pipeline(transaction=False) as pipe:
             for cls, indexes in by_class.items():
-                await self._xadd_many(
-                    keys=[keys.stream(cls)], args=[entries[i][1] for i in indexes], client=pipe
-                )
+                args: list[str | bytes] = [now_ms, str(self.dedup_window_ms)]
+                for index in indexes:
+                    item = items[index]
+                    due = "" if item.due is None else str(int(item.due * 1000))
+                    args += [item.dedup_id or "", due, item.data]
+                class_keys = [keys.stream(cls), keys.seen(cls), keys.delayed(cls)]
+                await self._enqueue(keys=class_keys, args=args, client=pipe)
             for stream, fields in extra:
                 pipe.xadd(stream, _redis_fields(fields))
             replies = await pipe.execute()
-        ids: list[bytes] = [b""] * len(entries)
+        ids: list[bytes | None] = [None] * len(items)
         for indexes, reply in zip(by_class.values(), replies, strict=False):
             for index, stream_id in zip(indexes, reply, strict=True):
-                ids[index] = stream_id
+                ids[index] = stream_id or None
         return ids
+
+    async def settle(
+        self,
+        cls: str,
+        entry_ids: Sequence[bytes],
+        retries: Sequence[tuple[float, bytes]] = (),
+        dead: Sequence[Fields] = (),
+    ) -> None:
+        """Acknowledge entries, atomically with their retries and dead letters.
+
+        One MULTI on the class's own keys (one cluster slot): an entry is never both
+        acknowledged and lost, nor retried and still pending.
+        """
+        if not (entry_ids or retries or dead):
+            return
+        async with self.redis.pipeline(transaction=bool(retries or dead)) as pipe:
+            if retries:
+                pipe.zadd(keys.delayed(cls), {data: due * 1000 for due, data in retries})
+            for fields in dead:
+                pipe.xadd(keys.dead_letters(cls), _redis_fields(fields))
+            if entry_ids:
+                pipe.xack(keys.stream(cls), self.group, *entry_ids)
+            await pipe.execute()
+
+    async def promote_due(self, cls: str, limit: int = 500) -> tuple[int, float | None]:
+        """Move due delayed events into the stream; returns (moved, next due in Unix seconds)."""
+        now_ms = int(time.time() * 1000)
+        reply: Any = await self._promote(
+            keys=[keys.delayed(cls), keys.stream(cls)], args=[now_ms, limit]
+        )
+        moved, next_due = int(reply[0]), reply[1]
+        return moved, (float(next_due) / 1000 if next_due else None)
+
+    async def move_if_deleted(self, source: str, entry_id: bytes, cls: str, data: bytes) -> bool:
+        """XDEL `entry_id` from `source` and, only if it was there, append `data` to `cls`."""
+        reply = await self._move_if_deleted(keys=[source, keys.stream(cls)], args=[entry_id, data])
+        return bool(reply)
 
     async def append(self, stream: str, fields: Fields) -> bytes:
         """XADD one entry to any stream (dead letters, unrouted events)."""
@@ -115,6 +212,38 @@ class Transport:
             return []
         entries: list[tuple[bytes, dict[bytes, bytes]]] = reply[0][1]
         return [(entry_id, fields.get(keys.ENVELOPE_FIELD)) for entry_id, fields in entries]
+
+    async def claim_idle(
+        self, cls: str, min_idle_ms: int, count: int, cursor: bytes = b"0-0"
+    ) -> tuple[bytes, list[tuple[bytes, bytes | None, int]]]:
+        """Take over entries idle longer than `min_idle_ms` (their consumer died or stalled).
+
+        Returns the cursor for the next call (b"0-0" when the scan wrapped) and, per claimed
+        entry, (stream id, envelope bytes or None, times delivered including this one).
+        """
+        stream = keys.stream(cls)
+        reply: Any = await self.redis.xautoclaim(
+            stream, self.group, self.consumer, min_idle_ms, start_id=cursor, count=count
+        )
+        next_cursor, entries = reply[0], [(i, f) for i, f in reply[1] if f is not None]
+        if not entries:
+            return next_cursor, []
+        counts = await self.redis.xpending_range(
+            stream, self.group, min=entries[0][0], max=entries[-1][0],
+            count=len(entries) * 2, consumername=self.consumer,
+        )  # fmt: skip
+        delivered = {c["message_id"]: int(c["times_delivered"]) for c in counts}
+        return next_cursor, [
+            (entry_id, fields.get(keys.ENVELOPE_FIELD), delivered.get(entry_id, 1))
+            for entry_id, fields in entries
+        ]
+
+    async def renew(self, cls: str, entry_ids: Sequence[bytes]) -> None:
+        """Reset the idle time of entries still being handled, so nobody reclaims them."""
+        if entry_ids:
+            await self.redis.xclaim(
+                keys.stream(cls), self.group, self.consumer, 0, list(entry_ids), justid=True
+            )
 
     async def ack(self, cls: str, entry_ids: Sequence[bytes]) -> None:
         """Acknowledge a batch of entries of one class."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest_asyncio
 import redis as sync_redis
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
-from servers import RedisServer
+from servers import BrokerServer, RedisServer
 
 from router.app import Service
 from router.config import Config
@@ -89,3 +90,39 @@ def serve() -> Serve:
             await service.stop()
 
     return run
+
+
+# --- MQTT brokers (appended for the MQTT tests) ---
+
+NO_MOSQUITTO = (
+    "needs mosquitto (MQTT 5 and sessions persisted on disk); not on PATH, and the amqtt "
+    "fallback speaks only MQTT 3.1.1 and keeps sessions in memory"
+)
+
+
+@pytest_asyncio.fixture
+async def mqtt_broker(tmp_path: Path) -> AsyncIterator[BrokerServer]:
+    """An MQTT broker of the test's own on a free port (never 1883): mosquitto, else amqtt.
+
+    Free to stop, kill and restart; it comes back on the same port with the same data dir.
+    """
+    broker = BrokerServer(tmp_path / "mqtt-broker")
+    await broker.start()
+    try:
+        yield broker
+    finally:
+        await broker.kill()
+
+
+@pytest_asyncio.fixture
+async def mosquitto(tmp_path: Path) -> AsyncIterator[BrokerServer]:
+    """Like `mqtt_broker`, but skips the test when mosquitto is not installed."""
+    if shutil.which("mosquitto") is None:
+        pytest.skip(NO_MOSQUITTO)
+    broker = BrokerServer(tmp_path / "mosquitto")
+    assert broker.kind == "mosquitto"
+    await broker.start()
+    try:
+        yield broker
+    finally:
+        await broker.kill()

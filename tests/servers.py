@@ -3,16 +3,32 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
+import json
 import shutil
 import socket
-from collections.abc import Awaitable, Callable
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar, overload
+from typing import Any, Literal, TypeVar, overload
+from urllib.parse import urlsplit
 
+import aiomqtt
+
+from router.broker import BrokerKind, EmbeddedBroker
 from router.embedded import EmbeddedRedis, find_redis_server
 
-__all__ = ["RedisServer", "free_port", "redis_binary", "wait_for"]
+__all__ = [
+    "BrokerServer",
+    "RedisServer",
+    "ServiceProcess",
+    "free_port",
+    "mqtt_client",
+    "mqtt_service_yaml",
+    "redis_binary",
+    "wait_for",
+]
 
 T = TypeVar("T")
 
@@ -107,3 +123,206 @@ class RedisServer:
     async def restart(self) -> None:
         await self.stop()
         await self.start()
+
+
+# --- MQTT brokers and service processes (appended for the MQTT tests) ---
+
+
+class BrokerServer:
+    """An MQTT broker owned by the tests: `router.broker.EmbeddedBroker` on a fixed port.
+
+    mosquitto when it is on PATH (MQTT 5, sessions persisted in `data_dir`), else amqtt (MQTT
+    3.1.1, sessions in memory). The port and data dir are fixed at construction, so stop() or
+    kill() followed by start() brings the same broker back on the same URL.
+    """
+
+    def __init__(self, data_dir: Path, port: int | None = None, binary: str | None = None) -> None:
+        self.port = port if port is not None else free_port()
+        self.data_dir = data_dir
+        self._broker = EmbeddedBroker(data_dir, port=self.port, binary=binary)
+
+    @property
+    def kind(self) -> BrokerKind:
+        return self._broker.kind
+
+    @property
+    def protocol(self) -> Literal["5", "3.1.1"]:
+        """The newest MQTT version the broker speaks."""
+        return self._broker.protocol
+
+    @property
+    def persistent(self) -> bool:
+        """Whether sessions survive a broker restart and flow control (MQTT 5) is there."""
+        return self.kind == "mosquitto"
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{_HOST}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        """Process id while running, None when stopped or killed."""
+        proc = self._broker._proc  # EmbeddedBroker keeps its process private
+        return proc.pid if proc is not None and proc.returncode is None else None
+
+    async def start(self) -> None:
+        await self._broker.start()
+
+    async def stop(self) -> None:
+        """SIGTERM: mosquitto writes its sessions to disk before it exits."""
+        await self._broker.stop()
+
+    async def kill(self) -> None:
+        """SIGKILL, for fault injection."""
+        await self._broker.kill()
+
+    async def restart(self) -> None:
+        await self.stop()
+        await self.start()
+
+
+@contextlib.asynccontextmanager
+async def mqtt_client(
+    broker_url: str, protocol: str = "5", client_id: str | None = None
+) -> AsyncIterator[aiomqtt.Client]:
+    """A connected aiomqtt client (a device or app publishing), disconnected on the way out."""
+    parts = urlsplit(broker_url)
+    client = aiomqtt.Client(
+        parts.hostname or _HOST,
+        parts.port or 1883,
+        identifier=client_id,
+        protocol=aiomqtt.ProtocolVersion.V5 if protocol == "5" else aiomqtt.ProtocolVersion.V311,
+    )
+    async with client:
+        yield client
+
+
+class ServiceProcess:
+    """`python -m router run --config <file>` as a child process, for crash tests (SIGKILL).
+
+    Its stderr (JSON log lines with `service.log_format: json`) is collected in `logs`;
+    `close()` kills whatever is still running, so a failed test leaves no process behind.
+    """
+
+    def __init__(self, config_path: Path, cwd: Path | None = None) -> None:
+        self.config_path = config_path
+        self.cwd = cwd
+        self.logs: list[dict[str, Any]] = []
+        self.lines: list[str] = []
+        self._proc: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.returncode if self._proc is not None else None
+
+    async def start(self) -> None:
+        if self._proc is not None and self._proc.returncode is None:
+            raise RuntimeError(f"service already running (pid {self._proc.pid})")
+        await self._finish_reader()
+        self.logs.clear()
+        self.lines.clear()
+        self._proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "router",
+            "run",
+            "--config",
+            str(self.config_path),
+            cwd=self.cwd,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        self._reader = asyncio.create_task(self._read(self._proc), name="service-stderr")
+
+    def logged(self, event: str) -> dict[str, Any] | None:
+        """The first JSON log line whose event is `event`, or None."""
+        return next((line for line in self.logs if line.get("event") == event), None)
+
+    def tail(self, lines: int = 30) -> str:
+        return "\n".join(self.lines[-lines:])
+
+    async def kill(self) -> None:
+        """SIGKILL: no drain, no goodbye to Redis or the broker."""
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+        await proc.wait()
+        await self._finish_reader()
+
+    async def terminate(self, timeout: float = 15.0) -> int:  # noqa: ASYNC109 - a deadline
+        """SIGTERM (drain) and the exit code; SIGKILL if it outlasts `timeout`."""
+        proc = self._proc
+        if proc is None:
+            raise RuntimeError("service was never started")
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+            try:
+                async with asyncio.timeout(timeout):
+                    await proc.wait()
+            except TimeoutError:
+                await self.kill()
+                raise
+        await self._finish_reader()
+        assert proc.returncode is not None
+        return proc.returncode
+
+    async def close(self) -> None:
+        """Kill the process if it still runs and stop reading its output."""
+        await self.kill()
+
+    async def _read(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stderr is not None
+        async for raw in proc.stderr:
+            text = raw.decode(errors="replace").rstrip("\n")
+            self.lines.append(text)
+            try:
+                record = json.loads(text)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                self.logs.append(record)
+
+    async def _finish_reader(self) -> None:
+        if self._reader is not None:
+            await self._reader
+            self._reader = None
+
+
+def mqtt_service_yaml(
+    redis_url: str,
+    broker_url: str,
+    *,
+    client_id: str,
+    protocol: str = "5",
+    subscriptions: Sequence[str] = ("things/+",),
+    inflight: int = 32,
+    shared_group: str | None = None,
+    service: str = "",
+    http_port: int = 0,
+    body: str = "",
+) -> str:
+    """Config text for a service that takes MQTT from `broker_url`, with quick Redis reads.
+
+    `service` adds keys to the service section (e.g. `max_event_bytes: 1024`); `body` holds
+    the routes and classes.
+    """
+    group = f', shared_group: "{shared_group}"' if shared_group else ""
+    return f"""
+service: {{drain_timeout_s: 10{", " + service if service else ""}}}
+redis: {{url: "{redis_url}", block_ms: 50, stats_interval_s: 0.2}}
+http: {{port: {http_port}}}
+mqtt:
+  {{url: "{broker_url}", protocol: "{protocol}", client_id: "{client_id}",
+   subscriptions: {json.dumps(list(subscriptions))}, inflight: {inflight}{group}}}
+lanes: [{{name: high}}, {{name: low}}]
+{body}"""

@@ -1,0 +1,79 @@
+"""The handler context: what an actor may ask for besides computing, collected for the pool.
+
+Emits and appends are only recorded here; the pool writes them to Redis before it
+acknowledges the handled entries, so a crash in between repeats the handler instead of
+losing its output. Emitted ids derive from the parent's id and are de-duplicated on arrival,
+so the repeat does not double anything downstream.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from actors.api import StreamFields
+from router.envelope import Envelope, child_event_id
+from router.errors import UnknownTarget
+from router.ingest import Ingest
+
+
+@dataclass(slots=True)
+class Outputs:
+    """What a handler asked to write; made durable before its events are acknowledged."""
+
+    emits: list[tuple[Envelope, float | None]] = field(default_factory=list)  # (event, due)
+    appends: list[tuple[str, StreamFields]] = field(default_factory=list)
+
+
+class EventContext:
+    """The `actors.api.Context` handed to a handler for one event or one batch."""
+
+    def __init__(
+        self, cls: str, parent: Envelope, ingest: Ingest, log: structlog.typing.FilteringBoundLogger
+    ) -> None:
+        self._cls = cls
+        self._parent = parent
+        self._ingest = ingest
+        self._log = log
+        self._children: dict[str, int] = {}
+        self.outputs = Outputs()
+
+    @property
+    def cls(self) -> str:
+        return self._cls
+
+    @property
+    def log(self) -> structlog.typing.FilteringBoundLogger:
+        return self._log
+
+    def emit(
+        self,
+        target: str,
+        payload: Any,
+        *,
+        key: str | None = None,
+        parent: Envelope | None = None,
+        delay_s: float | None = None,
+    ) -> str:
+        parent = parent or self._parent
+        index = self._children[parent.id] = self._children.get(parent.id, -1) + 1
+        event_id = child_event_id(parent.id, index)
+        source = f"emit:{self._cls}"
+        if target in self._ingest.config.classes:
+            envelope = self._ingest.for_class(
+                target, payload, key=key if key is not None else parent.key,
+                source=source, event_id=event_id, source_ts=parent.source_ts,
+            )  # fmt: skip
+        else:
+            routed = self._ingest.for_topic(target, payload, source=source, event_id=event_id)
+            if routed is None:
+                raise UnknownTarget(target)
+            envelope = routed
+        due = envelope.ingest_ts + delay_s if delay_s else None
+        self.outputs.emits.append((envelope, due))
+        return envelope.id
+
+    def append(self, stream: str, fields: StreamFields) -> None:
+        self.outputs.appends.append((stream, fields))
