@@ -16,8 +16,8 @@ $(STAMP): pyproject.toml
 
 run: demo  ## the service plus a simulator of the three workloads, on an embedded Redis
 
-demo: $(STAMP)
-	$(PY) -m router demo
+demo: $(STAMP)  ## observation shortened to 20 s so departures show within the demo
+	SWITCHYARD_CLINIC_OBSERVATION_S=$${SWITCHYARD_CLINIC_OBSERVATION_S:-20} $(PY) -m router demo
 
 serve: $(STAMP)  ## the service alone, no simulator
 	$(PY) -m router run

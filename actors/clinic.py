@@ -67,12 +67,21 @@ class Vaccination(Actor):
 
 
 class Monitoring(Actor):
-    """Observation after the shot; each batch of observed patients is released together."""
+    """Timed waiting after the shot: each patient is released to departure once their
+    observation time (option `observation_s`, 15 minutes by default) has passed.
+
+    The wait is held in the departure class's durable delay queue, not in this process, so a
+    restart during observation neither loses nor rushes anybody.
+    """
+
+    def __init__(self, *, observation_s: float | str = 900.0, **options: Any) -> None:
+        super().__init__(observation_s=observation_s, **options)
+        self.observation_s = float(observation_s)
 
     async def handle_batch(self, events: Sequence[Envelope], ctx: Context) -> None:
         for event in events:
-            released = {**event.payload, "outcome": "vaccinated", "observed": True}
-            ctx.emit("clinic.departure", released, parent=event)
+            released = {**event.payload, "outcome": "vaccinated", "observed_s": self.observation_s}
+            ctx.emit("clinic.departure", released, parent=event, delay_s=self.observation_s)
 
 
 class Departure(Actor):

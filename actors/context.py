@@ -8,7 +8,7 @@ so the repeat does not double anything downstream.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import structlog
@@ -71,7 +71,11 @@ class EventContext:
             if routed is None:
                 raise UnknownTarget(target)
             envelope = routed
-        due = envelope.ingest_ts + delay_s if delay_s else None
+        due = None
+        if delay_s:
+            # A timed wait is not queueing delay: its latency is measured from its release.
+            due = envelope.ingest_ts + delay_s
+            envelope = replace(envelope, ingest_ts=due)
         self.outputs.emits.append((envelope, due))
         return envelope.id
 

@@ -28,14 +28,33 @@ from router.broker import EmbeddedBroker
 from router.clock import Clock, SystemClock
 from router.config import Config
 from router.embedded import EmbeddedRedis
+from router.errors import EmbeddedServerError
 from router.http import build_app, start_site
 from router.ingest import Ingest
 from router.metrics import Metrics
 from router.mqtt import MqttIngress
+from router.retention import Retention
 from router.routing import Router
 from router.transport import UNAVAILABLE, StreamStats, Transport
 
 log = structlog.get_logger("switchyard.service")
+
+
+URL_FILE = "url"
+
+
+def resolve_redis_url(config: Config) -> str:
+    """The Redis a command should talk to; for `embedded`, the running service's server."""
+    if config.redis.url != "embedded":
+        return config.redis.url
+    path = config.redis.data_dir / URL_FILE
+    try:
+        return path.read_text().strip()
+    except OSError:
+        raise EmbeddedServerError(
+            f"the embedded Redis is not running (no {path}); start the service, "
+            "or set SWITCHYARD_REDIS_URL"
+        ) from None
 
 
 def consumer_name() -> str:
@@ -106,6 +125,9 @@ class Service:
         if redis_config.url == "embedded":
             self.embedded = EmbeddedRedis(redis_config.data_dir)
             await self.embedded.start()
+            await asyncio.to_thread(
+                (redis_config.data_dir / URL_FILE).write_text, self.embedded.url
+            )
             log.info(
                 "embedded redis started", url=self.embedded.url, data_dir=str(redis_config.data_dir)
             )
@@ -121,7 +143,12 @@ class Service:
         self.redis = Redis.from_pool(pool)  # the client owns the pool: aclose() closes both
         await self.redis.ping()
         self._redis_ok = True
-        self.transport = Transport(self.redis, redis_config.group, consumer_name())
+        self.transport = Transport(
+            self.redis,
+            redis_config.group,
+            consumer_name(),
+            dedup_window_s=self.config.service.dedup_window_s,
+        )
         self.ingest = Ingest(self.config, self.router, self.transport, self.metrics, self.clock)
 
     async def _start_pools(self) -> None:
@@ -133,6 +160,8 @@ class Service:
                 self._group.create_task(self._supervise(pool), name=f"pool:{name}")
             )
         self._background.append(self._group.create_task(self._stats_loop(), name="stats"))
+        retention = Retention(self.config, self.transport, self.metrics)
+        self._background.append(self._group.create_task(retention.run(), name="retention"))
 
     async def _start_mqtt(self) -> None:
         mqtt = self.config.mqtt
@@ -220,6 +249,8 @@ class Service:
             await self.broker.stop()  # 5. the embedded servers last
         if self.embedded is not None:
             await self.embedded.stop()
+            with contextlib.suppress(OSError):
+                (self.config.redis.data_dir / URL_FILE).unlink()
         log.info("switchyard stopped", drained=drained)
 
     async def _stop_mqtt(self) -> None:

@@ -8,19 +8,26 @@ import json
 import os
 import signal
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 import structlog
+from redis.asyncio import Redis
 
 from actors.pool import load_actor
-from router.app import Service
+from router import keys
+from router.app import Service, resolve_redis_url
 from router.config import Config, load_config
+from router.deadletters import LIST_LIMIT, DeadLetter, DeadLetters
 from router.demo import DemoOptions, run_demo
 from router.errors import ActorLoadError, ConfigError, ConfigIssue, EmbeddedServerError
 from router.logs import configure_logging
 from router.mqtt import MqttError, MqttPublisher
+from router.transport import UNAVAILABLE, Transport
 
 DEFAULT_CONFIG = os.environ.get("SWITCHYARD_CONFIG", "config.yaml")
 EXIT_CONFIG = 2
@@ -34,7 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return EXIT_CONFIG
-    handler = {"run": _run, "check": _check, "demo": _demo, "publish": _publish}[args.command]
+    handlers = {"run": _run, "check": _check, "demo": _demo, "publish": _publish, "dlq": _dlq}
+    handler = handlers[args.command]
     return handler(args)
 
 
@@ -66,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--every", type=float, default=5.0, help="seconds between summaries (default: %(default)s)"
     )
+    _dlq_parser(commands)
     publish = commands.add_parser(
         "publish", help="send one event to a running service over HTTP or MQTT"
     )
@@ -79,6 +88,29 @@ def _parser() -> argparse.ArgumentParser:
     )
     publish.add_argument("--qos", type=int, choices=(0, 1, 2), default=1, help="MQTT QoS")
     return parser
+
+
+def _dlq_parser(commands: Any) -> None:
+    dlq = commands.add_parser("dlq", help="list, show, replay or purge dead letters")
+    actions = dlq.add_subparsers(dest="action", metavar="ACTION", required=True)
+    for name, text in (
+        ("list", "list a class's dead letters, oldest first"),
+        ("show", "show dead letters in full"),
+        ("replay", "put dead letters back into their class stream, attempts reset"),
+        ("purge", "delete dead letters"),
+    ):
+        action = actions.add_parser(name, help=text, description=text)
+        action.add_argument("--config", "-c", default=DEFAULT_CONFIG)
+        action.add_argument(
+            "--class", dest="cls", required=True, help="an event class, or _unrouted / _rejected"
+        )
+        action.add_argument("--since", help="ISO time (UTC if no zone) or age such as 15m, 2h, 1d")
+        action.add_argument(
+            "--id", dest="ids", action="append", default=[], help="entry or event id"
+        )
+        action.add_argument("--limit", type=int, default=LIST_LIMIT)
+        if name in ("replay", "purge"):
+            action.add_argument("--all", action="store_true", help="every dead letter of the class")
 
 
 def _load(path: str) -> Config | None:
@@ -231,6 +263,88 @@ def _publish_http(args: argparse.Namespace) -> int:
     except urllib.error.URLError as exc:
         print(f"switchyard: cannot reach {args.url}: {exc.reason}", file=sys.stderr)
     return 1
+
+
+def _dlq(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    if args.cls not in config.classes and args.cls not in (keys.UNROUTED, keys.REJECTED):
+        print(f"switchyard: no class {args.cls!r} in {config.source}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.action in ("replay", "purge") and not (args.ids or args.since or args.all):
+        print(f"switchyard: dlq {args.action} needs --id, --since or --all", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        since_ms = parse_since(args.since) if args.since else 0
+    except ValueError as exc:
+        print(f"switchyard: --since: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        return asyncio.run(_dlq_async(config, args, since_ms))
+    except EmbeddedServerError as exc:
+        print(f"switchyard: {exc}", file=sys.stderr)
+    except UNAVAILABLE as exc:
+        print(f"switchyard: cannot reach Redis: {exc}", file=sys.stderr)
+    return 1
+
+
+async def _dlq_async(config: Config, args: argparse.Namespace, since_ms: int) -> int:
+    redis = Redis.from_url(resolve_redis_url(config), socket_connect_timeout=2)
+    try:
+        transport = Transport(redis, config.redis.group, "switchyard-cli")
+        letters = DeadLetters(redis, transport, args.cls)
+        found = await letters.entries(since_ms, args.limit)
+        if args.ids:
+            wanted = set(args.ids)
+            found = [
+                d for d in found if d.entry_id in wanted or _text(d.fields.get("id")) in wanted
+            ]
+        if args.action == "list":
+            _print_letters(found)
+        elif args.action == "show":
+            for letter in found:
+                print(json.dumps(letter.summary(), indent=2, default=str))
+        elif args.action == "replay":
+            replayed, skipped = await letters.replay(found)
+            print(
+                f"replayed {replayed} into {args.cls}"
+                + (f"; skipped {len(skipped)}" if skipped else "")
+            )
+            for entry_id in skipped:
+                print(f"  skipped {entry_id}: already replayed, or not an envelope")
+        else:
+            print(f"purged {await letters.purge(found)} dead letters of {args.cls}")
+    finally:
+        await redis.aclose()
+    return 0
+
+
+def _print_letters(letters: Sequence[DeadLetter]) -> None:
+    print(f"{'entry':<16} {'failed (UTC)':<20} {'reason':<14} {'tries':>5}  {'event id':<34} error")
+    for letter in letters:
+        fields = letter.fields
+        failed = _text(fields.get("failed_ts") or fields.get("ingest_ts") or "0")
+        when = datetime.fromtimestamp(float(failed), UTC).strftime("%Y-%m-%d %H:%M:%S")
+        error = _text(fields.get("error", "")).splitlines()[0][:60] if fields.get("error") else ""
+        print(
+            f"{letter.entry_id:<16} {when:<20} {_text(fields.get('reason', '')):<14} "
+            f"{_text(fields.get('attempts', '-')):>5}  {_text(fields.get('id', '-')):<34} {error}"
+        )
+    print(f"{len(letters)} dead letter(s)")
+
+
+def _text(value: Any) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def parse_since(text: str) -> int:
+    """Unix milliseconds from an ISO time (UTC when no zone is given) or an age like 15m."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+    if text[:-1].isdigit() and text[-1] in units:
+        return int((time.time() - int(text[:-1]) * units[text[-1]]) * 1000)
+    stamp = datetime.fromisoformat(text)
+    return int((stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)).timestamp() * 1000)
 
 
 if __name__ == "__main__":

@@ -109,6 +109,18 @@ class Metrics:
             ["outcome"],
             registry=registry,
         )
+        self.trimmed = Counter(
+            "switchyard_stream_trimmed_total",
+            "Entries removed from a class stream by retention.",
+            ["class"],
+            registry=registry,
+        )
+        self.trimmed_unprocessed = Counter(
+            "switchyard_events_trimmed_unprocessed_total",
+            "Entries the max_len cap removed before every group had finished with them.",
+            ["class"],
+            registry=registry,
+        )
         for outcome in MQTT_OUTCOMES:
             self.mqtt_messages.labels(outcome)
         for reason in REJECT_REASONS:
@@ -125,6 +137,8 @@ class Metrics:
         self.backlog.labels(cls)
         self.pending.labels(cls)
         self.pool_restarts.labels(cls)
+        self.trimmed.labels(cls)
+        self.trimmed_unprocessed.labels(cls)
 
 
 def histogram_buckets(

@@ -169,6 +169,7 @@ async def test_a_message_held_when_the_service_is_sigkilled_is_delivered_after_r
         await private_redis.stop()
         await publish(mosquitto, [("things/1", body(1, key="crash"))])
         held = await wait_for(lambda: service.logged(HELD), timeout=10, message=HELD)
+        assert held is not None
         assert held["held"] == 1
         await service.kill()
         assert service.returncode == -9
@@ -178,9 +179,8 @@ async def test_a_message_held_when_the_service_is_sigkilled_is_delivered_after_r
             assert await redis.xlen(keys.stream("things")) == 0  # it never reached Redis
             await service.start()  # same config: same client_id, same session
 
-            async def forwarded() -> list[Any]:
-                reply: list[Any] = await redis.xrange("test:forwarded")
-                return reply
+            async def forwarded() -> Any:
+                return await redis.xrange("test:forwarded")
 
             [(_, fields)] = await wait_for(forwarded, timeout=20, message="the event forwarded")
             assert msgpack.unpackb(fields[b"payload"]) == {"key": "crash", "n": 1}
@@ -251,7 +251,7 @@ async def test_a_stream_of_messages_survives_redis_stopping_and_starting_in_the_
 
     stream_duplicates = len(found) - count
     handler_duplicates = len(things.handled) - count
-    print(  # noqa: T201 - the report asks for the duplicate count (pytest -s shows it)
+    print(  # the report asks for the duplicate count (pytest -s shows it)
         f"\nredis outage mid-stream: {count} messages, {stream_duplicates} duplicate entries "
         f"in the class stream, {handler_duplicates} duplicate handler runs"
     )
@@ -281,11 +281,11 @@ async def test_when_the_broker_goes_away_readyz_says_so_and_the_ingress_reconnec
 
         await mqtt_broker.stop()
         await wait_for(lambda: connected(service) == 0, timeout=10)
-        code, ready = await readyz(http, port)
+        code, reply = await readyz(http, port)
         assert code == 503
-        assert ready["ready"] is False
-        assert any("mqtt" in problem for problem in ready["problems"]), ready["problems"]
-        assert all("redis" not in problem for problem in ready["problems"]), ready["problems"]
+        assert reply["ready"] is False
+        assert any("mqtt" in problem for problem in reply["problems"]), reply["problems"]
+        assert all("redis" not in problem for problem in reply["problems"]), reply["problems"]
 
         await mqtt_broker.start()  # the same port
         await wait_for(lambda: connected(service) == 1, timeout=20, message="reconnected")

@@ -503,6 +503,8 @@ async def test_stop_closes_every_connection_to_redis(
 def repo_config(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Config:
     monkeypatch.setenv("SWITCHYARD_REDIS_URL", redis_url)
     monkeypatch.setenv("SWITCHYARD_HTTP_PORT", "0")
+    monkeypatch.setenv("SWITCHYARD_MQTT_URL", "off")
+    monkeypatch.setenv("SWITCHYARD_CLINIC_OBSERVATION_S", "0.2")  # the timed wait, shortened
     return load_config(REPO / "config.yaml")
 
 
