@@ -15,6 +15,7 @@ import contextlib
 import importlib
 import random
 from collections import deque
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +30,8 @@ from router.deadletters import failure_fields
 from router.envelope import Envelope
 from router.errors import ActorLoadError, DecodeError
 from router.ingest import Ingest
-from router.metrics import Metrics
+from router.metrics import Metrics, SlaWindow
+from router.scheduler import LaneScheduler
 from router.transport import UNAVAILABLE, Fields, Outgoing, Transport
 
 Entry = tuple[bytes, Envelope]
@@ -74,9 +76,11 @@ class Pool:
         ingest: Ingest,
         metrics: Metrics,
         clock: Clock,
+        scheduler: LaneScheduler,
         block_ms: int = 500,
     ) -> None:
         self.cls = cls
+        self.scheduler = scheduler
         self.config = config
         self.actor = actor
         self.transport = transport
@@ -106,6 +110,9 @@ class Pool:
         self._handler = metrics.handler.labels(cls)
         self._inflight_gauge = metrics.inflight.labels(cls)
         self._processed = {o: metrics.processed.labels(cls, o) for o in ("ok", "retried", "dead")}
+        self._source_latency = metrics.source_latency.labels(cls, lane)
+        self._breaches = metrics.sla_breaches.labels(cls)
+        self.sla_window = SlaWindow()
 
     # --- lifecycle ---
 
@@ -134,6 +141,7 @@ class Pool:
 
     def _reset(self) -> None:
         """Forget a failed run's in-process state; its fetched entries stay pending in Redis."""
+        self.scheduler.release(self.config.lane, self.inflight)
         self.inflight = 0
         self._held.clear()
         self._keys.clear()
@@ -158,51 +166,74 @@ class Pool:
     async def _reader(self) -> None:
         backoff = Backoff()
         while not self._stopping.is_set():
-            free = await self._free_slots()
-            if free == 0:
+            granted = await self._admitted()
+            if granted == 0:
                 break
+            taken = 0
             try:
                 if self.clock.monotonic() >= self._next_claim:
-                    await self._reclaim(free)
+                    taken = await self._reclaim(granted)
                 elif self.config.mode == "batch":
-                    await self._read_batch()
+                    taken = await self._read_batch(granted)
                 else:
-                    self._dispatch(await self._fetch(free, self.block_ms))
+                    entries = await self._fetch(granted, self.block_ms)
+                    self._dispatch(entries)
+                    taken = len(entries)
                 backoff.reset()
             except UNAVAILABLE as exc:
                 self.metrics.redis_errors.labels("read").inc()
                 self.log.warning("redis unavailable, retrying read", error=str(exc))
                 await self._pause(backoff.next_delay())
-
-    async def _free_slots(self) -> int:
-        """Wait until at least one unit of work fits; 0 means the pool is stopping."""
-        while self.capacity - self.inflight < self.batch_size:
-            self._slot_freed.clear()
-            waiter = asyncio.ensure_future(self._slot_freed.wait())
-            stopper = asyncio.ensure_future(self._stopping.wait())
-            try:
-                await asyncio.wait((waiter, stopper), return_when=asyncio.FIRST_COMPLETED)
             finally:
-                waiter.cancel()
-                stopper.cancel()
-            if self._stopping.is_set():
+                self.scheduler.release(self.config.lane, granted - taken)
+
+    async def _admitted(self) -> int:
+        """Slots to fill now: the pool's own free slots, as far as the lane scheduler admits.
+
+        0 means the pool is stopping.
+        """
+        while self.capacity - self.inflight < self.batch_size:
+            if not await self._until_stopped(self._slot_freed_wait()):
                 return 0
-        return self.capacity - self.inflight
+        want = self.capacity - self.inflight
+        granted = self.scheduler.try_acquire(self.config.lane, want)  # the common, uncontended case
+        if not granted:
+            granted = await self._until_stopped(self.scheduler.acquire(self.config.lane, want)) or 0
+        return granted
+
+    async def _slot_freed_wait(self) -> int:
+        self._slot_freed.clear()
+        await self._slot_freed.wait()
+        return 1
+
+    async def _until_stopped(self, waiting: Coroutine[Any, Any, int]) -> int | None:
+        """The result of `waiting`, or None when the pool is told to stop first."""
+        task = asyncio.ensure_future(waiting)
+        stopper = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait((task, stopper), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+        if task.done():
+            return task.result()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return None
 
     async def _fetch(self, count: int, block_ms: int) -> list[Entry]:
         """Read new entries; ones that are not envelopes go straight to the dead letters."""
         raw = await self.transport.read(self.cls, count, block_ms)
         return await self._accept([(entry_id, data, 1) for entry_id, data in raw])
 
-    async def _reclaim(self, free: int) -> None:
+    async def _reclaim(self, free: int) -> int:
         """Take over entries a dead consumer left pending; poison ones become dead letters."""
         self._next_claim = self.clock.monotonic() + self.claim_every_s
-        count = min(free, self.batch_size * self.config.concurrency)
         self._claim_cursor, claimed = await self.transport.claim_idle(
-            self.cls, self.config.claim_idle_ms, count, self._claim_cursor
+            self.cls, self.config.claim_idle_ms, free, self._claim_cursor
         )
         if not claimed:
-            return
+            return 0
         self.log.warning("reclaimed entries of a dead or stalled consumer", count=len(claimed))
         entries = await self._accept(claimed)
         if self.config.mode == "batch":
@@ -210,6 +241,7 @@ class Pool:
                 self._work.put_nowait(entries[start : start + self.batch_size])
         else:
             self._dispatch(entries)
+        return len(entries)
 
     async def _accept(self, raw: list[tuple[bytes, bytes | None, int]]) -> list[Entry]:
         """Decode fetched entries and count them in flight; settle the unusable ones now."""
@@ -238,12 +270,14 @@ class Pool:
         reason = f"delivered {delivered} times, over max_deliveries={self.config.max_deliveries}"
         return entry_id, failure_fields(envelope, "poison", reason, self.clock.wall())
 
-    async def _read_batch(self) -> None:
-        """Gather up to `max_size` entries, or fewer once `max_wait_ms` passed since the first."""
+    async def _read_batch(self, limit: int) -> int:
+        """Gather up to `max_size` (and `limit`) entries, or fewer once `max_wait_ms` passed
+        since the first; returns how many were taken."""
         settings = self.config.batch_or_default
+        size = min(settings.max_size, limit)
         batch: list[Entry] = []
         deadline: float | None = None
-        while len(batch) < settings.max_size and not self._stopping.is_set():
+        while len(batch) < size and not self._stopping.is_set():
             block_ms = self.block_ms
             if deadline is not None:
                 remaining_ms = int((deadline - self.clock.monotonic()) * 1000)
@@ -251,16 +285,17 @@ class Pool:
                     break
                 block_ms = min(block_ms, remaining_ms)  # so a stop is noticed within block_ms
             try:
-                fetched = await self._fetch(settings.max_size - len(batch), block_ms)
+                fetched = await self._fetch(size - len(batch), block_ms)
             except UNAVAILABLE:
-                if batch:
-                    self._work.put_nowait(batch)  # hand over what we have before backing off
-                raise
+                if not batch:
+                    raise
+                break  # hand over what we have; the next read meets the outage again
             if fetched and deadline is None:
                 deadline = self.clock.monotonic() + settings.max_wait_ms / 1000
             batch.extend(fetched)
         if batch:
             self._work.put_nowait(batch)
+        return len(batch)
 
     def _dispatch(self, fetched: list[Entry]) -> None:
         """Queue entries for the workers; in stream mode, one key runs one event at a time."""
@@ -360,6 +395,7 @@ class Pool:
         await self.transport.settle(self.cls, entry_ids, retries, dead)
         self._account(batch, self.clock.wall())
         self._held.difference_update(entry_ids)
+        self.scheduler.release(self.config.lane, len(entry_ids))
         self.inflight -= len(entry_ids)
         self._inflight_gauge.set(self.inflight)
         self._slot_freed.set()
@@ -379,21 +415,33 @@ class Pool:
                 dead.append(failure_fields(envelope, done.reason, done.error, now))
 
     def _account(self, batch: list[Done], now: float) -> None:
+        """Outcomes, latency and SLA bookkeeping of settled entries."""
         policy = self.config.retry
+        target = self.config.sla.target_ms / 1000 if self.config.sla else float("inf")
+        met = missed = 0
         for done in batch:
             for envelope in done.events:
                 if done.error is None:
-                    self._latency.observe(max(0.0, now - envelope.ingest_ts))
+                    latency = max(0.0, now - envelope.ingest_ts)
+                    self._latency.observe(latency)
+                    if envelope.source_ts is not None:
+                        self._source_latency.observe(max(0.0, now - envelope.source_ts))
                     self._processed["ok"].inc()
+                    met, missed = (met + 1, missed) if latency <= target else (met, missed + 1)
                 elif envelope.attempt + 1 < policy.max_attempts:
                     self._processed["retried"].inc()
                 else:
                     self._processed["dead"].inc()
+                    missed += 1
                     self.log.error(
                         "event dead-lettered", event_id=envelope.id, attempts=envelope.attempt + 1
                     )
             for envelope, _ in done.outputs.emits:
                 self.metrics.ingested.labels(envelope.cls, "emit").inc()
+        if self.config.sla:
+            self.sla_window.record(self.clock.monotonic(), met, missed)
+            if missed:
+                self._breaches.inc(missed)
 
     # --- side tasks ---
 

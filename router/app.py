@@ -35,6 +35,7 @@ from router.metrics import Metrics
 from router.mqtt import MqttIngress
 from router.retention import Retention
 from router.routing import Router
+from router.scheduler import LaneScheduler
 from router.transport import UNAVAILABLE, StreamStats, Transport
 
 log = structlog.get_logger("switchyard.service")
@@ -94,6 +95,8 @@ class Service:
         self._stopped = asyncio.Event()
         for name, cls in config.classes.items():
             self.metrics.declare_class(name, cls.lane)
+            if cls.sla:
+                self.metrics.declare_sla(name, cls.sla.target_ms / 1000, cls.sla.objective)
 
     @property
     def redis_url(self) -> str:
@@ -152,6 +155,13 @@ class Service:
         self.ingest = Ingest(self.config, self.router, self.transport, self.metrics, self.clock)
 
     async def _start_pools(self) -> None:
+        classes = self.config.classes.values()
+        everything = sum(
+            c.concurrency * (c.batch_or_default.max_size if c.mode == "batch" else 1)
+            for c in classes
+        )
+        capacity = self.config.service.capacity or everything
+        self.scheduler = LaneScheduler(capacity, self.config.lanes, self.clock)
         self.pools = {name: self._build_pool(name) for name in self.config.classes}
         self._group = asyncio.TaskGroup()
         await self._group.__aenter__()
@@ -197,6 +207,7 @@ class Service:
             ingest=self.ingest,
             metrics=self.metrics,
             clock=self.clock,
+            scheduler=self.scheduler,
             block_ms=self.config.redis.block_ms,
         )
 
@@ -288,10 +299,23 @@ class Service:
                     log.warning("redis unreachable", error=str(exc))
                 self._redis_ok = False
                 delay = backoff.next_delay()
-            for name, stats in self.stats.items():
-                self.metrics.backlog.labels(name).set(stats.backlog)
-                self.metrics.pending.labels(name).set(stats.pending)
+            self._publish_gauges()
             await asyncio.sleep(delay)
+
+    def _publish_gauges(self) -> None:
+        """Per-class gauges from the last Redis stats and the pools' SLA windows."""
+        metrics, now, wall = self.metrics, self.clock.monotonic(), self.clock.wall()
+        for name, stats in self.stats.items():
+            metrics.backlog.labels(name).set(stats.backlog)
+            metrics.pending.labels(name).set(stats.pending)
+            metrics.dead_letters.labels(name).set(stats.dead_letters)
+            age = max(0.0, wall - stats.oldest_ms / 1000) if stats.oldest_ms else 0.0
+            metrics.oldest_pending.labels(name).set(age)
+        for name, pool in self.pools.items():
+            metrics.sla_compliance.labels(name).set(pool.sla_window.compliance(now))
+        for lane, state in self.scheduler.snapshot().items():
+            metrics.lane_inflight.labels(lane).set(state["used"])
+            metrics.lane_waiting.labels(lane).set(state["waiting"])
 
     async def readiness_problems(self) -> list[str]:
         """Why this process should not receive traffic now; empty when ready."""

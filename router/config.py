@@ -34,6 +34,7 @@ class ServiceConfig(_Model):
     log_format: Literal["auto", "json", "pretty"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     dedup_window_s: float = Field(600.0, gt=0)
+    capacity: int | None = Field(None, ge=1)  # in-flight entries across classes; None: no cap
 
 
 class RedisConfig(_Model):
@@ -110,9 +111,15 @@ class MqttConfig(_Model):
 
 
 class LaneConfig(_Model):
-    """A priority lane; lanes are listed highest priority first."""
+    """A priority lane; lanes are listed highest priority first.
+
+    `min_share` of the process's in-flight capacity is kept for the lane when it has work, so
+    it never starves; `max_wait_ms` admits its work ahead of every lane once it waited that long.
+    """
 
     name: str
+    min_share: float = Field(0.0, ge=0, le=1)
+    max_wait_ms: int | None = Field(None, ge=1)
 
 
 class SlaConfig(_Model):
@@ -317,6 +324,8 @@ def _cross_check(config: Config) -> Iterator[tuple[YamlPath, str]]:
     for index, name in enumerate(lanes):
         if name in lanes[:index]:
             yield ("lanes", index, "name"), f"lane {name!r} is listed twice"
+    if sum(lane.min_share for lane in config.lanes) > 1:
+        yield ("lanes",), "the lanes' min_share values add up to more than 1"
     for name, cls in config.classes.items():
         if not CLASS_NAME.match(name):
             yield (

@@ -109,6 +109,62 @@ class Metrics:
             ["outcome"],
             registry=registry,
         )
+        self.source_latency = Histogram(
+            "switchyard_source_latency_seconds",
+            "Source timestamp to acknowledgement, for events the source stamped.",
+            ["class", "lane"],
+            buckets=buckets,
+            registry=registry,
+        )
+        self.sla_target = Gauge(
+            "switchyard_sla_target_seconds",
+            "Each class's latency target (ingest to ack).",
+            ["class"],
+            registry=registry,
+        )
+        self.sla_objective = Gauge(
+            "switchyard_sla_objective_ratio",
+            "The share of a class's events that must meet its latency target.",
+            ["class"],
+            registry=registry,
+        )
+        self.sla_breaches = Counter(
+            "switchyard_sla_breaches_total",
+            "Events acknowledged later than their class's target, or dead-lettered.",
+            ["class"],
+            registry=registry,
+        )
+        self.sla_compliance = Gauge(
+            "switchyard_sla_compliance_ratio",
+            "Share of the class's finished events that met the target over the last "
+            "SLA_WINDOW_S seconds (1 when there were none).",
+            ["class"],
+            registry=registry,
+        )
+        self.oldest_pending = Gauge(
+            "switchyard_stream_oldest_pending_seconds",
+            "Age of the class's oldest entry not yet acknowledged (0 when there is none).",
+            ["class"],
+            registry=registry,
+        )
+        self.dead_letters = Gauge(
+            "switchyard_dead_letters",
+            "Entries in the class's dead-letter stream.",
+            ["class"],
+            registry=registry,
+        )
+        self.lane_inflight = Gauge(
+            "switchyard_lane_inflight",
+            "Slots of the process's capacity that each lane holds.",
+            ["lane"],
+            registry=registry,
+        )
+        self.lane_waiting = Gauge(
+            "switchyard_lane_waiting",
+            "Slots each lane is waiting for while the process is saturated.",
+            ["lane"],
+            registry=registry,
+        )
         self.trimmed = Counter(
             "switchyard_stream_trimmed_total",
             "Entries removed from a class stream by retention.",
@@ -126,6 +182,10 @@ class Metrics:
         for reason in REJECT_REASONS:
             self.rejected.labels(reason)
 
+    def declare_sla(self, cls: str, target_s: float, objective: float) -> None:
+        self.sla_target.labels(cls).set(target_s)
+        self.sla_objective.labels(cls).set(objective)
+
     def declare_class(self, cls: str, lane: str) -> None:
         """Create a class's series up front so dashboards show zeros, not gaps."""
         for outcome in OUTCOMES:
@@ -137,8 +197,48 @@ class Metrics:
         self.backlog.labels(cls)
         self.pending.labels(cls)
         self.pool_restarts.labels(cls)
+        self.source_latency.labels(cls, lane)
+        self.sla_breaches.labels(cls)
+        self.sla_compliance.labels(cls).set(1)
+        self.oldest_pending.labels(cls)
+        self.dead_letters.labels(cls)
         self.trimmed.labels(cls)
         self.trimmed_unprocessed.labels(cls)
+
+
+SLA_WINDOW_S = 300.0
+
+
+class SlaWindow:
+    """Met and missed counts over a rolling window, in fixed time slices (no per-event memory)."""
+
+    def __init__(self, window_s: float = SLA_WINDOW_S, slices: int = 30) -> None:
+        self.slice_s = window_s / slices
+        self.slices = slices
+        self._met = [0] * slices
+        self._missed = [0] * slices
+        self._stamp = [-1] * slices  # which slice number each position currently holds
+
+    def record(self, now: float, met: int, missed: int) -> None:
+        position = self._position(now)
+        self._met[position] += met
+        self._missed[position] += missed
+
+    def compliance(self, now: float) -> float:
+        """Share met within the window; 1.0 when nothing finished in it."""
+        current = int(now // self.slice_s)
+        live = [i for i in range(self.slices) if current - self._stamp[i] < self.slices]
+        met = sum(self._met[i] for i in live)
+        total = met + sum(self._missed[i] for i in live)
+        return met / total if total else 1.0
+
+    def _position(self, now: float) -> int:
+        number = int(now // self.slice_s)
+        position = number % self.slices
+        if self._stamp[position] != number:
+            self._stamp[position] = number
+            self._met[position] = self._missed[position] = 0
+        return position
 
 
 def histogram_buckets(

@@ -97,6 +97,8 @@ class StreamStats:
     length: int = 0
     pending: int = 0
     backlog: int = 0
+    oldest_ms: int | None = None  # Unix ms of the oldest entry not yet acknowledged
+    dead_letters: int = 0
 
 
 class Transport:
@@ -251,24 +253,48 @@ class Transport:
             await self.redis.xack(keys.stream(cls), self.group, *entry_ids)
 
     async def stats(self, classes: Sequence[str]) -> dict[str, StreamStats]:
-        """Length, pending and not-yet-delivered counts of every class stream, in one round trip."""
+        """Length, pending, backlog, oldest unfinished entry and dead letters of every class.
+
+        One pipelined round trip, plus one for the classes that have a backlog.
+        """
         async with self.redis.pipeline(transaction=False) as pipe:
             for cls in classes:
                 pipe.xlen(keys.stream(cls))
                 pipe.xinfo_groups(keys.stream(cls))
+                pipe.xpending(keys.stream(cls), self.group)
+                pipe.xlen(keys.dead_letters(cls))
             replies = await pipe.execute(raise_on_error=False)
         out: dict[str, StreamStats] = {}
         for index, cls in enumerate(classes):
-            length, groups = replies[2 * index], replies[2 * index + 1]
+            length, groups, pending, dead = replies[4 * index : 4 * index + 4]
             if isinstance(length, Exception) or isinstance(groups, Exception):
                 out[cls] = StreamStats()
                 continue
             group = _find_group(groups, self.group)
-            pending = int(group.get("pending") or 0)
             lag = group.get("lag")
             backlog = int(lag) if lag is not None else await self._count_after(cls, group)
-            out[cls] = StreamStats(length=int(length), pending=pending, backlog=backlog)
+            oldest = (
+                None if isinstance(pending, Exception) or not pending["pending"] else pending["min"]
+            )
+            if backlog and group:
+                oldest = min(
+                    filter(None, [oldest, await self._first_after(cls, group)]), key=_id_ms
+                )
+            out[cls] = StreamStats(
+                length=int(length),
+                pending=int(group.get("pending") or 0),
+                backlog=backlog,
+                oldest_ms=_id_ms(oldest) if oldest else None,
+                dead_letters=0 if isinstance(dead, Exception) else int(dead),
+            )
         return out
+
+    async def _first_after(self, cls: str, group: Mapping[str, Any]) -> bytes | None:
+        """The id of the first entry not yet delivered to the group."""
+        last = group.get("last-delivered-id")
+        start = b"(" + (last if isinstance(last, bytes) else str(last).encode())
+        entries: Any = await self.redis.xrange(keys.stream(cls), min=start, count=1)
+        return entries[0][0] if entries else None
 
     async def _count_after(self, cls: str, group: Mapping[str, Any]) -> int:
         """Entries after the group's last delivered id, for servers older than Redis 7 (no lag).
@@ -289,6 +315,12 @@ class Transport:
 def _redis_fields(fields: Fields) -> dict[Any, Any]:
     """redis-py's xadd wants an invariant dict type; any str-keyed mapping is fine at run time."""
     return dict(fields)
+
+
+def _id_ms(entry_id: bytes | str) -> int:
+    """The Unix milliseconds a stream id was created at."""
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    return int(text.partition("-")[0])
 
 
 def _find_group(groups: Sequence[Mapping[Any, Any]], name: str) -> Mapping[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from router.metrics import Metrics, histogram_buckets, latency_buckets, quantile
+from router.metrics import Metrics, SlaWindow, histogram_buckets, latency_buckets, quantile
 
 
 def test_every_sla_target_is_a_latency_bucket_boundary() -> None:
@@ -46,3 +46,14 @@ def test_quantiles_interpolate_inside_the_bucket() -> None:
     assert p99 is not None
     assert 0.001 <= p99 <= 0.0025
     assert quantile([], 0.5) is None
+
+
+def test_sla_compliance_counts_only_the_rolling_window() -> None:
+    window = SlaWindow(window_s=60, slices=6)
+    window.record(now=0, met=9, missed=1)
+    assert window.compliance(now=5) == 0.9
+    window.record(now=30, met=10, missed=0)
+    assert window.compliance(now=35) == 0.95
+    # 65 s on, the first slice has left the window; only the second counts.
+    assert window.compliance(now=65) == 1.0
+    assert window.compliance(now=200) == 1.0  # nothing finished in the window

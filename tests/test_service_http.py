@@ -111,7 +111,7 @@ async def test_one_json_object_is_accepted_with_its_id_and_class(
         assert isinstance(accepted["id"], str)
         assert accepted["id"]
         assert "unrouted" not in accepted
-        await wait_for(lambda: probes["things"].handled_ids() == [accepted["id"]])
+        await wait_for(lambda: probe("things").handled_ids() == [accepted["id"]])
 
 
 async def test_a_json_array_is_a_batch_and_every_id_is_returned(
@@ -125,8 +125,8 @@ async def test_a_json_array_is_a_batch_and_every_id_is_returned(
         ids = [a["id"] for a in reply["accepted"]]
         assert len(ids) == len(set(ids)) == 5
         assert {a["class"] for a in reply["accepted"]} == {"things"}
-        await wait_for(lambda: sorted(probes["things"].handled_ids()) == sorted(ids))
-        by_id = {e.id: e.payload["n"] for e in probes["things"].handled}
+        await wait_for(lambda: sorted(probe("things").handled_ids()) == sorted(ids))
+        by_id = {e.id: e.payload["n"] for e in probe("things").handled}
         assert [by_id[i] for i in ids] == [0, 1, 2, 3, 4]
 
 
@@ -142,8 +142,8 @@ async def test_a_msgpack_body_is_accepted_like_json(
         assert status == 202
         [accepted] = reply["accepted"]
         assert accepted["class"] == "things"
-        await wait_for(lambda: len(probes["things"].handled) == 1)
-        [event] = probes["things"].handled
+        await wait_for(lambda: len(probe("things").handled) == 1)
+        [event] = probe("things").handled
         assert event.id == accepted["id"]
         assert event.payload == payload
 
@@ -158,7 +158,7 @@ async def test_a_source_supplied_event_id_is_kept_as_the_id(
 
         assert status == 202
         assert reply["accepted"] == [{"id": "device-42-0001", "class": "things"}]
-        await wait_for(lambda: probes["things"].handled_ids() == ["device-42-0001"])
+        await wait_for(lambda: probe("things").handled_ids() == ["device-42-0001"])
 
 
 async def test_the_event_reaches_its_actor_with_payload_key_and_topic_intact(
@@ -168,8 +168,8 @@ async def test_the_event_reaches_its_actor_with_payload_key_and_topic_intact(
     async with serve(make_config(redis_url)) as service:
         _, reply = await post(http, service, "things/abc", payload)
 
-        await wait_for(lambda: len(probes["things"].handled) == 1)
-        [event] = probes["things"].handled
+        await wait_for(lambda: len(probe("things").handled) == 1)
+        [event] = probe("things").handled
         assert event.id == reply["accepted"][0]["id"]
         assert event.cls == "things"
         assert event.payload == payload
@@ -199,7 +199,7 @@ async def test_bad_json_is_refused_with_400_and_the_reason(
 
         status, reply = await post(http, service, "things/1", {"key": "k"})
         assert status == 202
-        await wait_for(lambda: probes["things"].handled_ids() == [reply["accepted"][0]["id"]])
+        await wait_for(lambda: probe("things").handled_ids() == [reply["accepted"][0]["id"]])
 
 
 async def test_an_array_of_numbers_is_refused_with_400_as_invalid(
@@ -220,7 +220,7 @@ async def test_an_array_of_numbers_is_refused_with_400_as_invalid(
 
         status, reply = await post(http, service, "things/1", {"key": "k"})
         assert status == 202
-        await wait_for(lambda: probes["things"].handled_ids() == [reply["accepted"][0]["id"]])
+        await wait_for(lambda: probe("things").handled_ids() == [reply["accepted"][0]["id"]])
 
 
 async def test_an_event_over_max_event_bytes_is_refused_with_413(
@@ -242,7 +242,7 @@ async def test_an_event_over_max_event_bytes_is_refused_with_413(
 
         status, reply = await post(http, service, "things/1", {"key": "k", "blob": "x" * 100})
         assert status == 202
-        await wait_for(lambda: probes["things"].handled_ids() == [reply["accepted"][0]["id"]])
+        await wait_for(lambda: probe("things").handled_ids() == [reply["accepted"][0]["id"]])
 
 
 async def test_a_batch_with_one_event_too_large_writes_none_of_it(
@@ -326,7 +326,7 @@ async def test_a_batch_mixing_routed_and_unrouted_events_keeps_both(
         routed, unrouted = reply["accepted"]
         assert routed["class"] == "things"
         assert unrouted["unrouted"] is True
-        await wait_for(lambda: probes["things"].handled_ids() == [routed["id"]])
+        await wait_for(lambda: probe("things").handled_ids() == [routed["id"]])
         [fields] = await stream_entries(redis, keys.unrouted())
         assert fields["id"].decode() == unrouted["id"]
         assert msgpack.unpackb(fields["payload"]) == {"kind": "other"}
@@ -353,7 +353,7 @@ async def test_metrics_count_every_event_from_ingest_to_ack(
         assert sample(service, "switchyard_handler_seconds_count", {"class": "things"}) == count
         assert sample(service, "switchyard_inflight", {"class": "things"}) == 0
         assert processed(service, "things", "dead") == 0
-        assert len(probes["things"].handled) == count
+        assert len(probe("things").handled) == count
 
 
 async def test_get_metrics_serves_prometheus_text_with_the_class_label(
@@ -361,7 +361,7 @@ async def test_get_metrics_serves_prometheus_text_with_the_class_label(
 ) -> None:
     async with serve(make_config(redis_url)) as service:
         await post(http, service, "things/1", {"key": "k"})
-        await wait_for(lambda: len(probes["things"].handled) == 1)
+        await wait_for(lambda: len(probe("things").handled) == 1)
         await wait_for(lambda: processed(service, "things") == 1)
 
         async with http.get(f"{base_url(service)}/metrics") as response:
@@ -482,7 +482,7 @@ async def test_stop_closes_every_connection_to_redis(
     try:
         async with service:
             await post(http, service, "things/1", {"key": "k"})
-            await wait_for(lambda: len(probes["things"].handled) == 1)
+            await wait_for(lambda: len(probe("things").handled) == 1)
             assert await _other_clients(redis) > 0
 
         async def none_left() -> bool:

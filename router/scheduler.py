@@ -1,0 +1,143 @@
+"""The lane scheduler: admits work across classes inside one process by priority lane.
+
+Pools ask for slots before they fetch, so what is not admitted stays in Redis. When the
+process is saturated (its `capacity` of in-flight entries is used up), waiting work is
+admitted in this order:
+1. a waiter that has waited longer than its lane's `max_wait_ms` (ageing: it cannot starve);
+2. a lane using less than its `min_share` of the capacity (the guaranteed minimum);
+3. the highest lane.
+Within one rule, waiters are served first come, first served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from router.clock import Clock
+from router.config import LaneConfig
+
+
+@dataclass(slots=True)
+class _Waiter:
+    want: int
+    since: float
+    future: asyncio.Future[int] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+@dataclass(slots=True)
+class LaneState:
+    """One lane's share of the process: slots in use and waiters."""
+
+    rank: int
+    min_slots: int
+    max_wait_s: float | None
+    used: int = 0
+    waiters: deque[_Waiter] = field(default_factory=deque)
+
+    @property
+    def waiting(self) -> int:
+        return sum(w.want for w in self.waiters if not w.future.done())
+
+
+class LaneScheduler:
+    """A shared in-flight capacity, handed out by lane priority with minimum shares."""
+
+    def __init__(self, capacity: int, lanes: Sequence[LaneConfig], clock: Clock) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self.capacity = capacity
+        self.clock = clock
+        self.lanes = {
+            lane.name: LaneState(
+                rank=rank,
+                min_slots=int(lane.min_share * capacity),
+                max_wait_s=lane.max_wait_ms / 1000 if lane.max_wait_ms is not None else None,
+            )
+            for rank, lane in enumerate(lanes)
+        }
+
+    @property
+    def used(self) -> int:
+        return sum(state.used for state in self.lanes.values())
+
+    @property
+    def free(self) -> int:
+        return self.capacity - self.used
+
+    def try_acquire(self, lane: str, want: int) -> int:
+        """Up to `want` slots at once if nobody is waiting ahead; 0 means `acquire()` must wait."""
+        free = self.free
+        if free <= 0 or any(s.waiters for s in self.lanes.values()):
+            return 0
+        granted = min(want, free)
+        self.lanes[lane].used += granted
+        return granted
+
+    async def acquire(self, lane: str, want: int) -> int:
+        """Wait for between 1 and `want` slots in `lane`; returns how many were granted."""
+        granted = self.try_acquire(lane, want)
+        if granted:
+            return granted
+        state = self.lanes[lane]
+        waiter = _Waiter(want, self.clock.monotonic())
+        state.waiters.append(waiter)
+        try:
+            return await waiter.future
+        except asyncio.CancelledError:
+            if waiter.future.done() and not waiter.future.cancelled():
+                self.release(lane, waiter.future.result())  # granted as we were cancelled
+            raise
+        finally:
+            if waiter in state.waiters:
+                state.waiters.remove(waiter)
+
+    def release(self, lane: str, count: int) -> None:
+        """Give back slots (work settled, or fetched fewer than granted) and admit waiters."""
+        if count <= 0:
+            return
+        state = self.lanes[lane]
+        state.used = max(0, state.used - count)
+        self._admit()
+
+    def _admit(self) -> None:
+        while self.free > 0:
+            picked = self._next()
+            if picked is None:
+                return
+            state, waiter = picked
+            state.waiters.popleft()
+            granted = min(waiter.want, self.free)
+            state.used += granted
+            waiter.future.set_result(granted)
+
+    def _next(self) -> tuple[LaneState, _Waiter] | None:
+        """The waiter to admit next, by the rules in the module docstring."""
+        heads = []
+        for state in self.lanes.values():
+            while state.waiters and state.waiters[0].future.done():
+                state.waiters.popleft()  # cancelled while waiting
+            if state.waiters:
+                heads.append((state, state.waiters[0]))
+        if not heads:
+            return None
+        now = self.clock.monotonic()
+        aged = [
+            (state, waiter)
+            for state, waiter in heads
+            if state.max_wait_s is not None and now - waiter.since >= state.max_wait_s
+        ]
+        if aged:
+            return min(aged, key=lambda head: head[1].since)
+        starved = [(state, waiter) for state, waiter in heads if state.used < state.min_slots]
+        return min(starved or heads, key=lambda head: head[0].rank)
+
+    def snapshot(self) -> dict[str, dict[str, int]]:
+        return {
+            name: {"used": state.used, "waiting": state.waiting, "min_slots": state.min_slots}
+            for name, state in self.lanes.items()
+        }
