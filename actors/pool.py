@@ -61,6 +61,7 @@ class Done:
     outputs: Outputs
     error: BaseException | None = None
     reason: str = "handler_error"
+    final: bool = False  # no retry: straight to the dead letters (expired events)
 
 
 class Pool:
@@ -325,6 +326,9 @@ class Pool:
 
     async def _handle_batch(self, batch: list[Entry]) -> None:
         """Run the actor on one entry (stream, queue) or a batch, within `timeout_ms`."""
+        batch = self._without_expired(batch)
+        if not batch:
+            return
         events = [envelope for _, envelope in batch]
         first = events[0]
         log = self.log.bind(event_id=first.id) if len(events) == 1 else self.log
@@ -355,6 +359,23 @@ class Pool:
             )
         self._done.append(done)
         self._done_ready.set()
+
+    def _without_expired(self, batch: list[Entry]) -> list[Entry]:
+        """With `shed.action: expire`, events older than `max_age_ms` skip the handler and go
+        to the dead letters as expired (counted), so a backlog does not delay fresh work."""
+        shed = self.config.shed
+        if shed is None or shed.action != "expire" or shed.max_age_ms is None:
+            return batch
+        oldest_ok = self.clock.wall() - shed.max_age_ms / 1000
+        stale = [(i, e) for i, e in batch if e.ingest_ts < oldest_ok]
+        if not stale:
+            return batch
+        self.metrics.shed.labels(self.cls, "expire").inc(len(stale))
+        error = TimeoutError(f"older than shed.max_age_ms={shed.max_age_ms}")
+        done = Done([i for i, _ in stale], [e for _, e in stale], Outputs(), error, "expired", True)
+        self._done.append(done)
+        self._done_ready.set()
+        return [(i, e) for i, e in batch if e.ingest_ts >= oldest_ok]
 
     # --- settling ---
 
@@ -408,15 +429,17 @@ class Pool:
         policy = self.config.retry
         for envelope in done.events:
             failures = envelope.attempt + 1
-            if failures < policy.max_attempts:
+            if self._retries(done, envelope):
                 due = now + policy.delay_s(failures, self._random.random())
                 retries.append((due, envelope.retried().encode()))
             else:
                 dead.append(failure_fields(envelope, done.reason, done.error, now))
 
+    def _retries(self, done: Done, envelope: Envelope) -> bool:
+        return not done.final and envelope.attempt + 1 < self.config.retry.max_attempts
+
     def _account(self, batch: list[Done], now: float) -> None:
         """Outcomes, latency and SLA bookkeeping of settled entries."""
-        policy = self.config.retry
         target = self.config.sla.target_ms / 1000 if self.config.sla else float("inf")
         met = missed = 0
         for done in batch:
@@ -428,7 +451,7 @@ class Pool:
                         self._source_latency.observe(max(0.0, now - envelope.source_ts))
                     self._processed["ok"].inc()
                     met, missed = (met + 1, missed) if latency <= target else (met, missed + 1)
-                elif envelope.attempt + 1 < policy.max_attempts:
+                elif self._retries(done, envelope):
                     self._processed["retried"].inc()
                 else:
                     self._processed["dead"].inc()

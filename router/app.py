@@ -23,6 +23,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from actors.pool import Pool, load_actor
+from router import keys
 from router.backoff import Backoff
 from router.broker import EmbeddedBroker
 from router.clock import Clock, SystemClock
@@ -36,6 +37,7 @@ from router.mqtt import MqttIngress
 from router.retention import Retention
 from router.routing import Router
 from router.scheduler import LaneScheduler
+from router.status import Reporter, instance_key
 from router.transport import UNAVAILABLE, StreamStats, Transport
 
 log = structlog.get_logger("switchyard.service")
@@ -97,6 +99,12 @@ class Service:
             self.metrics.declare_class(name, cls.lane)
             if cls.sla:
                 self.metrics.declare_sla(name, cls.sla.target_ms / 1000, cls.sla.objective)
+
+    @property
+    def redis_client(self) -> Redis:
+        if self.redis is None:
+            raise RuntimeError("the service is not started")
+        return self.redis
 
     @property
     def redis_url(self) -> str:
@@ -255,6 +263,9 @@ class Service:
                     "task failed during shutdown", errors=[repr(e) for e in group.exceptions]
                 )
         if self.redis is not None:
+            with contextlib.suppress(*UNAVAILABLE):  # leave the status table at once
+                await self.redis.delete(instance_key(self.transport.consumer))
+                await self.redis.zrem(keys.instances(), self.transport.consumer)
             await self.redis.aclose()  # 4. close connections
         if self.broker is not None:
             await self.broker.stop()  # 5. the embedded servers last
@@ -285,15 +296,26 @@ class Service:
     # --- status ---
 
     async def _stats_loop(self) -> None:
-        """Refresh backlog and pending gauges from Redis; also tracks whether Redis answers."""
-        backoff = Backoff(initial=0.2, maximum=self.config.redis.stats_interval_s)
+        """Refresh the per-class gauges and this instance's status report; tracks Redis health."""
+        interval = self.config.redis.stats_interval_s
+        backoff = Backoff(initial=0.2, maximum=interval)
         names = list(self.config.classes)
+        reporter = Reporter(self.config, self.metrics)
         while True:
             try:
-                self.stats = await self.transport.stats(names)
+                self.stats = self.ingest.stats = await self.transport.stats(names)
+                report = reporter.report(
+                    self.clock.monotonic(),
+                    {name: pool.inflight for name, pool in self.pools.items()},
+                    {
+                        name: pool.sla_window.compliance(self.clock.monotonic())
+                        for name, pool in self.pools.items()
+                    },
+                )
+                await reporter.publish(self.redis_client, self.transport.consumer, report, interval)
                 self._redis_ok = True
                 backoff.reset()
-                delay = self.config.redis.stats_interval_s
+                delay = interval
             except UNAVAILABLE as exc:
                 if self._redis_ok:
                     log.warning("redis unreachable", error=str(exc))

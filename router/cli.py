@@ -27,6 +27,7 @@ from router.demo import DemoOptions, run_demo
 from router.errors import ActorLoadError, ConfigError, ConfigIssue, EmbeddedServerError
 from router.logs import configure_logging
 from router.mqtt import MqttError, MqttPublisher
+from router.status import collect as collect_status
 from router.transport import UNAVAILABLE, Transport
 
 DEFAULT_CONFIG = os.environ.get("SWITCHYARD_CONFIG", "config.yaml")
@@ -41,7 +42,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return EXIT_CONFIG
-    handlers = {"run": _run, "check": _check, "demo": _demo, "publish": _publish, "dlq": _dlq}
+    handlers = {
+        "run": _run,
+        "check": _check,
+        "demo": _demo,
+        "publish": _publish,
+        "dlq": _dlq,
+        "status": _status,
+    }
     handler = handlers[args.command]
     return handler(args)
 
@@ -53,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
         ("run", "run the service until SIGTERM or Ctrl-C"),
         ("check", "validate a config file and summarise it"),
         ("demo", "run the service with a simulator of the three workloads and a live summary"),
+        ("status", "per class: lane, mode, in-flight, backlog, pending, age, rate, latency, SLA"),
     ):
         command = commands.add_parser(name, help=text, description=text)
         command.add_argument(
@@ -73,6 +82,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--every", type=float, default=5.0, help="seconds between summaries (default: %(default)s)"
+    )
+    commands.choices["status"].add_argument(
+        "--watch", nargs="?", type=float, const=2.0, metavar="SECONDS", help="refresh until Ctrl-C"
     )
     _dlq_parser(commands)
     publish = commands.add_parser(
@@ -263,6 +275,35 @@ def _publish_http(args: argparse.Namespace) -> int:
     except urllib.error.URLError as exc:
         print(f"switchyard: cannot reach {args.url}: {exc.reason}", file=sys.stderr)
     return 1
+
+
+def _status(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    try:
+        return asyncio.run(_status_async(config, args.watch))
+    except EmbeddedServerError as exc:
+        print(f"switchyard: {exc}", file=sys.stderr)
+    except UNAVAILABLE as exc:
+        print(f"switchyard: cannot reach Redis: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        return 0
+    return 1
+
+
+async def _status_async(config: Config, watch: float | None) -> int:
+    redis = Redis.from_url(resolve_redis_url(config), socket_connect_timeout=2)
+    try:
+        while True:
+            table = await collect_status(redis, config)
+            if watch is None:
+                print(table)
+                return 0
+            print("\x1b[2J\x1b[H" + time.strftime("%H:%M:%S ") + table, flush=True)
+            await asyncio.sleep(watch)
+    finally:
+        await redis.aclose()
 
 
 def _dlq(args: argparse.Namespace) -> int:

@@ -150,6 +150,20 @@ class RetryConfig(_Model):
         return base * (1 - self.jitter + 2 * self.jitter * unit_random)
 
 
+class ShedConfig(_Model):
+    """Opt-in load shedding: past a backlog or an age, refuse new events or expire old ones."""
+
+    max_backlog: int | None = Field(None, ge=1)
+    max_age_ms: int | None = Field(None, ge=1)
+    action: Literal["refuse", "expire"] = "refuse"
+
+    def model_post_init(self, context: Any, /) -> None:
+        if self.max_backlog is None and self.max_age_ms is None:
+            raise ValueError("give max_backlog, max_age_ms or both")
+        if self.action == "expire" and self.max_age_ms is None:
+            raise ValueError("action: expire needs max_age_ms")
+
+
 class ClassConfig(_Model):
     """One event class: its lane, actor, processing mode, concurrency, SLA and failure policy."""
 
@@ -164,6 +178,7 @@ class ClassConfig(_Model):
     claim_idle_ms: int = Field(60_000, ge=100)
     max_deliveries: int = Field(5, ge=1)
     max_len: int | None = Field(None, ge=1)
+    shed: ShedConfig | None = None
     options: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("actor")

@@ -51,11 +51,23 @@ class InvalidEvent(SwitchyardError):
 class EventTooLarge(SwitchyardError):
     """An event over `max_event_bytes`."""
 
-    def __init__(self, size: int, limit: int, index: int = 0) -> None:
+    def __init__(self, size: int, limit: int, index: int = 0, *, batch: bool = False) -> None:
         self.size = size
         self.limit = limit
         self.index = index
-        super().__init__(f"event {index} is {size} bytes, over the limit of {limit}")
+        if batch:
+            super().__init__(f"{size} events, over the batch limit of {limit}")
+        else:
+            super().__init__(f"event {index} is {size} bytes, over the limit of {limit}")
+
+
+class ClassOverloaded(SwitchyardError):
+    """A class past its shedding bound refuses new events for now (HTTP 503, MQTT held)."""
+
+    def __init__(self, cls: str, reason: str) -> None:
+        self.cls = cls
+        self.reason = reason
+        super().__init__(f"class {cls} is overloaded ({reason}); retry later")
 
 
 class UnknownTarget(SwitchyardError):

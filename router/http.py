@@ -9,7 +9,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from router.errors import DecodeError, EventTooLarge, InvalidEvent
+from router.errors import ClassOverloaded, DecodeError, EventTooLarge, InvalidEvent
 from router.ingest import decode_body
 from router.transport import UNAVAILABLE
 
@@ -40,35 +40,37 @@ class _Views:
     async def post_events(self, request: web.Request) -> web.Response:
         """Route a JSON or msgpack body exactly like an MQTT message on the same topic."""
         service = self.service
-        limits = service.config.service
-        rejected = service.metrics.rejected
         topic = request.match_info["topic"]
-        body = await request.read()
         try:
-            payloads = decode_body(body, request.content_type)
-        except DecodeError as exc:
-            rejected.labels("decode_error").inc()
-            return _error(400, exc.reason)
-        except InvalidEvent as exc:
-            rejected.labels("invalid").inc()
-            return _error(400, exc.reason)
-        if len(payloads) > limits.max_batch_events:
-            rejected.labels("too_large").inc()
-            return _error(
-                413, f"{len(payloads)} events, over the batch limit of {limits.max_batch_events}"
-            )
-        try:
+            payloads = await self._payloads(request)
             accepted = await service.ingest.accept(topic, payloads, source="http")
-        except EventTooLarge as exc:
-            rejected.labels("too_large").inc()
-            return _error(413, str(exc))
+        except (DecodeError, InvalidEvent, EventTooLarge, ClassOverloaded) as exc:
+            return self._refusal(exc)
         except UNAVAILABLE as exc:
             service.metrics.redis_errors.labels("publish").inc()
             log.warning("redis unavailable, refusing events", topic=topic, error=str(exc))
-            return _error(
-                503, "the event store is unavailable, retry later", {"Retry-After": RETRY_AFTER_S}
-            )
+            reason = "the event store is unavailable, retry later"
+            return _error(503, reason, {"Retry-After": RETRY_AFTER_S})
         return web.json_response({"accepted": [a.as_json() for a in accepted]}, status=202)
+
+    async def _payloads(self, request: web.Request) -> list[Any]:
+        payloads = decode_body(await request.read(), request.content_type)
+        limit = self.service.config.service.max_batch_events
+        if len(payloads) > limit:
+            raise EventTooLarge(len(payloads), limit, batch=True)
+        return payloads
+
+    def _refusal(self, exc: Exception) -> web.Response:
+        """The answer to a body we will not take, counted by reason."""
+        rejected = self.service.metrics.rejected
+        if isinstance(exc, ClassOverloaded):
+            return _error(503, str(exc), {"Retry-After": RETRY_AFTER_S})
+        if isinstance(exc, EventTooLarge):
+            rejected.labels("too_large").inc()
+            return _error(413, str(exc))
+        reason = "decode_error" if isinstance(exc, DecodeError) else "invalid"
+        rejected.labels(reason).inc()
+        return _error(400, str(exc))
 
     async def metrics(self, request: web.Request) -> web.Response:
         body = generate_latest(self.service.metrics.registry)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -19,10 +19,10 @@ from router import keys
 from router.clock import Clock
 from router.config import Config
 from router.envelope import Envelope, new_event_id
-from router.errors import DecodeError, EventTooLarge, InvalidEvent
+from router.errors import ClassOverloaded, DecodeError, EventTooLarge, InvalidEvent
 from router.metrics import Metrics
 from router.routing import Router
-from router.transport import Fields, Outgoing, Transport
+from router.transport import Fields, Outgoing, StreamStats, Transport
 
 MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack", "application/vnd.msgpack")
 SOURCE_ID_FIELD = "event_id"
@@ -108,6 +108,29 @@ class Ingest:
         self.clock = clock
         self.max_event_bytes = config.service.max_event_bytes
         self._lanes = {name: cls.lane for name, cls in config.classes.items()}
+        self._refusing = {
+            name: cls.shed
+            for name, cls in config.classes.items()
+            if cls.shed is not None and cls.shed.action == "refuse"
+        }
+        self.stats: Mapping[str, StreamStats] = {}  # kept fresh by the service's stats loop
+
+    def check_capacity(self, cls: str) -> None:
+        """Raise ClassOverloaded when `cls` sheds load by refusal and is past its bound."""
+        shed = self._refusing.get(cls)
+        stats = self.stats.get(cls)
+        if shed is None or stats is None:
+            return
+        if shed.max_backlog is not None and stats.backlog + stats.pending > shed.max_backlog:
+            raise ClassOverloaded(
+                cls, f"{stats.backlog + stats.pending} waiting > {shed.max_backlog}"
+            )
+        if shed.max_age_ms is not None and stats.oldest_ms is not None:
+            age_ms = self.clock.wall() * 1000 - stats.oldest_ms
+            if age_ms > shed.max_age_ms:
+                raise ClassOverloaded(
+                    cls, f"oldest waiting {age_ms / 1000:.1f}s > {shed.max_age_ms / 1000:g}s"
+                )
 
     def for_class(
         self,
@@ -202,6 +225,12 @@ class Ingest:
             batch.reject(fields, "unrouted")
             batch.results.append(Accepted(event_id, None))
             return
+        if self._refusing:
+            try:
+                self.check_capacity(envelope.cls)
+            except ClassOverloaded:
+                self.metrics.shed.labels(envelope.cls, "refuse").inc()
+                raise
         data = envelope.encode()
         self._check_size(len(data), index)
         # A source-supplied id is de-duplicated on arrival: a redelivered message counts once.

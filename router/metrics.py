@@ -165,6 +165,12 @@ class Metrics:
             ["lane"],
             registry=registry,
         )
+        self.shed = Counter(
+            "switchyard_events_shed_total",
+            "Events shed by a class's load-shedding policy: refused at ingress or expired.",
+            ["class", "action"],
+            registry=registry,
+        )
         self.trimmed = Counter(
             "switchyard_stream_trimmed_total",
             "Entries removed from a class stream by retention.",

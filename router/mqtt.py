@@ -28,6 +28,7 @@ from paho.mqtt.properties import Properties
 
 from router.backoff import Backoff
 from router.config import MqttConfig
+from router.errors import ClassOverloaded
 from router.ingest import Ingest
 from router.metrics import Metrics
 from router.transport import UNAVAILABLE
@@ -167,11 +168,15 @@ class MqttIngress:
                 break
             except UNAVAILABLE as exc:
                 self.metrics.redis_errors.labels("mqtt_publish").inc()
-                delay = backoff.next_delay()
                 log.warning(
                     "redis unavailable, holding mqtt messages", error=str(exc), held=len(batch)
                 )
-                await asyncio.sleep(delay)  # the broker keeps the rest: receive maximum
+                await asyncio.sleep(backoff.next_delay())  # the broker keeps the rest
+            except ClassOverloaded as exc:
+                log.warning(
+                    "class overloaded, holding mqtt messages", error=exc.reason, held=len(batch)
+                )
+                await asyncio.sleep(backoff.next_delay())
         self._messages.labels("accepted").inc(len(batch) - kept)
         if kept:
             self._messages.labels("kept").inc(kept)

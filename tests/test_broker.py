@@ -4,6 +4,7 @@ and the tests' own broker wrapper (same port and data dir across stop, kill and 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Callable
@@ -51,6 +52,21 @@ def connected(service: Service) -> bool:
     return service.metrics.registry.get_sample_value("switchyard_mqtt_connected") == 1
 
 
+async def connected_or_crashed(service: Service) -> None:
+    """Wait until the ingress is subscribed; fail with its error if its task died instead.
+
+    (An ingress task that raises takes the service's task group down, and with it the task
+    that started the service: here, the test. The cancellation is turned into a failure.)
+    """
+    try:
+        await wait_for(lambda: connected(service), timeout=10, message="mqtt connected")
+    except asyncio.CancelledError:
+        task = service._mqtt_task  # the ingress task, to tell why it died
+        if task is not None and task.done() and not task.cancelled() and task.exception():
+            pytest.fail(f"the MQTT ingress crashed instead of connecting: {task.exception()!r}")
+        raise
+
+
 def numbers(seen: Probe) -> list[int]:
     return sorted(int(event.payload["n"]) for event in seen.handled)
 
@@ -76,7 +92,7 @@ async def test_without_mosquitto_the_embedded_broker_is_amqtt_and_a_service_rece
         assert broker.port not in (None, 1883)
         config = make_config(redis_url, broker.url, "3.1.1", client_id("amqtt"))
         async with serve(config) as service:
-            await wait_for(lambda: connected(service), timeout=10, message="mqtt connected")
+            await connected_or_crashed(service)
             async with mqtt_client(broker.url, protocol="3.1.1") as client:
                 for n in range(3):
                     payload = json.dumps({"key": f"k{n}", "n": n}).encode()
