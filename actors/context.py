@@ -8,7 +8,7 @@ so the repeat does not double anything downstream.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -31,12 +31,20 @@ class EventContext:
     """The `actors.api.Context` handed to a handler for one event or one batch."""
 
     def __init__(
-        self, cls: str, parent: Envelope, ingest: Ingest, log: structlog.typing.FilteringBoundLogger
+        self,
+        cls: str,
+        parent: Envelope,
+        ingest: Ingest,
+        log: structlog.typing.FilteringBoundLogger,
+        *,
+        batch: bool = False,
     ) -> None:
         self._cls = cls
         self._parent = parent
         self._ingest = ingest
-        self._log = log
+        self._base_log = log
+        self._log: structlog.typing.FilteringBoundLogger | None = None
+        self._batch = batch
         self._children: dict[str, int] = {}
         self.outputs = Outputs()
 
@@ -46,6 +54,12 @@ class EventContext:
 
     @property
     def log(self) -> structlog.typing.FilteringBoundLogger:
+        """Bound to the class and, for one event, its id; bound on first use (most handlers
+        never log, and binding costs on every event)."""
+        if self._log is None:
+            self._log = (
+                self._base_log if self._batch else self._base_log.bind(event_id=self._parent.id)
+            )
         return self._log
 
     def emit(
@@ -75,7 +89,7 @@ class EventContext:
         if delay_s:
             # A timed wait is not queueing delay: its latency is measured from its release.
             due = envelope.ingest_ts + delay_s
-            envelope = replace(envelope, ingest_ts=due)
+            envelope = envelope._replace(ingest_ts=due)
         self.outputs.emits.append((envelope, due))
         return envelope.id
 

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import importlib
 import random
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +35,7 @@ from router.scheduler import LaneScheduler
 from router.transport import UNAVAILABLE, Fields, Outgoing, Transport
 
 Entry = tuple[bytes, Envelope]
+PROMOTE_POLL_S = 0.25  # how soon a delayed event scheduled elsewhere is noticed
 
 
 def load_actor(path: str, options: dict[str, Any]) -> Actor:
@@ -93,6 +94,7 @@ class Pool:
         self.batch_size = config.batch_or_default.max_size if config.mode == "batch" else 1
         self.capacity = config.concurrency * self.batch_size
         self.claim_every_s = max(0.05, config.claim_idle_ms / 2000)
+        self.timeout_s = config.timeout_ms / 1000 if config.timeout_ms else None
         self.inflight = 0
         self.running = False
         self._held: set[bytes] = set()  # entry ids fetched and not yet settled
@@ -102,6 +104,7 @@ class Pool:
         self._keys: dict[str, deque[Entry]] = {}
         self._done: list[Done] = []
         self._done_ready = asyncio.Event()
+        self._scheduled = asyncio.Event()  # a retry entered this class's delay queue
         self._claim_cursor = b"0-0"
         self._next_claim = 0.0
         self._random = random.Random()
@@ -268,6 +271,8 @@ class Pool:
     def _poison(self, entry_id: bytes, envelope: Envelope, delivered: int) -> tuple[bytes, Fields]:
         self.log.error("poison entry", event_id=envelope.id, deliveries=delivered)
         self._processed["dead"].inc()
+        if self.config.sla:
+            self._breaches.inc()  # a dead letter never met its target
         reason = f"delivered {delivered} times, over max_deliveries={self.config.max_deliveries}"
         return entry_id, failure_fields(envelope, "poison", reason, self.clock.wall())
 
@@ -300,9 +305,12 @@ class Pool:
 
     def _dispatch(self, fetched: list[Entry]) -> None:
         """Queue entries for the workers; in stream mode, one key runs one event at a time."""
-        ordered = self.config.mode == "stream"
+        if self.config.mode == "queue":
+            for entry in fetched:
+                self._work.put_nowait(entry)
+            return
         for entry_id, envelope in fetched:
-            key = (envelope.key or entry_id.decode()) if ordered else entry_id.decode()
+            key = envelope.key or entry_id.decode()
             waiting = self._keys.get(key)
             if waiting is not None:
                 waiting.append((entry_id, envelope))
@@ -318,6 +326,9 @@ class Pool:
             if isinstance(item, list):
                 await self._handle_batch(item)
                 continue
+            if isinstance(item, tuple):
+                await self._handle_batch([item])
+                continue
             waiting = self._keys[item]
             while waiting:
                 await self._handle_batch([waiting[0]])
@@ -331,20 +342,18 @@ class Pool:
             return
         events = [envelope for _, envelope in batch]
         first = events[0]
-        log = self.log.bind(event_id=first.id) if len(events) == 1 else self.log
-        ctx = EventContext(self.cls, first, self.ingest, log)
+        ctx = EventContext(self.cls, first, self.ingest, self.log, batch=len(events) > 1)
         now = self.clock.wall()
         for envelope in events:
             self._queue_wait.observe(max(0.0, now - envelope.ingest_ts))
         started = self.clock.monotonic()
         error: BaseException | None = None
-        timeout = self.config.timeout_ms / 1000 if self.config.timeout_ms else None
         try:
-            async with asyncio.timeout(timeout):
-                if self.config.mode == "batch":
-                    await self.actor.handle_batch(events, ctx)
-                else:
-                    await self.actor.handle(first, ctx)
+            if self.timeout_s is None:
+                await self._call_actor(events, ctx)
+            else:
+                async with asyncio.timeout(self.timeout_s):
+                    await self._call_actor(events, ctx)
         except TimeoutError as exc:
             error = TimeoutError(f"handler took longer than timeout_ms={self.config.timeout_ms}")
             error.__cause__ = exc
@@ -354,11 +363,17 @@ class Pool:
         done = Done([entry_id for entry_id, _ in batch], events, ctx.outputs, error)
         if error is not None:
             done.outputs = Outputs()  # a failed handler's emits are not written
-            log.warning(
+            ctx.log.warning(
                 "handler failed", error=repr(error), attempt=first.attempt, events=len(events)
             )
         self._done.append(done)
         self._done_ready.set()
+
+    async def _call_actor(self, events: list[Envelope], ctx: EventContext) -> None:
+        if self.config.mode == "batch":
+            await self.actor.handle_batch(events, ctx)
+        else:
+            await self.actor.handle(events[0], ctx)
 
     def _without_expired(self, batch: list[Entry]) -> list[Entry]:
         """With `shed.action: expire`, events older than `max_age_ms` skip the handler and go
@@ -414,6 +429,8 @@ class Pool:
                 self._fail(done, now, retries, dead)
         entry_ids = [entry_id for done in batch for entry_id in done.entry_ids]
         await self.transport.settle(self.cls, entry_ids, retries, dead)
+        if retries:
+            self._scheduled.set()
         self._account(batch, self.clock.wall())
         self._held.difference_update(entry_ids)
         self.scheduler.release(self.config.lane, len(entry_ids))
@@ -439,9 +456,11 @@ class Pool:
         return not done.final and envelope.attempt + 1 < self.config.retry.max_attempts
 
     def _account(self, batch: list[Done], now: float) -> None:
-        """Outcomes, latency and SLA bookkeeping of settled entries."""
+        """Outcomes, latency and SLA bookkeeping of settled entries; counters once per flush."""
         target = self.config.sla.target_ms / 1000 if self.config.sla else float("inf")
-        met = missed = 0
+        outcomes = {"ok": 0, "retried": 0, "dead": 0}
+        missed = 0
+        emitted: Counter[str] = Counter()
         for done in batch:
             for envelope in done.events:
                 if done.error is None:
@@ -449,19 +468,25 @@ class Pool:
                     self._latency.observe(latency)
                     if envelope.source_ts is not None:
                         self._source_latency.observe(max(0.0, now - envelope.source_ts))
-                    self._processed["ok"].inc()
-                    met, missed = (met + 1, missed) if latency <= target else (met, missed + 1)
+                    outcomes["ok"] += 1
+                    if latency > target:
+                        missed += 1
                 elif self._retries(done, envelope):
-                    self._processed["retried"].inc()
+                    outcomes["retried"] += 1
                 else:
-                    self._processed["dead"].inc()
+                    outcomes["dead"] += 1
                     missed += 1
                     self.log.error(
                         "event dead-lettered", event_id=envelope.id, attempts=envelope.attempt + 1
                     )
-            for envelope, _ in done.outputs.emits:
-                self.metrics.ingested.labels(envelope.cls, "emit").inc()
+            emitted.update(envelope.cls for envelope, _ in done.outputs.emits)
+        for outcome, count in outcomes.items():
+            if count:
+                self._processed[outcome].inc(count)
+        for cls, count in emitted.items():
+            self.metrics.ingested.labels(cls, "emit").inc(count)
         if self.config.sla:
+            met = outcomes["ok"] - (missed - outcomes["dead"])
             self.sla_window.record(self.clock.monotonic(), met, missed)
             if missed:
                 self._breaches.inc(missed)
@@ -489,8 +514,14 @@ class Pool:
                 continue
             if moved:
                 continue
-            wait = 1.0 if next_due is None else next_due - self.clock.wall()
-            await asyncio.sleep(min(1.0, max(0.01, wait)))
+            # Sleep until the next due event, and wake early when this pool schedules a retry;
+            # the poll bound catches what other instances and classes schedule.
+            wait = PROMOTE_POLL_S if next_due is None else next_due - self.clock.wall()
+            self._scheduled.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._scheduled.wait(), min(PROMOTE_POLL_S, max(0.005, wait))
+                )
 
     def snapshot(self) -> dict[str, Any]:
         return {

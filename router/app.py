@@ -12,7 +12,7 @@ import contextlib
 import os
 import socket
 import uuid
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import structlog
@@ -94,7 +94,10 @@ class Service:
         self._group: asyncio.TaskGroup | None = None
         self._pool_tasks: list[asyncio.Task[None]] = []
         self._background: list[asyncio.Task[None]] = []
+        self._stopping = False
         self._stopped = asyncio.Event()
+        self._release_group = asyncio.Event()
+        self._group_task: asyncio.Task[None] | None = None
         for name, cls in config.classes.items():
             self.metrics.declare_class(name, cls.lane)
             if cls.sla:
@@ -171,15 +174,35 @@ class Service:
         capacity = self.config.service.capacity or everything
         self.scheduler = LaneScheduler(capacity, self.config.lanes, self.clock)
         self.pools = {name: self._build_pool(name) for name in self.config.classes}
-        self._group = asyncio.TaskGroup()
-        await self._group.__aenter__()
+        await self._start_task_group()
         for name, pool in self.pools.items():
-            self._pool_tasks.append(
-                self._group.create_task(self._supervise(pool), name=f"pool:{name}")
-            )
-        self._background.append(self._group.create_task(self._stats_loop(), name="stats"))
+            self._pool_tasks.append(self._spawn(f"pool:{name}", pool.run, pool=pool))
+        self._background.append(self._spawn("stats", self._stats_loop))
         retention = Retention(self.config, self.transport, self.metrics)
-        self._background.append(self._group.create_task(retention.run(), name="retention"))
+        self._background.append(self._spawn("retention", retention.run))
+
+    async def _start_task_group(self) -> None:
+        """Own every long-running task in one TaskGroup, held by a task of the service's own.
+
+        So a failing task can never cancel whoever called `start()`; and each task runs
+        under `_keep_running`, so it cannot take its siblings down either.
+        """
+        ready = asyncio.Event()
+
+        async def hold() -> None:
+            async with asyncio.TaskGroup() as group:
+                self._group = group
+                ready.set()
+                await self._release_group.wait()
+
+        self._group_task = asyncio.create_task(hold(), name="service:tasks")
+        await ready.wait()
+
+    def _spawn(
+        self, name: str, run: Callable[[], Awaitable[None]], pool: Pool | None = None
+    ) -> asyncio.Task[None]:
+        assert self._group is not None
+        return self._group.create_task(self._keep_running(name, run, pool), name=name)
 
     async def _start_mqtt(self) -> None:
         mqtt = self.config.mqtt
@@ -195,8 +218,7 @@ class Service:
                 protocol = self.broker.protocol
             log.info("embedded mqtt broker started", kind=self.broker.kind, url=url)
         self.mqtt = MqttIngress(mqtt, self.ingest, self.metrics, url=url, protocol=protocol)
-        assert self._group is not None
-        self._mqtt_task = self._group.create_task(self.mqtt.run(), name="mqtt:ingress")
+        self._mqtt_task = self._spawn("mqtt:ingress", self.mqtt.run)
 
     async def _start_http(self) -> None:
         if self.config.http.enabled:
@@ -219,20 +241,26 @@ class Service:
             block_ms=self.config.redis.block_ms,
         )
 
-    async def _supervise(self, pool: Pool) -> None:
-        """Run a pool; restart it with backoff when it fails, so one class cannot stop the rest."""
+    async def _keep_running(
+        self, name: str, run: Callable[[], Awaitable[None]], pool: Pool | None
+    ) -> None:
+        """Run a task; restart it with backoff when it fails, so one part cannot stop the rest.
+
+        A pool whose actor cannot start, or whose Redis set-up fails, is restarted this way too.
+        """
         backoff = Backoff(initial=0.5, maximum=30.0)
         while True:
             try:
-                await pool.run()
+                await run()
             except Exception as exc:
-                if self._stopped.is_set():
+                if self._stopping:
                     return
                 delay = backoff.next_delay()
-                self.metrics.pool_restarts.labels(pool.cls).inc()
+                if pool is not None:
+                    self.metrics.pool_restarts.labels(pool.cls).inc()
                 log.exception(
-                    "pool failed, restarting",
-                    **{"class": pool.cls},
+                    "task failed, restarting",
+                    task=name,
                     error=repr(exc),
                     retry_in_s=round(delay, 2),
                 )
@@ -241,27 +269,27 @@ class Service:
                 return
 
     async def stop(self) -> None:
-        """Drain and stop, in the documented order; safe to call twice."""
-        if self._stopped.is_set():
+        """Drain and stop, in the documented order; safe to call twice, or while stopping."""
+        if self._stopping:
+            await self._stopped.wait()
             return
-        self._stopped.set()
-        if self._runner is not None:
-            await self._runner.cleanup()  # 1. no new events: HTTP, then MQTT
-        await self._stop_mqtt()
-        for pool in self.pools.values():
-            pool.stop()  # 2. no new reads
-        drained = await self._wait_pools(self.config.service.drain_timeout_s)  # 3. finish in-flight
-        if not drained:
-            log.warning("drain timeout passed, unfinished entries stay pending for reclaim")
-        for task in (*self._pool_tasks, *self._background):
-            task.cancel()
-        if self._group is not None:
-            try:
-                await self._group.__aexit__(None, None, None)
-            except BaseExceptionGroup as group:
-                log.exception(
-                    "task failed during shutdown", errors=[repr(e) for e in group.exceptions]
-                )
+        self._stopping = True
+        drained = False
+        try:
+            if self._runner is not None:
+                await self._runner.cleanup()  # 1. no new events: HTTP, then MQTT
+            await self._stop_mqtt()
+            for pool in self.pools.values():
+                pool.stop()  # 2. no new reads
+            drained = await self._wait_pools(self.config.service.drain_timeout_s)  # 3. in-flight
+            if not drained:
+                log.warning("drain timeout passed, unfinished entries stay pending for reclaim")
+        finally:
+            # Even when our caller is cancelled mid-drain, nothing is left running or open.
+            await asyncio.shield(self._close(drained))
+
+    async def _close(self, drained: bool) -> None:
+        await self._cancel_tasks()
         if self.redis is not None:
             with contextlib.suppress(*UNAVAILABLE):  # leave the status table at once
                 await self.redis.delete(instance_key(self.transport.consumer))
@@ -273,7 +301,22 @@ class Service:
             await self.embedded.stop()
             with contextlib.suppress(OSError):
                 (self.config.redis.data_dir / URL_FILE).unlink()
+        self._stopped.set()
         log.info("switchyard stopped", drained=drained)
+
+    async def _cancel_tasks(self) -> None:
+        """Cancel every task, again until each is done: on Python 3.11 a cancel that lands
+        as `asyncio.wait_for` completes can be lost (fixed in 3.12), and redis-py uses it."""
+        tasks = [*self._pool_tasks, *self._background]
+        if self._mqtt_task is not None:
+            tasks.append(self._mqtt_task)
+        while pending := [task for task in tasks if not task.done()]:
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending, timeout=1.0)
+        self._release_group.set()
+        if self._group_task is not None:
+            await self._group_task
 
     async def _stop_mqtt(self) -> None:
         """Stop taking MQTT messages; a batch being written is finished and acknowledged."""

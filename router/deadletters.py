@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
@@ -118,7 +118,7 @@ class DeadLetters:
             if envelope is None:
                 skipped.append(letter.entry_id)
                 continue
-            fresh = replace(envelope, attempt=0)
+            fresh = envelope._replace(attempt=0)
             moved = await self.transport.move_if_deleted(
                 self.key, letter.entry_id.encode(), envelope.cls, fresh.encode()
             )

@@ -5,14 +5,13 @@ from __future__ import annotations
 import itertools
 import secrets
 import time
-from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgpack
 
 from router.errors import DecodeError
 
-WIRE_VERSION = 1
+WIRE_VERSION = 2
 
 
 _PROCESS_PREFIX = secrets.token_hex(5)
@@ -40,12 +39,15 @@ def child_event_id(parent_id: str, index: int) -> str:
     return f"{parent_id}.{index}"
 
 
-@dataclass(frozen=True, slots=True)
-class Envelope:
-    """One event on its way through Switchyard.
+class Envelope(NamedTuple):
+    """One event on its way through Switchyard; immutable.
 
     `ingest_ts` and `source_ts` are Unix seconds (wall time crosses processes); `key` orders
     events within a class in stream mode; `attempt` counts handler runs that failed.
+
+    A NamedTuple rather than a frozen dataclass: it is built for every event on both the
+    ingest and the consume path, and costs a quarter as much to construct. Its field order
+    is the wire order, so decoding is one `_make`.
     """
 
     id: str
@@ -61,22 +63,7 @@ class Envelope:
 
     def encode(self) -> bytes:
         """msgpack bytes for a stream entry."""
-        data: bytes = msgpack.packb(
-            (
-                WIRE_VERSION,
-                self.id,
-                self.cls,
-                self.lane,
-                self.key,
-                self.source,
-                self.topic,
-                self.source_ts,
-                self.ingest_ts,
-                self.attempt,
-                self.payload,
-            ),
-            use_bin_type=True,
-        )
+        data: bytes = msgpack.packb((WIRE_VERSION, *self), use_bin_type=True)
         return data
 
     @classmethod
@@ -86,22 +73,13 @@ class Envelope:
             fields = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=False)
         except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
             raise DecodeError(f"envelope is not msgpack: {exc}") from exc
-        if not isinstance(fields, list) or len(fields) != 11 or fields[0] != WIRE_VERSION:
+        if not isinstance(fields, list) or len(fields) != _WIRE_FIELDS or fields[0] != WIRE_VERSION:
             raise DecodeError("envelope has an unknown layout")
-        (_, id_, cls_, lane, key, source, topic, source_ts, ingest_ts, attempt, payload) = fields
-        return cls(
-            id=id_,
-            cls=cls_,
-            lane=lane,
-            payload=payload,
-            key=key,
-            source=source,
-            topic=topic,
-            source_ts=source_ts,
-            ingest_ts=ingest_ts,
-            attempt=attempt,
-        )
+        return cls._make(fields[1:])
 
     def retried(self) -> Envelope:
         """The same event for its next attempt."""
-        return replace(self, attempt=self.attempt + 1)
+        return self._replace(attempt=self.attempt + 1)
+
+
+_WIRE_FIELDS = 1 + len(Envelope._fields)

@@ -97,18 +97,8 @@ class Metrics:
             ["class"],
             registry=registry,
         )
-        self.mqtt_connected = Gauge(
-            "switchyard_mqtt_connected",
-            "1 while the MQTT ingress is connected and subscribed, else 0.",
-            registry=registry,
-        )
-        self.mqtt_messages = Counter(
-            "switchyard_mqtt_messages_total",
-            "MQTT messages by outcome: accepted into a class stream, kept aside (unrouted or "
-            "rejected, with the raw bytes), or dropped (QoS 0 only, when the ingress is full).",
-            ["outcome"],
-            registry=registry,
-        )
+        self.mqtt_connected: Gauge | None = None
+        self.mqtt_messages: Counter | None = None
         self.source_latency = Histogram(
             "switchyard_source_latency_seconds",
             "Source timestamp to acknowledgement, for events the source stamped.",
@@ -183,10 +173,29 @@ class Metrics:
             ["class"],
             registry=registry,
         )
-        for outcome in MQTT_OUTCOMES:
-            self.mqtt_messages.labels(outcome)
         for reason in REJECT_REASONS:
             self.rejected.labels(reason)
+
+    def enable_mqtt(self) -> tuple[Gauge, Counter]:
+        """Create the MQTT ingress's series; a process without MQTT does not export them,
+        so an alert on `switchyard_mqtt_connected == 0` means a real disconnection."""
+        if self.mqtt_connected is None or self.mqtt_messages is None:
+            registry = self.registry
+            self.mqtt_connected = Gauge(
+                "switchyard_mqtt_connected",
+                "1 while the MQTT ingress is connected and subscribed, else 0.",
+                registry=registry,
+            )
+            self.mqtt_messages = Counter(
+                "switchyard_mqtt_messages_total",
+                "MQTT messages by outcome: accepted into a class stream, kept aside (unrouted or "
+                "rejected, with the raw bytes), or dropped (QoS 0 only, when the ingress is full).",
+                ["outcome"],
+                registry=registry,
+            )
+            for outcome in MQTT_OUTCOMES:
+                self.mqtt_messages.labels(outcome)
+        return self.mqtt_connected, self.mqtt_messages
 
     def declare_sla(self, cls: str, target_s: float, objective: float) -> None:
         self.sla_target.labels(cls).set(target_s)

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 import aiomqtt
 import structlog
+from paho.mqtt import client as paho_client
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -72,7 +73,7 @@ class MqttIngress:
         self.connected = False
         self.batch_limit = max(1, min(config.inflight, 500))
         self._stopping = asyncio.Event()
-        self._messages = metrics.mqtt_messages
+        self._connected_gauge, self._messages = metrics.enable_mqtt()
 
     def stop(self) -> None:
         """Stop taking messages; what was taken is written and acknowledged first."""
@@ -93,6 +94,11 @@ class MqttIngress:
                 delay = backoff.next_delay()
                 log.warning("mqtt broker unavailable", error=str(exc), retry_in_s=round(delay, 2))
                 await self._pause(delay)
+            except Exception:  # a bug here must not take HTTP and the pools down with it
+                self._set_connected(False)
+                delay = backoff.next_delay()
+                log.exception("mqtt ingress failed, restarting", retry_in_s=round(delay, 2))
+                await self._pause(delay)
             else:
                 return
             finally:
@@ -109,8 +115,9 @@ class MqttIngress:
             username=config.username or parts.username,
             password=config.password or parts.password,
             protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
+            # Resume the session, so the broker keeps and redelivers what we have not acked.
             clean_session=None if v5 else False,
-            clean_start=False,  # resume the session: the broker kept what we missed
+            clean_start=False if v5 else paho_client.MQTT_CLEAN_START_FIRST_ONLY,
             properties=_connect_properties(config) if v5 else None,
             keepalive=config.keepalive_s,
             queue_type=_queue_type(self),
@@ -189,7 +196,7 @@ class MqttIngress:
 
     def _set_connected(self, connected: bool) -> None:
         self.connected = connected
-        self.metrics.mqtt_connected.set(1 if connected else 0)
+        self._connected_gauge.set(1 if connected else 0)
 
     def dropped(self, message: aiomqtt.Message) -> None:
         """Count and log a QoS 0 message the full local queue could not take."""

@@ -42,10 +42,15 @@ class Retention:
                 await self.sweep()
 
     async def sweep(self) -> None:
-        """One round over every class."""
+        """One round over every class; a class that fails is logged and the others go on."""
         for cls, settings in self.config.classes.items():
-            await self.trim(cls, settings.max_len)
-            await self.remove_stale_consumers(cls)
+            try:
+                await self.trim(cls, settings.max_len)
+                await self.remove_stale_consumers(cls)
+            except UNAVAILABLE:
+                raise
+            except Exception:
+                log.exception("retention failed for a class", **{"class": cls})
 
     async def trim(self, cls: str, max_len: int | None = None) -> int:
         """Drop entries every group has finished with; then enforce `max_len`. Returns removed."""
@@ -72,8 +77,9 @@ class Retention:
         floors: list[str] = []
         for group in groups:
             info = {_text(k): v for k, v in group.items()}
-            if int(info.get("pending") or 0):
-                summary: Any = await self.redis.xpending(stream, info["name"])
+            # XPENDING after XINFO: the pending entries may have been acked in between.
+            summary: Any = await self.redis.xpending(stream, info["name"])
+            if summary["pending"] and summary["min"] is not None:
                 floors.append(_text(summary["min"]))
             else:
                 floors.append(_successor(_text(info["last-delivered-id"])))

@@ -111,7 +111,6 @@ class Transport:
         self.group = group
         self.consumer = consumer
         self.dedup_window_ms = int(dedup_window_s * 1000)
-        self._enqueue = redis.register_script(_ENQUEUE)
         self._promote = redis.register_script(_PROMOTE)
         self._move_if_deleted = redis.register_script(_MOVE_IF_DELETED)
 
@@ -143,7 +142,9 @@ class Transport:
                     due = "" if item.due is None else str(int(item.due * 1000))
                     args += [item.dedup_id or "", due, item.data]
                 class_keys = [keys.stream(cls), keys.seen(cls), keys.delayed(cls)]
-                await self._enqueue(keys=class_keys, args=args, client=pipe)
+                # EVAL, not a registered script: redis-py checks SCRIPT EXISTS before every
+                # pipeline carrying one, a second round trip; Redis caches the compiled body.
+                pipe.eval(_ENQUEUE, 3, *class_keys, *args)
             for stream, fields in extra:
                 pipe.xadd(stream, _redis_fields(fields))
             replies = await pipe.execute()
