@@ -43,6 +43,10 @@ class EmbeddedBroker:
         return f"mqtt://{_HOST}:{self.port}"
 
     @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
     def protocol(self) -> Literal["5", "3.1.1"]:
         """The newest MQTT version this broker speaks."""
         return "5" if self.kind == "mosquitto" else "3.1.1"

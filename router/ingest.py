@@ -7,8 +7,9 @@ unrouted handling and the ingest metrics behave the same whatever the source.
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -42,7 +43,16 @@ class Accepted:
         return {"id": self.id, "class": self.cls}
 
 
-_MSGPACK_ERRORS = (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError)
+# What parsing untrusted bytes may raise: bad syntax, nesting too deep (RecursionError), a
+# msgpack map keyed by a list or map (TypeError, unhashable).
+_MSGPACK_ERRORS = (
+    ValueError,
+    TypeError,
+    RecursionError,
+    msgpack.ExtraData,
+    msgpack.FormatError,
+    msgpack.StackError,
+)
 
 
 def decode_body(body: bytes, content_type: str | None = "application/json") -> list[Any]:
@@ -84,14 +94,15 @@ def source_timestamp(payload: Any) -> float | None:
     if not isinstance(payload, dict):
         return None
     value = payload.get(SOURCE_TS_FIELD)
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value) / 1000 if value > 1e11 else float(value)
-    if isinstance(value, str):
-        try:
+    try:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            seconds = float(value) / 1000 if value > 1e11 else float(value)
+            return seconds if math.isfinite(seconds) else None
+        if isinstance(value, str):
             stamp = datetime.fromisoformat(value)
-        except ValueError:
-            return None
-        return (stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)).timestamp()
+            return (stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)).timestamp()
+    except (ValueError, OverflowError, OSError):
+        return None  # illegible or out of range: the event is kept, unstamped
     return None
 
 
@@ -210,16 +221,15 @@ class Ingest:
         for index, payload in enumerate(payloads):
             try:
                 self._add(batch, topic, payload, source, index)
-            except EventTooLarge as exc:
-                batch.reject(
-                    self._rejected_fields(topic, source, body, "too_large", str(exc)), "too_large"
-                )
+            except (EventTooLarge, InvalidEvent) as exc:
+                reason = "too_large" if isinstance(exc, EventTooLarge) else "invalid"
+                batch.reject(self._rejected_fields(topic, source, body, reason, str(exc)), reason)
 
     def _add(self, batch: _Batch, topic: str, payload: Any, source: str, index: int) -> None:
         envelope = self.for_topic(topic, payload, source=source)
         if envelope is None:
             event_id = _source_id(payload) or new_event_id()
-            packed = msgpack.packb(payload, use_bin_type=True)
+            packed = _encoded(lambda: msgpack.packb(payload, use_bin_type=True), index)
             self._check_size(len(packed), index)
             fields = self._unrouted_fields(event_id, topic, source, packed)
             batch.reject(fields, "unrouted")
@@ -231,7 +241,7 @@ class Ingest:
             except ClassOverloaded:
                 self.metrics.shed.labels(envelope.cls, "refuse").inc()
                 raise
-        data = envelope.encode()
+        data = _encoded(envelope.encode, index)
         self._check_size(len(data), index)
         # A source-supplied id is de-duplicated on arrival: a redelivered message counts once.
         batch.entries.append(Outgoing(envelope.cls, data, dedup_id=_source_id(payload)))
@@ -288,6 +298,15 @@ class _Batch:
         stream = keys.unrouted() if reason == "unrouted" else keys.rejected()
         self.kept.append((stream, fields))
         self.reasons[reason] += 1
+
+
+def _encoded(encode: Callable[[], bytes], index: int) -> bytes:
+    """msgpack bytes of an event; one that cannot be stored (an integer beyond 64 bits) is
+    an invalid event, not a crash."""
+    try:
+        return encode()
+    except (OverflowError, TypeError, ValueError) as exc:
+        raise InvalidEvent(f"event {index} cannot be stored: {exc}") from exc
 
 
 def _source_id(payload: Any) -> str | None:

@@ -221,15 +221,23 @@ def _tls_context(config: MqttConfig) -> ssl.SSLContext:
 
 
 def _queue_type(ingress: MqttIngress) -> type[asyncio.Queue[aiomqtt.Message]]:
-    """aiomqtt's incoming queue, bounded, counting anything it has to refuse."""
+    """aiomqtt's incoming queue: QoS 0 bounded and every refusal counted; QoS 1/2 never refused.
+
+    QoS 1/2 are bounded by the broker (receive maximum, or its inflight limit for 3.1.1), and
+    a refused one would be lost until the next reconnect; some brokers (mosquitto before
+    2.0.13) overshoot the receive maximum, so the bound is not enforced here for them.
+    """
 
     class CountingQueue(asyncio.Queue[aiomqtt.Message]):
+        def __init__(self, maxsize: int = 0) -> None:
+            super().__init__()
+            self.qos0_limit = maxsize
+
         def put_nowait(self, item: aiomqtt.Message) -> None:
-            try:
-                super().put_nowait(item)
-            except asyncio.QueueFull:
+            if item.qos == 0 and self.qos0_limit and self.qsize() >= self.qos0_limit:
                 ingress.dropped(item)
-                raise  # aiomqtt logs and discards; we counted it first
+                raise asyncio.QueueFull  # aiomqtt logs and discards; we counted it first
+            super().put_nowait(item)
 
     return CountingQueue
 

@@ -1,7 +1,9 @@
 """The lane scheduler: admits work across classes inside one process by priority lane.
 
-Pools ask for slots before they fetch, so what is not admitted stays in Redis. When the
-process is saturated (its `capacity` of in-flight entries is used up), waiting work is
+Pools ask for slots before they fetch, so what is not admitted stays in Redis. Each lane's
+`min_share` of the capacity is reserved for it: other lanes never take those slots, so a lane
+always gets its minimum, even after a flood of higher work arrived while it was quiet. When
+the process is saturated (its `capacity` of in-flight entries is used up), waiting work is
 admitted in this order:
 1. a waiter that has waited longer than its lane's `max_wait_ms` (ageing: it cannot starve);
 2. a lane using less than its `min_share` of the capacity (the guaranteed minimum);
@@ -69,12 +71,22 @@ class LaneScheduler:
     def free(self) -> int:
         return self.capacity - self.used
 
+    def available(self, lane: str) -> int:
+        """Free slots `lane` may take: the free capacity less the other lanes' unused reserve."""
+        reserved = sum(
+            max(0, state.min_slots - state.used)
+            for name, state in self.lanes.items()
+            if name != lane
+        )
+        return self.free - reserved
+
     def try_acquire(self, lane: str, want: int) -> int:
         """Up to `want` slots at once if nobody is waiting ahead; 0 means `acquire()` must wait."""
-        free = self.free
-        if free <= 0 or any(s.waiters for s in self.lanes.values()):
+        if any(s.waiters for s in self.lanes.values()):
             return 0
-        granted = min(want, free)
+        granted = min(want, self.available(lane))
+        if granted <= 0:
+            return 0
         self.lanes[lane].used += granted
         return granted
 
@@ -86,6 +98,7 @@ class LaneScheduler:
         state = self.lanes[lane]
         waiter = _Waiter(want, self.clock.monotonic())
         state.waiters.append(waiter)
+        self._admit()  # those ahead may be unable to use the free slots that this lane can
         try:
             return await waiter.future
         except asyncio.CancelledError:
@@ -109,32 +122,33 @@ class LaneScheduler:
             picked = self._next()
             if picked is None:
                 return
-            state, waiter = picked
+            name, state, waiter = picked
             state.waiters.popleft()
-            granted = min(waiter.want, self.free)
+            granted = min(waiter.want, self.available(name))
             state.used += granted
             waiter.future.set_result(granted)
 
-    def _next(self) -> tuple[LaneState, _Waiter] | None:
-        """The waiter to admit next, by the rules in the module docstring."""
+    def _next(self) -> tuple[str, LaneState, _Waiter] | None:
+        """The waiter to admit next, by the rules in the module docstring; None if no waiter
+        can be given a slot now."""
         heads = []
-        for state in self.lanes.values():
+        for name, state in self.lanes.items():
             while state.waiters and state.waiters[0].future.done():
                 state.waiters.popleft()  # cancelled while waiting
-            if state.waiters:
-                heads.append((state, state.waiters[0]))
+            if state.waiters and self.available(name) > 0:
+                heads.append((name, state, state.waiters[0]))
         if not heads:
             return None
         now = self.clock.monotonic()
         aged = [
-            (state, waiter)
-            for state, waiter in heads
-            if state.max_wait_s is not None and now - waiter.since >= state.max_wait_s
+            head
+            for head in heads
+            if head[1].max_wait_s is not None and now - head[2].since >= head[1].max_wait_s
         ]
         if aged:
-            return min(aged, key=lambda head: head[1].since)
-        starved = [(state, waiter) for state, waiter in heads if state.used < state.min_slots]
-        return min(starved or heads, key=lambda head: head[0].rank)
+            return min(aged, key=lambda head: head[2].since)
+        starved = [head for head in heads if head[1].used < head[1].min_slots]
+        return min(starved or heads, key=lambda head: head[1].rank)
 
     def snapshot(self) -> dict[str, dict[str, int]]:
         return {

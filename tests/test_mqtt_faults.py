@@ -5,9 +5,10 @@ going away. No message acknowledged to the broker is lost; what was not acknowle
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ pytestmark = pytest.mark.integration
 Serve = Callable[[Config], AbstractAsyncContextManager[Service]]
 
 HELD = "redis unavailable, holding mqtt messages"
+MQTT_THINGS = {"class": "things", "source": "mqtt"}
 
 RECORDED = """
 routes:
@@ -119,6 +121,16 @@ async def class_stream(redis: Redis, cls: str = "things") -> list[Envelope]:
     return [Envelope.decode(fields[keys.ENVELOPE_FIELD]) for _, fields in reply]
 
 
+async def entries_added(redis: Redis, cls: str = "things") -> int:
+    """How many entries the class stream ever took (trimming does not lower it)."""
+    info: Any = await redis.xinfo_stream(keys.stream(cls))
+    return int(info["entries-added"])
+
+
+def handled_numbers(seen: Probe) -> set[int]:
+    return {int(event.payload["n"]) for event in seen.handled}
+
+
 async def readyz(http: aiohttp.ClientSession, port: int) -> tuple[int, Any]:
     """(status, JSON) of /readyz; (0, None) while nothing listens on the port."""
     try:
@@ -135,6 +147,16 @@ async def metrics_text(http: aiohttp.ClientSession, port: int) -> str:
 
 
 # --- a crash between receiving and acknowledging ---
+
+
+async def started(service: ServiceProcess, ready: Callable[[], Awaitable[bool]]) -> None:
+    """Wait for /readyz 200; on timeout, fail with the process's exit code and last log lines."""
+    try:
+        await wait_for(ready, timeout=20, message="the service to be ready")
+    except AssertionError as exc:
+        raise AssertionError(
+            f"{exc}\nexit code: {service.returncode}\nlast log lines:\n{service.tail()}"
+        ) from None
 
 
 async def test_a_message_held_when_the_service_is_sigkilled_is_delivered_after_restart(
@@ -165,7 +187,7 @@ async def test_a_message_held_when_the_service_is_sigkilled_is_delivered_after_r
 
     try:
         await service.start()
-        await wait_for(ready, timeout=20, message="the service to be ready")
+        await started(service, ready)
         await private_redis.stop()
         await publish(mosquitto, [("things/1", body(1, key="crash"))])
         held = await wait_for(lambda: service.logged(HELD), timeout=10, message=HELD)
@@ -178,6 +200,7 @@ async def test_a_message_held_when_the_service_is_sigkilled_is_delivered_after_r
         async with Redis.from_url(private_redis.url) as redis:
             assert await redis.xlen(keys.stream("things")) == 0  # it never reached Redis
             await service.start()  # same config: same client_id, same session
+            await started(service, ready)
 
             async def forwarded() -> Any:
                 return await redis.xrange("test:forwarded")
@@ -185,11 +208,18 @@ async def test_a_message_held_when_the_service_is_sigkilled_is_delivered_after_r
             [(_, fields)] = await wait_for(forwarded, timeout=20, message="the event forwarded")
             assert msgpack.unpackb(fields[b"payload"]) == {"key": "crash", "n": 1}
             assert fields[b"key"] == b"crash"
+            assert await entries_added(redis) == 1  # written once, after the restart
             [envelope] = await class_stream(redis)
             assert envelope.payload == {"key": "crash", "n": 1}
             assert (envelope.topic, envelope.source) == ("things/1", "mqtt")
-            text = await metrics_text(http, port)
-            assert 'switchyard_events_processed_total{class="things",outcome="ok"} 1.0' in text
+            done = 'switchyard_events_processed_total{class="things",outcome="ok"} 1.0'
+
+            async def counted() -> str | None:
+                text = await metrics_text(http, port)
+                return text if done in text else None
+
+            text = await wait_for(counted, timeout=10, message=done)
+            assert text is not None
             assert 'switchyard_mqtt_messages_total{outcome="accepted"} 1.0' in text
         assert await service.terminate() == 0, service.tail()
     finally:
@@ -221,7 +251,9 @@ async def test_a_stream_of_messages_survives_redis_stopping_and_starting_in_the_
                 published += 1
 
     things = probe("things")
-    config = make_config(private_redis.url, mosquitto, client_id("outage"), inflight=16)
+    # A local queue (4 x inflight) larger than the whole stream: this test is about Redis going
+    # away; a broker overrunning the receive maximum is the next test's subject.
+    config = make_config(private_redis.url, mosquitto, client_id("outage"), inflight=64)
     async with serve(config) as service:
         await subscribed(service)
         async with asyncio.TaskGroup() as group:
@@ -236,26 +268,54 @@ async def test_a_stream_of_messages_survives_redis_stopping_and_starting_in_the_
                 timeout=10,
                 message="the ingress to hold messages while Redis is down",
             )
-            assert connected(service) == 1  # the broker keeps the rest: flow control
+            assert connected(service) == 1  # held, not disconnected
             await private_redis.start()
             redis_back.set()
 
+        # Every number went through the class stream to the handler; the stream itself is
+        # trimmed once entries are acknowledged, so its entries-added counter is compared.
+        await wait_for(lambda: handled_numbers(things) == set(range(count)), timeout=20)
         async with Redis.from_url(private_redis.url) as redis:
+            added = await entries_added(redis)
+        ingested = sample(service, "switchyard_events_ingested_total", MQTT_THINGS)
+        assert added == ingested >= count
 
-            async def every_number() -> list[int]:
-                found = [int(envelope.payload["n"]) for envelope in await class_stream(redis)]
-                return found if set(found) == set(range(count)) else []
-
-            found = await wait_for(every_number, timeout=20, message="every number in the stream")
-        await wait_for(lambda: {e.payload["n"] for e in things.handled} == set(range(count)))
-
-    stream_duplicates = len(found) - count
+    stream_duplicates = added - count
     handler_duplicates = len(things.handled) - count
     print(  # the report asks for the duplicate count (pytest -s shows it)
         f"\nredis outage mid-stream: {count} messages, {stream_duplicates} duplicate entries "
         f"in the class stream, {handler_duplicates} duplicate handler runs"
     )
-    assert sorted(set(found)) == list(range(count))
+
+
+async def test_qos1_messages_beyond_the_receive_maximum_are_never_dropped(
+    serve: Serve, private_redis: RedisServer, mosquitto: BrokerServer, probes: dict[str, Probe]
+) -> None:
+    """With Redis away, messages pile up unacknowledged. The ingress bounds its local queue
+    (4 x inflight) trusting the broker to stop at the receive maximum; a broker that sends
+    more (mosquitto before 2.0.13 sends a whole receive maximum's worth per PUBACK) must not
+    make it refuse a QoS 1 message: that message would be neither written nor acknowledged,
+    and the broker would not send it again on this connection."""
+    count, inflight = 100, 4
+    things = probe("things")
+    config = make_config(private_redis.url, mosquitto, client_id("overrun"), inflight=inflight)
+    async with serve(config) as service:
+        await subscribed(service)
+        await private_redis.stop()
+        await publish(mosquitto, [("things/1", body(n, key=f"k{n % 7}")) for n in range(count)])
+        errors = {"operation": "mqtt_publish"}
+        await wait_for(lambda: sample(service, "switchyard_redis_errors_total", errors) >= 1)
+        await private_redis.start()
+
+        with contextlib.suppress(AssertionError):
+            await wait_for(lambda: handled_numbers(things) == set(range(count)), timeout=8)
+        dropped = sample(service, "switchyard_mqtt_messages_total", {"outcome": "dropped"})
+        missing = sorted(set(range(count)) - handled_numbers(things))
+        assert not missing, (
+            f"{len(missing)} of {count} QoS 1 messages never arrived (still unacknowledged at "
+            f"the broker) and {dropped:g} were counted as dropped: {missing[:20]}"
+        )
+        assert dropped == 0
 
 
 # --- the broker going away ---

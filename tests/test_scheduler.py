@@ -47,18 +47,24 @@ async def test_high_lane_is_admitted_before_low_when_saturated() -> None:
     assert low.result() == 1
 
 
-async def test_a_low_lane_below_its_minimum_share_goes_first() -> None:
+async def test_a_lanes_minimum_share_is_kept_for_it_even_while_it_is_quiet() -> None:
     scheduler = LaneScheduler(10, lanes(("high", 0, None), ("low", 0.2, None)), FakeClock())
-    assert await scheduler.acquire("high", 10) == 10
+    assert await scheduler.acquire("high", 10) == 8  # 2 of 10 stay reserved for low
+    assert await scheduler.acquire("low", 5) == 2  # at once, despite the busy high lane
+
+
+async def test_freed_reserved_slots_go_back_to_their_lane_not_to_a_higher_waiter() -> None:
+    scheduler = LaneScheduler(10, lanes(("high", 0, None), ("low", 0.2, None)), FakeClock())
+    assert await scheduler.acquire("high", 10) == 8
+    assert await scheduler.acquire("low", 2) == 2
     high = asyncio.create_task(scheduler.acquire("high", 5))
     low = asyncio.create_task(scheduler.acquire("low", 5))
     await settle()
 
-    scheduler.release("high", 3)
+    scheduler.release("low", 2)
     await settle()
-    # low holds nothing and is owed 2 slots (20 % of 10): it is served before high.
     assert low.done()
-    assert low.result() == 3
+    assert low.result() == 2
     assert not high.done()
     high.cancel()
 
