@@ -213,6 +213,7 @@ class Service:
             self.broker = EmbeddedBroker(mqtt.data_dir)
             await self.broker.start()
             url = self.broker.url
+            await asyncio.to_thread((mqtt.data_dir / URL_FILE).write_text, url)
             if self.broker.protocol != protocol:
                 log.warning("embedded broker speaks only MQTT 3.1.1", kind=self.broker.kind)
                 protocol = self.broker.protocol
@@ -297,6 +298,8 @@ class Service:
             await self.redis.aclose()  # 4. close connections
         if self.broker is not None:
             await self.broker.stop()  # 5. the embedded servers last
+            with contextlib.suppress(OSError):
+                (self.config.mqtt.data_dir / URL_FILE).unlink()
         if self.embedded is not None:
             await self.embedded.stop()
             with contextlib.suppress(OSError):
