@@ -506,6 +506,7 @@ class Pool:
         """Move due events of the delay queue into the stream (retries, timed waits)."""
         backoff = Backoff(initial=0.2, maximum=5.0)
         while True:
+            self._scheduled.clear()  # before the round trip, so a retry settled meanwhile wakes us
             try:
                 moved, next_due = await self.transport.promote_due(self.cls)
                 backoff.reset()
@@ -517,7 +518,6 @@ class Pool:
             # Sleep until the next due event, and wake early when this pool schedules a retry;
             # the poll bound catches what other instances and classes schedule.
             wait = PROMOTE_POLL_S if next_due is None else next_due - self.clock.wall()
-            self._scheduled.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
                     self._scheduled.wait(), min(PROMOTE_POLL_S, max(0.005, wait))

@@ -11,7 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -335,19 +335,17 @@ async def _dlq_async(config: Config, args: argparse.Namespace, since_ms: int) ->
     try:
         transport = Transport(redis, config.redis.group, "switchyard-cli")
         letters = DeadLetters(redis, transport, args.cls)
-        found = await letters.entries(since_ms, args.limit)
-        if args.ids:
-            wanted = set(args.ids)
-            found = [
-                d for d in found if d.entry_id in wanted or _text(d.fields.get("id")) in wanted
-            ]
-        if args.action == "list":
-            _print_letters(found)
-        elif args.action == "show":
-            for letter in found:
+        if args.action in ("list", "show"):
+            found = await _matching(letters, args.ids, since_ms, limit=args.limit)
+            if args.action == "list":
+                _print_letters(found)
+            for letter in found if args.action == "show" else ():
                 print(json.dumps(letter.summary(), indent=2, default=str))
         elif args.action == "replay":
-            replayed, skipped = await letters.replay(found)
+            replayed, skipped = 0, list[str]()
+            async for page in _pages(letters, args.ids, since_ms):
+                moved, missed = await letters.replay(page)
+                replayed, skipped = replayed + moved, skipped + missed
             print(
                 f"replayed {replayed} into {args.cls}"
                 + (f"; skipped {len(skipped)}" if skipped else "")
@@ -355,10 +353,39 @@ async def _dlq_async(config: Config, args: argparse.Namespace, since_ms: int) ->
             for entry_id in skipped:
                 print(f"  skipped {entry_id}: already replayed, or not an envelope")
         else:
-            print(f"purged {await letters.purge(found)} dead letters of {args.cls}")
+            purged = 0
+            async for page in _pages(letters, args.ids, since_ms):
+                purged += await letters.purge(page)
+            print(f"purged {purged} dead letters of {args.cls}")
     finally:
         await redis.aclose()
     return 0
+
+
+async def _pages(
+    letters: DeadLetters, ids: Sequence[str], since_ms: int
+) -> AsyncIterator[list[DeadLetter]]:
+    """Every dead letter from `since_ms` on, or only those named by entry or event id."""
+    wanted = set(ids)
+    async for page in letters.pages(since_ms):
+        chosen = [
+            d
+            for d in page
+            if not wanted or d.entry_id in wanted or _text(d.fields.get("id")) in wanted
+        ]
+        if chosen:
+            yield chosen
+
+
+async def _matching(
+    letters: DeadLetters, ids: Sequence[str], since_ms: int, limit: int
+) -> list[DeadLetter]:
+    found: list[DeadLetter] = []
+    async for page in _pages(letters, ids, since_ms):
+        found += page
+        if len(found) >= limit:
+            return found[:limit]
+    return found
 
 
 def _print_letters(letters: Sequence[DeadLetter]) -> None:

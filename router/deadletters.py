@@ -11,7 +11,7 @@ fixed actor can replay them. Unrouted and rejected ingress events have streams o
 from __future__ import annotations
 
 import traceback
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,6 +98,15 @@ class DeadLetters:
         """Entries from `since_ms` (Unix milliseconds) on, oldest first."""
         start = f"{since_ms}-0" if since_ms else "-"
         return _decoded(await self.redis.xrange(self.key, min=start, count=limit))
+
+    async def pages(
+        self, since_ms: int = 0, size: int = LIST_LIMIT
+    ) -> AsyncIterator[list[DeadLetter]]:
+        """Every entry from `since_ms` on, a page at a time; safe to delete while paging."""
+        start = f"{since_ms}-0" if since_ms else "-"
+        while page := _decoded(await self.redis.xrange(self.key, min=start, count=size)):
+            yield page
+            start = f"({page[-1].entry_id}"
 
     async def get(self, entry_ids: Sequence[str]) -> list[DeadLetter]:
         found: list[DeadLetter] = []

@@ -231,15 +231,17 @@ class Transport:
         next_cursor, entries = reply[0], [(i, f) for i, f in reply[1] if f is not None]
         if not entries:
             return next_cursor, []
-        counts = await self.redis.xpending_range(
-            stream, self.group, min=entries[0][0], max=entries[-1][0],
-            count=len(entries) * 2, consumername=self.consumer,
-        )  # fmt: skip
-        delivered = {c["message_id"]: int(c["times_delivered"]) for c in counts}
-        return next_cursor, [
-            (entry_id, fields.get(keys.ENVELOPE_FIELD), delivered.get(entry_id, 1))
-            for entry_id, fields in entries
-        ]
+        # One lookup per claimed id: a range would also hold our own in-flight entries.
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for entry_id, _ in entries:
+                pipe.xpending_range(stream, self.group, min=entry_id, max=entry_id, count=1)
+            answers = await pipe.execute()
+        claimed = []
+        for (entry_id, fields), answer in zip(entries, answers, strict=True):
+            if answer and answer[0]["consumer"] in (self.consumer, self.consumer.encode()):
+                delivered = int(answer[0]["times_delivered"])
+                claimed.append((entry_id, fields.get(keys.ENVELOPE_FIELD), delivered))
+        return next_cursor, claimed
 
     async def renew(self, cls: str, entry_ids: Sequence[bytes]) -> None:
         """Reset the idle time of entries still being handled, so nobody reclaims them."""

@@ -119,3 +119,114 @@ class Recorder(Actor):
         failure = event.payload.get("fail") if isinstance(event.payload, dict) else None
         if isinstance(failure, str):
             raise HandlerFailed(failure)
+
+
+# --- added for the delivery, fault and CLI tests (tests/test_delivery.py and friends) ---
+
+
+@dataclass
+class Runs:
+    """Per-probe extras of `Steered`: wall-clock start of every run, emits, start() calls."""
+
+    runs: list[tuple[str, int, float]] = field(default_factory=list)  # (event id, attempt, wall)
+    emitted: list[tuple[str, float]] = field(default_factory=list)  # (child id, wall before emit)
+    starts: int = 0
+    broken: bool = False  # while True, every handler run raises HandlerFailed("broken")
+
+    def runs_of(self, event_id: str) -> list[tuple[str, int, float]]:
+        return [run for run in self.runs if run[0] == event_id]
+
+
+RUNS: dict[str, Runs] = {}
+
+
+def runs(name: str) -> Runs:
+    """The run records of the `Steered` actor named `name`, created on first use."""
+    found = RUNS.get(name)
+    if found is None:
+        found = RUNS[name] = Runs()
+    return found
+
+
+class NeverSet(Exception):
+    """Raised if the event a hanging handler waits on is ever set (it is not)."""
+
+
+class Steered(Recorder):
+    """A Recorder with more failure modes, for the delivery tests.
+
+    Options on top of Recorder's:
+    - `fail_first`: the first N runs of each event id raise `HandlerFailed("fail_first")`;
+    - `fail_starts`: the first N calls of `start()` (per name) raise `RuntimeError`;
+    - `emit_delay_s`: every `emit_to` emit is a timed wait of that many seconds;
+    - `sleep_s`: each run sleeps that long before it records the event as handled.
+    Per event: a payload with `"hang": true` waits on an event that is never set.
+    Per probe: `runs(name).broken = True` makes every run fail until it is cleared.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        fail_first: int = 0,
+        fail_starts: int = 0,
+        emit_delay_s: float | None = None,
+        sleep_s: float = 0.0,
+        **options: Any,
+    ) -> None:
+        super().__init__(name=name, **options)
+        self.fail_first = fail_first
+        self.fail_starts = fail_starts
+        self.emit_delay_s = emit_delay_s
+        self.sleep_s = sleep_s
+
+    async def start(self) -> None:
+        record = runs(self.name)
+        record.starts += 1
+        if record.starts <= self.fail_starts:
+            raise RuntimeError(f"start() failure {record.starts} of {self.fail_starts}")
+
+    async def handle(self, event: Envelope, ctx: Context) -> None:
+        record = runs(self.name)
+        earlier = len(record.runs_of(event.id))
+        record.runs.append((event.id, event.attempt, time.time()))
+        if isinstance(event.payload, dict) and event.payload.get("hang") is True:
+            await asyncio.Event().wait()
+            raise NeverSet(event.id)
+        if self.sleep_s:
+            await asyncio.sleep(self.sleep_s)
+        if record.broken:
+            raise HandlerFailed("broken")
+        if earlier < self.fail_first:
+            raise HandlerFailed(f"fail_first: run {earlier + 1} of {self.fail_first}")
+        await super().handle(event, ctx)
+
+    def _act(self, event: Envelope, ctx: Context) -> None:
+        if self.emit_delay_s is None:
+            super()._act(event, ctx)
+            return
+        for target in self.emit_to:
+            emitted_at = time.time()
+            child = ctx.emit(target, event.payload, delay_s=self.emit_delay_s)
+            runs(self.name).emitted.append((child, emitted_at))
+
+
+def reset_runs() -> None:
+    """Forget every `Steered` record (the `probes` fixture only clears PROBES)."""
+    RUNS.clear()
+
+
+class SlowForward(Actor):
+    """Like `actors.builtin:Forward` (appends each event's id and payload to `stream`), after
+    sleeping `sleep_s`: for service processes, whose handled events must be visible in Redis.
+    """
+
+    def __init__(self, *, stream: str, sleep_s: float = 0.0, **options: Any) -> None:
+        super().__init__(stream=stream, sleep_s=sleep_s, **options)
+        self.stream = stream
+        self.sleep_s = sleep_s
+
+    async def handle(self, event: Envelope, ctx: Context) -> None:
+        if self.sleep_s:
+            await asyncio.sleep(self.sleep_s)
+        ctx.append(self.stream, {"id": event.id, "attempt": event.attempt})
