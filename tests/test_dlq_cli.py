@@ -22,6 +22,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 from actors_for_tests import probe, runs
+from helpers import post_accepted, processed
 from redis.asyncio import Redis
 from servers import wait_for
 
@@ -95,21 +96,6 @@ def cli(config_file: Path, capsys: pytest.CaptureFixture[str]) -> Cli:
     return Cli(config_file, capsys)
 
 
-async def post(http: aiohttp.ClientSession, service: Service, body: Any) -> list[str]:
-    async with http.post(
-        f"http://127.0.0.1:{service.http_port}/events/work/1", data=json.dumps(body).encode()
-    ) as response:
-        assert response.status == 202, await response.text()
-        reply = await response.json()
-    return [accepted["id"] for accepted in reply["accepted"]]
-
-
-def dead(service: Service) -> float:
-    labels = {"class": "work", "outcome": "dead"}
-    value = service.metrics.registry.get_sample_value("switchyard_events_processed_total", labels)
-    return value or 0.0
-
-
 async def dead_letter_ids(redis: Redis) -> list[str]:
     """Event ids in the dead-letter stream of `work`, oldest first."""
     entries: Any = await redis.xrange(keys.dead_letters("work"))
@@ -121,9 +107,11 @@ async def dead_letters_for(
 ) -> list[str]:
     """Post `count` events while the actor is broken; returns their ids once dead-lettered."""
     runs("work").broken = True
-    before = dead(service)
-    ids = await post(http, service, [{"key": f"{tag}{n}", "tag": tag} for n in range(count)])
-    await wait_for(lambda: dead(service) == before + count, timeout=5)
+    before = processed(service, "work", "dead")
+    ids = await post_accepted(
+        http, service, "work/1", [{"key": f"{tag}{n}", "tag": tag} for n in range(count)]
+    )
+    await wait_for(lambda: processed(service, "work", "dead") == before + count, timeout=5)
     assert set(ids) <= set(await dead_letter_ids(redis))
     runs("work").broken = False
     return ids

@@ -27,6 +27,7 @@ from typing import Any
 import aiohttp
 import pytest
 import pytest_asyncio
+from helpers import pending
 from redis.asyncio import Redis
 from servers import (
     BrokerServer,
@@ -125,11 +126,6 @@ async def wait_until_healthy(
             return False
 
     await wait_for(healthy, timeout=timeout, interval=0.05)
-
-
-async def pending(redis: Redis, cls: str = "work") -> int:
-    summary: Any = await redis.xpending(keys.stream(cls), GROUP)
-    return int(summary["pending"])
 
 
 async def handled_ids(redis: Redis) -> list[str]:

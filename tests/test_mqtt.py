@@ -20,6 +20,7 @@ import aiomqtt
 import msgpack
 import pytest
 from actors_for_tests import Probe, probe
+from helpers import processed, sample, stream_entries
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 from servers import BrokerServer, mqtt_client, mqtt_service_yaml, wait_for
@@ -78,11 +79,6 @@ def make_config(
     )
 
 
-def sample(service: Service, name: str, labels: dict[str, str] | None = None) -> float:
-    """A sample of the service's own registry; 0 when the series does not exist."""
-    return service.metrics.registry.get_sample_value(name, labels or {}) or 0.0
-
-
 def mqtt_messages(service: Service, outcome: str) -> float:
     return sample(service, "switchyard_mqtt_messages_total", {"outcome": outcome})
 
@@ -95,10 +91,6 @@ def rejected(service: Service, reason: str) -> float:
     return sample(service, "switchyard_events_rejected_total", {"reason": reason})
 
 
-def processed(service: Service, cls: str = "things") -> float:
-    return sample(service, "switchyard_events_processed_total", {"class": cls, "outcome": "ok"})
-
-
 async def subscribed(service: Service) -> None:
     """Wait until the ingress is connected and its SUBACKs are in: publishing is safe now."""
     await wait_for(lambda: connected(service) == 1, timeout=10, message="mqtt connected")
@@ -109,12 +101,6 @@ async def publish(broker: BrokerServer, messages: list[tuple[str, bytes]], qos: 
     async with mqtt_client(broker.url, broker.protocol) as client:
         for topic, payload in messages:
             await client.publish(topic, payload, qos=qos)
-
-
-async def stream_entries(redis: Redis, stream: str) -> list[dict[str, bytes]]:
-    """The fields of every entry of `stream`, oldest first, with text field names."""
-    reply: Any = await redis.xrange(stream)
-    return [{name.decode(): value for name, value in fields.items()} for _, fields in reply]
 
 
 def numbers(seen: Probe) -> list[int]:
@@ -144,7 +130,7 @@ async def test_json_and_msgpack_messages_reach_their_actor_with_topic_and_payloa
         )
 
         await wait_for(lambda: len(things.handled) == 5, timeout=10)
-        await wait_for(lambda: processed(service) == 5)
+        await wait_for(lambda: processed(service, "things") == 5)
         by_n = {event.payload["n"]: event for event in things.handled}
         assert by_n[1].payload == one
         assert by_n[1].topic == "things/json"
@@ -184,7 +170,7 @@ async def test_messages_published_while_the_service_is_stopped_arrive_after_it_s
     assert things.handled == []
 
     async with serve(config) as service:
-        await wait_for(lambda: processed(service) >= count, timeout=15)
+        await wait_for(lambda: processed(service, "things") >= count, timeout=15)
         assert mqtt_messages(service, "accepted") == count
     assert numbers(things) == list(range(count))
 
@@ -262,7 +248,7 @@ async def test_bad_messages_are_acknowledged_counted_and_kept_and_the_service_ca
         await subscribed(service)
         await publish(mosquitto, [("things/good", json.dumps({"key": "late", "n": 2}).encode())])
         await wait_for(lambda: len(things.handled) == 2)
-        await wait_for(lambda: processed(service) == 1)
+        await wait_for(lambda: processed(service, "things") == 1)
         assert mqtt_messages(service, "kept") == 0
         assert mqtt_messages(service, "accepted") == 1
     assert [event.payload["n"] for event in things.handled] == [1, 2]
@@ -317,7 +303,9 @@ async def test_a_shared_subscription_splits_messages_between_instances_exactly_o
             [("things/1", json.dumps({"key": f"k{n}", "n": n}).encode()) for n in range(count)],
         )
 
-        await wait_for(lambda: processed(one) + processed(two) >= count, timeout=15)
+        await wait_for(
+            lambda: processed(one, "things") + processed(two, "things") >= count, timeout=15
+        )
         taken = [mqtt_messages(one, "accepted"), mqtt_messages(two, "accepted")]
         assert sum(taken) == count
         assert min(taken) > 0, f"one instance took every message: {taken}"

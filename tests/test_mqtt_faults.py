@@ -17,6 +17,7 @@ import aiohttp
 import msgpack
 import pytest
 from actors_for_tests import Probe, probe
+from helpers import processed, sample
 from redis.asyncio import Redis
 from servers import (
     BrokerServer,
@@ -87,18 +88,8 @@ def make_config(redis_url: str, broker: BrokerServer, ident: str, inflight: int 
     )
 
 
-def sample(service: Service, name: str, labels: dict[str, str] | None = None) -> float:
-    return service.metrics.registry.get_sample_value(name, labels or {}) or 0.0
-
-
 def connected(service: Service) -> float:
     return sample(service, "switchyard_mqtt_connected")
-
-
-def processed(service: Service) -> float:
-    return sample(
-        service, "switchyard_events_processed_total", {"class": "things", "outcome": "ok"}
-    )
 
 
 async def subscribed(service: Service) -> None:
@@ -258,7 +249,7 @@ async def test_a_stream_of_messages_survives_redis_stopping_and_starting_in_the_
         await subscribed(service)
         async with asyncio.TaskGroup() as group:
             group.create_task(device(), name="device")
-            await wait_for(lambda: processed(service) >= count // 6, timeout=10)
+            await wait_for(lambda: processed(service, "things") >= count // 6, timeout=10)
             await private_redis.stop()  # mid-stream: part of the first third may be in flight
             redis_down.set()
             await wait_for(lambda: published == 2 * count // 3, timeout=10)

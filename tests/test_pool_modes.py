@@ -6,7 +6,6 @@ what they handled and can be held on a gate, so that what is "in flight" is exac
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
@@ -15,6 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 from actors_for_tests import probe
+from helpers import pending, post_accepted, processed, stream_entries
 from redis.asyncio import Redis
 from servers import wait_for
 
@@ -57,40 +57,11 @@ classes:
 {extra}"""
 
 
-async def post(http: aiohttp.ClientSession, service: Service, topic: str, body: Any) -> list[str]:
-    """POST a JSON body, insist on 202, and return the accepted ids."""
-    async with http.post(
-        f"http://127.0.0.1:{service.http_port}/events/{topic}", data=json.dumps(body).encode()
-    ) as response:
-        assert response.status == 202, await response.text()
-        reply = await response.json()
-    return [accepted["id"] for accepted in reply["accepted"]]
-
-
-async def pending(redis: Redis, cls: str) -> int:
-    """Entries of `cls` delivered to a consumer and not acknowledged (XPENDING)."""
-    summary: Any = await redis.xpending(keys.stream(cls), GROUP)
-    return int(summary["pending"])
-
-
 async def undelivered(redis: Redis, cls: str) -> int:
     """Entries of `cls` never delivered to any consumer (the group's lag, XINFO GROUPS)."""
     groups: Any = await redis.xinfo_groups(keys.stream(cls))
     [group] = [g for g in groups if g["name"] in (GROUP, GROUP.encode())]
     return int(group["lag"])
-
-
-async def stream_entries(redis: Redis, stream: str) -> list[dict[str, bytes]]:
-    reply: Any = await redis.xrange(stream)
-    return [{name.decode(): value for name, value in fields.items()} for _, fields in reply]
-
-
-def processed(service: Service, cls: str, outcome: str) -> float:
-    labels = {"class": cls, "outcome": outcome}
-    return (
-        service.metrics.registry.get_sample_value("switchyard_events_processed_total", labels)
-        or 0.0
-    )
 
 
 def seqs_by_key(events: list[Envelope]) -> dict[str, list[int]]:
@@ -111,7 +82,7 @@ async def test_events_with_the_same_key_are_handled_one_at_a_time_in_stream_orde
     config = make_config(redis_url, one_class("stream", 4, options=", yields: 5"))
     events = [{"key": key, "seq": seq} for seq in range(10) for key in ("a", "b")]
     async with serve(config) as service:
-        await post(http, service, "work/1", events)
+        await post_accepted(http, service, "work/1", events)
 
         await wait_for(lambda: len(work.handled) == 20)
         assert seqs_by_key(work.started) == {"a": list(range(10)), "b": list(range(10))}
@@ -129,7 +100,7 @@ async def test_different_keys_are_handled_concurrently_up_to_the_concurrency(
     # The first three entries have distinct keys; later ones queue behind their key.
     events = [{"key": f"k{n % 3}", "seq": n // 3} for n in range(9)]
     async with serve(config) as service:
-        await post(http, service, "work/1", events)
+        await post_accepted(http, service, "work/1", events)
 
         await wait_for(lambda: work.active == 3)
         assert sorted(str(e.key) for e in work.started) == ["k0", "k1", "k2"]
@@ -154,7 +125,9 @@ async def test_a_queue_pool_runs_at_most_concurrency_handlers_and_leaves_the_res
     config = make_config(redis_url, one_class("queue", 3))
     # One key for all: queue mode ignores it, so the events still run side by side.
     async with serve(config) as service:
-        ids = await post(http, service, "work/1", [{"key": "same", "seq": n} for n in range(8)])
+        ids = await post_accepted(
+            http, service, "work/1", [{"key": "same", "seq": n} for n in range(8)]
+        )
 
         await wait_for(lambda: work.active == 3)
         assert await pending(redis, "work") == 3
@@ -192,14 +165,18 @@ async def test_a_batch_is_handed_over_as_soon_as_it_reaches_max_size(
     # max_wait_ms is far beyond the waits below: only reaching max_size can flush in time.
     config = make_config(redis_url, batch_class(max_size=3, max_wait_ms=60_000))
     async with serve(config) as service:
-        first = await post(http, service, "work/1", [{"key": "a", "seq": n} for n in range(2)])
-        third = await post(http, service, "work/1", {"key": "a", "seq": 2})
+        first = await post_accepted(
+            http, service, "work/1", [{"key": "a", "seq": n} for n in range(2)]
+        )
+        third = await post_accepted(http, service, "work/1", {"key": "a", "seq": 2})
 
         await wait_for(lambda: len(work.batches) == 1, timeout=5)
         assert [e.id for e in work.batches[0]] == first + third
         # Held in the handler: the whole batch is pending, none of it acknowledged yet, and
         # with its one slot taken the pool leaves the next events in Redis.
-        later = await post(http, service, "work/1", [{"key": "b", "seq": n} for n in range(3)])
+        later = await post_accepted(
+            http, service, "work/1", [{"key": "b", "seq": n} for n in range(3)]
+        )
         assert await pending(redis, "work") == 3
         assert await undelivered(redis, "work") == 3
 
@@ -217,7 +194,9 @@ async def test_a_partial_batch_is_handed_over_after_max_wait_ms(
     config = make_config(redis_url, batch_class(max_size=100, max_wait_ms=int(max_wait_s * 1000)))
     async with serve(config) as service:
         posted_at = time.monotonic()
-        ids = await post(http, service, "work/1", [{"key": "a", "seq": n} for n in range(2)])
+        ids = await post_accepted(
+            http, service, "work/1", [{"key": "a", "seq": n} for n in range(2)]
+        )
 
         await wait_for(lambda: len(work.batches) == 1, timeout=5)
         [batch] = work.batches
@@ -237,7 +216,7 @@ async def test_stop_hands_over_a_partly_gathered_batch_without_waiting_out_max_w
         update={"service": config.service.model_copy(update={"drain_timeout_s": 2.0})}
     )
     async with serve(config) as service:
-        ids = await post(http, service, "work/1", {"key": "a"})
+        ids = await post_accepted(http, service, "work/1", {"key": "a"})
         await wait_for(lambda: pending(redis, "work"))  # fetched, gathering more
 
         await service.stop()
@@ -252,7 +231,7 @@ async def test_a_failed_batch_goes_to_the_dead_letters_whole(
     config = make_config(redis_url, batch_class(3, 60_000, extra=NO_RETRIES))
     async with serve(config) as service:
         events = [{"key": "a"}, {"key": "b", "fail": "bad reading"}, {"key": "c"}]
-        ids = await post(http, service, "work/1", events)
+        ids = await post_accepted(http, service, "work/1", events)
 
         await wait_for(lambda: processed(service, "work", "dead") == 3)
         assert await pending(redis, "work") == 0
@@ -310,7 +289,7 @@ async def test_an_emitted_event_reaches_the_downstream_actor_with_a_derived_id(
     downstream.gate.clear()  # keep the child in flight: its stream entry stays pending
     payload = {"key": "parent-key", "order": 66}
     async with serve(make_config(redis_url, EMITTING.format(target=target))) as service:
-        [parent_id] = await post(http, service, "work/1", payload)
+        [parent_id] = await post_accepted(http, service, "work/1", payload)
 
         await wait_for(lambda: len(downstream.started) == 1)
         [child] = downstream.started
@@ -337,7 +316,7 @@ async def test_a_parent_whose_emit_cannot_be_written_is_not_acknowledged(
     work = probe("work")
     work.gate.clear()
     async with serve(make_config(redis_url, EMITTING.format(target="child"))) as service:
-        await post(http, service, "work/1", {"key": "k"})
+        await post_accepted(http, service, "work/1", {"key": "k"})
         await wait_for(lambda: work.active == 1)
         # The child's stream key now holds a string: every XADD to it fails (WRONGTYPE).
         await redis.delete(keys.stream("child"))
@@ -367,7 +346,9 @@ async def test_a_failing_handler_sends_the_event_to_dead_letters_and_the_pool_go
     work = probe("work")
     config = make_config(redis_url, one_class("queue", 2, extra=NO_RETRIES))
     async with serve(config) as service:
-        [failed_id] = await post(http, service, "work/1", {"key": "k", "fail": "no such seat"})
+        [failed_id] = await post_accepted(
+            http, service, "work/1", {"key": "k", "fail": "no such seat"}
+        )
 
         await wait_for(lambda: processed(service, "work", "dead") == 1)
         assert await pending(redis, "work") == 0
@@ -380,7 +361,9 @@ async def test_a_failing_handler_sends_the_event_to_dead_letters_and_the_pool_go
         envelope = Envelope.decode(dead["envelope"])
         assert envelope.payload == {"key": "k", "fail": "no such seat"}
 
-        later = await post(http, service, "work/1", [{"key": "k", "n": n} for n in range(3)])
+        later = await post_accepted(
+            http, service, "work/1", [{"key": "k", "n": n} for n in range(3)]
+        )
         await wait_for(lambda: processed(service, "work", "ok") == 3)
         assert sorted(work.handled_ids()) == sorted(later)
         assert processed(service, "work", "dead") == 1
@@ -391,7 +374,7 @@ async def test_a_failed_handler_emits_nothing(
     serve: Serve, redis_url: str, redis: Redis, http: aiohttp.ClientSession
 ) -> None:
     async with serve(make_config(redis_url, EMITTING.format(target="child"))) as service:
-        await post(http, service, "work/1", {"key": "k", "fail": "broken"})
+        await post_accepted(http, service, "work/1", {"key": "k", "fail": "broken"})
 
         await wait_for(lambda: processed(service, "work", "dead") == 1)
         assert await redis.xlen(keys.stream("child")) == 0

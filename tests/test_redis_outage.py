@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 from actors_for_tests import probe
+from helpers import processed, sample
 from redis.asyncio import Redis
 from servers import RedisServer, wait_for
 
@@ -61,14 +62,6 @@ async def readyz(http: aiohttp.ClientSession, service: Service) -> tuple[int, An
         return response.status, await response.json()
 
 
-def sample(service: Service, name: str, labels: dict[str, str]) -> float:
-    return service.metrics.registry.get_sample_value(name, labels) or 0.0
-
-
-def processed_ok(service: Service) -> float:
-    return sample(service, "switchyard_events_processed_total", {"class": "work", "outcome": "ok"})
-
-
 async def test_while_redis_is_down_events_are_refused_with_503_and_accepted_again_after(
     serve: Serve, private_redis: RedisServer, http: aiohttp.ClientSession
 ) -> None:
@@ -100,7 +93,7 @@ async def test_while_redis_is_down_events_are_refused_with_503_and_accepted_agai
         assert status == 202
         after = reply["accepted"][0]["id"]
         await wait_for(lambda: work.handled_ids() == [before, after], timeout=10)
-        await wait_for(lambda: processed_ok(service) == 2)
+        await wait_for(lambda: processed(service, "work") == 2)
 
 
 @pytest.mark.parametrize("outage", ["stop", "kill"])
@@ -126,7 +119,7 @@ async def test_events_accepted_before_an_outage_are_all_handled_after_it(
         )
         await private_redis.start()
 
-        await wait_for(lambda: processed_ok(service) == 2, timeout=15)
+        await wait_for(lambda: processed(service, "work") == 2, timeout=15)
         assert work.handled_ids() == ids
         async with Redis.from_url(private_redis.url) as redis:
             summary: Any = await redis.xpending(keys.stream("work"), "switchyard")

@@ -7,16 +7,15 @@ drain on stop, and the repository's own config.yaml driving the three workloads.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import msgpack
 import pytest
 from actors_for_tests import Probe, probe
+from helpers import post_events, processed, sample, stream_entries
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 from servers import wait_for
@@ -62,36 +61,6 @@ def base_url(service: Service) -> str:
     return f"http://127.0.0.1:{service.http_port}"
 
 
-async def post(
-    http: aiohttp.ClientSession,
-    service: Service,
-    topic: str,
-    body: Any,
-    content_type: str = "application/json",
-) -> tuple[int, Any]:
-    """POST `body` (bytes as they are, anything else as JSON) and return (status, JSON reply)."""
-    data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    async with http.post(
-        f"{base_url(service)}/events/{topic}", data=data, headers={"Content-Type": content_type}
-    ) as response:
-        return response.status, await response.json()
-
-
-def sample(service: Service, name: str, labels: dict[str, str]) -> float:
-    """A sample of the service's own registry; 0 when the series does not exist."""
-    return service.metrics.registry.get_sample_value(name, labels) or 0.0
-
-
-async def stream_entries(redis: Redis, stream: str) -> list[dict[str, bytes]]:
-    """The fields of every entry of `stream`, oldest first, with text field names."""
-    reply: Any = await redis.xrange(stream)
-    return [{name.decode(): value for name, value in fields.items()} for _, fields in reply]
-
-
-def processed(service: Service, cls: str, outcome: str = "ok") -> float:
-    return sample(service, "switchyard_events_processed_total", {"class": cls, "outcome": outcome})
-
-
 def rejected(service: Service, reason: str) -> float:
     return sample(service, "switchyard_events_rejected_total", {"reason": reason})
 
@@ -103,7 +72,7 @@ async def test_one_json_object_is_accepted_with_its_id_and_class(
     serve: Serve, redis_url: str, http: aiohttp.ClientSession, probes: dict[str, Probe]
 ) -> None:
     async with serve(make_config(redis_url)) as service:
-        status, reply = await post(http, service, "things/1", {"key": "k1", "n": 1})
+        status, reply = await post_events(http, service, "things/1", {"key": "k1", "n": 1})
 
         assert status == 202
         [accepted] = reply["accepted"]
@@ -119,7 +88,7 @@ async def test_a_json_array_is_a_batch_and_every_id_is_returned(
 ) -> None:
     events = [{"key": f"k{n}", "n": n} for n in range(5)]
     async with serve(make_config(redis_url)) as service:
-        status, reply = await post(http, service, "things/1", events)
+        status, reply = await post_events(http, service, "things/1", events)
 
         assert status == 202
         ids = [a["id"] for a in reply["accepted"]]
@@ -135,7 +104,7 @@ async def test_a_msgpack_body_is_accepted_like_json(
 ) -> None:
     payload = {"key": "k1", "blob": b"\x00\x01", "n": 7}
     async with serve(make_config(redis_url)) as service:
-        status, reply = await post(
+        status, reply = await post_events(
             http, service, "things/1", msgpack.packb(payload), content_type="application/msgpack"
         )
 
@@ -152,7 +121,7 @@ async def test_a_source_supplied_event_id_is_kept_as_the_id(
     serve: Serve, redis_url: str, http: aiohttp.ClientSession, probes: dict[str, Probe]
 ) -> None:
     async with serve(make_config(redis_url)) as service:
-        status, reply = await post(
+        status, reply = await post_events(
             http, service, "things/1", {"event_id": "device-42-0001", "key": "k"}
         )
 
@@ -166,7 +135,7 @@ async def test_the_event_reaches_its_actor_with_payload_key_and_topic_intact(
 ) -> None:
     payload = {"key": "user-9", "nested": {"list": [1, 2.5, "x", None]}, "unicode": "é✓"}
     async with serve(make_config(redis_url)) as service:
-        _, reply = await post(http, service, "things/abc", payload)
+        _, reply = await post_events(http, service, "things/abc", payload)
 
         await wait_for(lambda: len(probe("things").handled) == 1)
         [event] = probe("things").handled
@@ -190,14 +159,14 @@ async def test_bad_json_is_refused_with_400_and_the_reason(
     probes: dict[str, Probe],
 ) -> None:
     async with serve(make_config(redis_url)) as service:
-        status, reply = await post(http, service, "things/1", b'{"key": "k", oops')
+        status, reply = await post_events(http, service, "things/1", b'{"key": "k", oops')
 
         assert status == 400
         assert "JSON" in reply["error"]
         assert rejected(service, "decode_error") == 1
         assert await redis.xlen(keys.stream("things")) == 0
 
-        status, reply = await post(http, service, "things/1", {"key": "k"})
+        status, reply = await post_events(http, service, "things/1", {"key": "k"})
         assert status == 202
         await wait_for(lambda: probe("things").handled_ids() == [reply["accepted"][0]["id"]])
 
@@ -210,7 +179,7 @@ async def test_an_array_of_numbers_is_refused_with_400_as_invalid(
     probes: dict[str, Probe],
 ) -> None:
     async with serve(make_config(redis_url)) as service:
-        status, reply = await post(http, service, "things/1", [1, 2, 3])
+        status, reply = await post_events(http, service, "things/1", [1, 2, 3])
 
         assert status == 400
         assert "not an object" in reply["error"]
@@ -218,7 +187,7 @@ async def test_an_array_of_numbers_is_refused_with_400_as_invalid(
         assert rejected(service, "decode_error") == 0
         assert await redis.xlen(keys.stream("things")) == 0
 
-        status, reply = await post(http, service, "things/1", {"key": "k"})
+        status, reply = await post_events(http, service, "things/1", {"key": "k"})
         assert status == 202
         await wait_for(lambda: probe("things").handled_ids() == [reply["accepted"][0]["id"]])
 
@@ -233,14 +202,18 @@ async def test_an_event_over_max_event_bytes_is_refused_with_413(
     config = make_config(redis_url, service="max_event_bytes: 1024")
     async with serve(config) as service:
         assert service.ingest.max_event_bytes == 1024
-        status, reply = await post(http, service, "things/1", {"key": "k", "blob": "x" * 2000})
+        status, reply = await post_events(
+            http, service, "things/1", {"key": "k", "blob": "x" * 2000}
+        )
 
         assert status == 413
         assert "1024" in reply["error"]
         assert rejected(service, "too_large") == 1
         assert await redis.xlen(keys.stream("things")) == 0
 
-        status, reply = await post(http, service, "things/1", {"key": "k", "blob": "x" * 100})
+        status, reply = await post_events(
+            http, service, "things/1", {"key": "k", "blob": "x" * 100}
+        )
         assert status == 202
         await wait_for(lambda: probe("things").handled_ids() == [reply["accepted"][0]["id"]])
 
@@ -255,7 +228,7 @@ async def test_a_batch_with_one_event_too_large_writes_none_of_it(
     config = make_config(redis_url, service="max_event_bytes: 1024")
     async with serve(config) as service:
         batch = [{"key": "a"}, {"key": "b", "blob": "x" * 2000}, {"key": "c"}]
-        status, reply = await post(http, service, "things/1", batch)
+        status, reply = await post_events(http, service, "things/1", batch)
 
         assert status == 413
         assert "event 1" in reply["error"]
@@ -275,7 +248,7 @@ async def test_an_unrouted_event_over_max_event_bytes_is_refused_with_413_too(
     """The size limit protects Redis whatever the topic: an unrouted event is stored too."""
     config = make_config(redis_url, service="max_event_bytes: 1024")
     async with serve(config) as service:
-        status, _ = await post(http, service, "nobody/listens", {"blob": "x" * 100_000})
+        status, _ = await post_events(http, service, "nobody/listens", {"blob": "x" * 100_000})
 
         assert status == 413
         assert rejected(service, "too_large") == 1
@@ -290,7 +263,7 @@ async def test_an_unrouted_event_is_accepted_counted_and_kept(
 ) -> None:
     payload = {"key": "k", "value": [1, 2]}
     async with serve(make_config(redis_url)) as service:
-        status, reply = await post(http, service, "nobody/listens/here", payload)
+        status, reply = await post_events(http, service, "nobody/listens/here", payload)
 
         assert status == 202
         [accepted] = reply["accepted"]
@@ -318,7 +291,7 @@ async def test_a_batch_mixing_routed_and_unrouted_events_keeps_both(
         THINGS.replace("    key: key\n", "    key: key\n    match: {kind: {equals: thing}}\n"),
     )
     async with serve(config) as service:
-        status, reply = await post(
+        status, reply = await post_events(
             http, service, "things/1", [{"kind": "thing", "key": "a"}, {"kind": "other"}]
         )
 
@@ -341,7 +314,7 @@ async def test_metrics_count_every_event_from_ingest_to_ack(
     count = 6
     async with serve(make_config(redis_url)) as service:
         for n in range(count):
-            status, _ = await post(http, service, "things/1", {"key": f"k{n}"})
+            status, _ = await post_events(http, service, "things/1", {"key": f"k{n}"})
             assert status == 202
 
         await wait_for(lambda: processed(service, "things") == count)
@@ -360,7 +333,7 @@ async def test_get_metrics_serves_prometheus_text_with_the_class_label(
     serve: Serve, redis_url: str, http: aiohttp.ClientSession, probes: dict[str, Probe]
 ) -> None:
     async with serve(make_config(redis_url)) as service:
-        await post(http, service, "things/1", {"key": "k"})
+        await post_events(http, service, "things/1", {"key": "k"})
         await wait_for(lambda: len(probe("things").handled) == 1)
         await wait_for(lambda: processed(service, "things") == 1)
 
@@ -393,7 +366,7 @@ async def test_get_classes_lists_every_class_with_its_settings_and_figures(
     probes_things.gate.clear()
     async with serve(make_config(redis_url, body)) as service:
         for _ in range(2):
-            await post(http, service, "things/1", {"key": "k"})
+            await post_events(http, service, "things/1", {"key": "k"})
         await wait_for(lambda: probes_things.active == 2)
 
         async with http.get(f"{base_url(service)}/classes") as response:
@@ -436,7 +409,9 @@ async def test_stop_waits_for_in_flight_handlers_and_acknowledges_them(
     things = probe("things")
     things.gate.clear()
     async with serve(make_config(redis_url)) as service:
-        _, reply = await post(http, service, "things/1", [{"key": f"k{n}"} for n in range(3)])
+        _, reply = await post_events(
+            http, service, "things/1", [{"key": f"k{n}"} for n in range(3)]
+        )
         ids = [accepted["id"] for accepted in reply["accepted"]]
         await wait_for(lambda: things.active == 3)
 
@@ -481,7 +456,7 @@ async def test_stop_closes_every_connection_to_redis(
     service = Service(make_config(redis_url), registry=CollectorRegistry())
     try:
         async with service:
-            await post(http, service, "things/1", {"key": "k"})
+            await post_events(http, service, "things/1", {"key": "k"})
             await wait_for(lambda: len(probe("things").handled) == 1)
             assert await _other_clients(redis) > 0
 
@@ -522,7 +497,7 @@ async def test_repo_config_routes_a_music_interaction_to_its_class_and_log(
     event = {"user_id": 10, "action": "skip_song", "timestamp": "2025-10-27T14:03:00"}
     async with serve(repo_config) as service:
         assert service.http_port != 0
-        status, reply = await post(http, service, "music/10/events", event)
+        status, reply = await post_events(http, service, "music/10/events", event)
 
         assert status == 202
         [accepted] = reply["accepted"]
@@ -536,9 +511,13 @@ async def test_repo_config_routes_doorbell_presses_and_readings_by_topic(
     serve: Serve, repo_config: Config, redis: Redis, http: aiohttp.ClientSession
 ) -> None:
     async with serve(repo_config) as service:
-        status, press = await post(http, service, "doorbell/d1/button_press", {"battery": 80})
+        status, press = await post_events(
+            http, service, "doorbell/d1/button_press", {"battery": 80}
+        )
         assert status == 202
-        status, reading = await post(http, service, "doorbell/d1/temperature", {"value": 21.5})
+        status, reading = await post_events(
+            http, service, "doorbell/d1/temperature", {"value": 21.5}
+        )
         assert status == 202
 
         assert press["accepted"][0]["class"] == "doorbell.button_press"
@@ -565,7 +544,7 @@ async def test_repo_config_walks_a_healthy_patient_through_every_clinic_station(
         "temperature_c": 36.6,
     }
     async with serve(repo_config) as service:
-        status, reply = await post(http, service, "clinic/arrival", patient)
+        status, reply = await post_events(http, service, "clinic/arrival", patient)
 
         assert status == 202
         [accepted] = reply["accepted"]
@@ -594,7 +573,7 @@ async def test_repo_config_logs_each_patient_of_a_group_under_their_own_id(
         for pid, name in (("p-1", "Grace Hopper"), ("p-2", "Alan Turing"))
     ]
     async with serve(repo_config) as service:
-        status, _ = await post(http, service, "clinic/arrival", patients)
+        status, _ = await post_events(http, service, "clinic/arrival", patients)
         assert status == 202
 
         await wait_for(lambda: processed(service, "clinic.departure") == 2, timeout=15)

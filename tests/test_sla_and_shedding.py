@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 from actors_for_tests import probe
+from helpers import post_events, sample
 from redis.asyncio import Redis
 from servers import wait_for
 
@@ -55,18 +55,6 @@ def bulk(extra: str = "", concurrency: int = 4) -> str:
 {extra}"""
 
 
-async def post(
-    http: aiohttp.ClientSession, service: Service, topic: str, body: Any
-) -> tuple[int, Any]:
-    url = f"http://127.0.0.1:{service.http_port}/events/{topic}"
-    async with http.post(url, data=json.dumps(body).encode()) as response:
-        return response.status, await response.json()
-
-
-def sample(service: Service, name: str, labels: dict[str, str] | None = None) -> float:
-    return service.metrics.registry.get_sample_value(name, labels or {}) or 0.0
-
-
 async def test_late_events_count_as_sla_breaches_and_lower_compliance(
     serve: Serve, redis_url: str, http: aiohttp.ClientSession
 ) -> None:
@@ -78,7 +66,7 @@ async def test_late_events_count_as_sla_breaches_and_lower_compliance(
     async with serve(make_config(redis_url, classes + bulk())) as service:
         assert sample(service, "switchyard_sla_target_seconds", {"class": "urgent"}) == 0.05
         assert sample(service, "switchyard_sla_objective_ratio", {"class": "urgent"}) == 0.99
-        await post(http, service, "urgent/1", [{"key": "a"}, {"key": "b"}])
+        await post_events(http, service, "urgent/1", [{"key": "a"}, {"key": "b"}])
         await wait_for(lambda: held.active == 2)
         # Held past the 50 ms target: both will be late.
         await wait_for(lambda: service.pools["urgent"].sla_window.compliance(0) == 1.0)
@@ -89,7 +77,7 @@ async def test_late_events_count_as_sla_breaches_and_lower_compliance(
             lambda: sample(service, "switchyard_sla_breaches_total", {"class": "urgent"}) == 2
         )
 
-        await post(http, service, "urgent/1", [{"key": "c"}, {"key": "d"}])  # on time now
+        await post_events(http, service, "urgent/1", [{"key": "c"}, {"key": "d"}])  # on time now
         await wait_for(
             lambda: (
                 sample(
@@ -115,13 +103,13 @@ async def test_a_class_over_its_backlog_bound_refuses_new_events_with_503(
         redis_url, URGENT + bulk("    shed: {max_backlog: 3, action: refuse}\n", 1)
     )
     async with serve(config) as service:
-        status, _ = await post(http, service, "bulk/1", [{"key": str(n)} for n in range(5)])
+        status, _ = await post_events(http, service, "bulk/1", [{"key": str(n)} for n in range(5)])
         assert status == 202
         await wait_for(
             lambda: service.stats.get("bulk") is not None and service.stats["bulk"].backlog == 4
         )
 
-        status, reply = await post(http, service, "bulk/1", {"key": "late"})
+        status, reply = await post_events(http, service, "bulk/1", {"key": "late"})
         assert status == 503
         assert "overloaded" in reply["error"]
         assert (
@@ -129,7 +117,7 @@ async def test_a_class_over_its_backlog_bound_refuses_new_events_with_503(
             == 1
         )
         # Other classes are not affected.
-        status, _ = await post(http, service, "urgent/1", {"key": "x"})
+        status, _ = await post_events(http, service, "urgent/1", {"key": "x"})
         assert status == 202
         held.gate.set()
 
@@ -143,7 +131,7 @@ async def test_events_older_than_max_age_are_expired_to_dead_letters_not_handled
         redis_url, URGENT + bulk("    shed: {max_age_ms: 100, action: expire}\n", 1)
     )
     async with serve(config) as service:
-        await post(http, service, "bulk/1", [{"key": "first"}, {"key": "stale"}])
+        await post_events(http, service, "bulk/1", [{"key": "first"}, {"key": "stale"}])
         await wait_for(lambda: held.active == 1)
         start = service.clock.wall()
         await wait_for(lambda: service.clock.wall() - start > 0.15, timeout=2, interval=0.02)
@@ -172,9 +160,9 @@ async def test_a_saturated_process_admits_the_high_lane_first(
     # Capacity 4: low's minimum share is 1 slot; urgent may take the rest.
     config = make_config(redis_url, URGENT + bulk(), service="drain_timeout_s: 5, capacity: 4")
     async with serve(config) as service:
-        await post(http, service, "bulk/1", [{"key": str(n)} for n in range(8)])
+        await post_events(http, service, "bulk/1", [{"key": str(n)} for n in range(8)])
         await wait_for(lambda: low.active == 4)  # low took every slot while alone
-        await post(http, service, "urgent/1", [{"key": str(n)} for n in range(8)])
+        await post_events(http, service, "urgent/1", [{"key": str(n)} for n in range(8)])
         await wait_for(lambda: service.scheduler.lanes["high"].waiters)
 
         low.gate.set()  # low's slots come free; urgent is admitted first, low keeps its share
@@ -201,7 +189,7 @@ lanes: [{{name: high}}, {{name: low}}]
 classes:
 {URGENT}{bulk()}""")
     async with serve(make_config(redis_url, URGENT + bulk())) as service:
-        await post(http, service, "urgent/1", [{"key": "a"}, {"key": "b"}])
+        await post_events(http, service, "urgent/1", [{"key": "a"}, {"key": "b"}])
         await wait_for(lambda: len(probe("urgent").handled) == 2)
 
         async def reported() -> bool:

@@ -1,0 +1,68 @@
+"""Small helpers shared by the integration tests: POSTing events to a running service, reading
+its metrics, and reading streams and pending counts from its Redis.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import aiohttp
+from redis.asyncio import Redis
+
+from router import keys
+from router.app import Service
+
+GROUP = "switchyard"
+
+
+def events_url(service: Service, topic: str) -> str:
+    """The service's HTTP ingress for `topic`."""
+    return f"http://127.0.0.1:{service.http_port}/events/{topic}"
+
+
+async def post_accepted(
+    http: aiohttp.ClientSession, service: Service, topic: str, body: Any
+) -> list[str]:
+    """POST a JSON body, insist on 202, and return the accepted ids."""
+    async with http.post(events_url(service, topic), data=json.dumps(body).encode()) as response:
+        assert response.status == 202, await response.text()
+        reply = await response.json()
+    return [accepted["id"] for accepted in reply["accepted"]]
+
+
+async def post_events(
+    http: aiohttp.ClientSession,
+    service: Service,
+    topic: str,
+    body: Any,
+    content_type: str = "application/json",
+) -> tuple[int, Any]:
+    """POST `body` (bytes as they are, anything else as JSON) and return (status, JSON reply)."""
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    async with http.post(
+        events_url(service, topic), data=data, headers={"Content-Type": content_type}
+    ) as response:
+        return response.status, await response.json()
+
+
+def sample(service: Service, name: str, labels: dict[str, str] | None = None) -> float:
+    """A sample of the service's own registry; 0 when the series does not exist."""
+    return service.metrics.registry.get_sample_value(name, labels or {}) or 0.0
+
+
+def processed(service: Service, cls: str, outcome: str = "ok") -> float:
+    """Events of `cls` handled with `outcome` (switchyard_events_processed_total)."""
+    return sample(service, "switchyard_events_processed_total", {"class": cls, "outcome": outcome})
+
+
+async def stream_entries(redis: Redis, stream: str) -> list[dict[str, bytes]]:
+    """The fields of every entry of `stream`, oldest first, with text field names."""
+    reply: Any = await redis.xrange(stream)
+    return [{name.decode(): value for name, value in fields.items()} for _, fields in reply]
+
+
+async def pending(redis: Redis, cls: str = "work") -> int:
+    """Entries of `cls` delivered to a consumer and not acknowledged (XPENDING)."""
+    summary: Any = await redis.xpending(keys.stream(cls), GROUP)
+    return int(summary["pending"])
