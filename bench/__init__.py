@@ -1,1 +1,2 @@
-"""Benchmarks: `python -m bench.throughput` (see bench/README.md)."""
+"""Benchmarks: `python -m bench.suite` (against peers) and `python -m bench.throughput`; see
+bench/README.md."""

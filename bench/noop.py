@@ -1,8 +1,12 @@
-"""A no-op actor, so a benchmark measures Switchyard's own cost and not a handler's."""
+"""Bench actors: a no-op (a benchmark measures Switchyard's own cost, not a handler's), a
+no-op that records queue waits, and a slow one."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Sequence
+from typing import Any
 
 from actors.api import Actor, Context
 from router.envelope import Envelope
@@ -16,3 +20,34 @@ class NoOp(Actor):
 
     async def handle_batch(self, events: Sequence[Envelope], ctx: Context) -> None:
         return None
+
+
+class Recorder(Actor):
+    """A no-op that notes each event's queue wait: ingest (`ingest_ts`) to handler start, and
+    source (`source_ts`, when the sender stamped the event) to handler start.
+
+    Wall-clock seconds, since both stamps are wall time (the sender is another process on the
+    same machine, so it reads the same clock).
+    """
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.waits: list[float] = []
+        self.source_waits: list[float] = []
+
+    async def handle(self, event: Envelope, ctx: Context) -> None:
+        now = time.time()
+        self.waits.append(now - event.ingest_ts)
+        if event.source_ts is not None:
+            self.source_waits.append(now - event.source_ts)
+
+
+class Slow(Actor):
+    """Takes `delay_ms` per event (an await, not CPU): a consumer much slower than its backlog."""
+
+    def __init__(self, delay_ms: float = 50.0, **options: Any) -> None:
+        super().__init__(delay_ms=delay_ms, **options)
+        self.delay_s = delay_ms / 1000
+
+    async def handle(self, event: Envelope, ctx: Context) -> None:
+        await asyncio.sleep(self.delay_s)

@@ -473,7 +473,6 @@ RUNNERS: dict[str, Runner] = {
 
 async def bench(settings: Settings) -> tuple[list[Sample], dict[str, Any]]:
     """Start the private Redis, run every scenario `runs` times interleaved, stop Redis."""
-    samples: list[Sample] = []
     with tempfile.TemporaryDirectory(prefix="switchyard-bench-") as tmp:
         server = EmbeddedRedis(Path(tmp) / "redis", appendonly=False)
         await server.start()
@@ -482,25 +481,36 @@ async def bench(settings: Settings) -> tuple[list[Sample], dict[str, Any]]:
             environment = await _environment(admin, settings)
             _progress(f"private redis-server {environment['redis_version']} at {server.url}")
             run = Run(server.url, admin, settings)
-            if settings.warmup:
-                for name in settings.scenarios:
-                    _checkpoint()
-                    await admin.flushall()
-                    await RUNNERS[name](run, min(settings.events, WARMUP_EVENTS))
-                _progress("warm-up done")
-            for number in range(1, settings.runs + 1):
-                for name in settings.scenarios:
-                    _checkpoint()
-                    await admin.flushall()
-                    for sample in await RUNNERS[name](run, settings.events):
-                        samples.append(sample)
-                        _progress(f"run {number}/{settings.runs} {_describe(sample)}")
+            samples = await run_scenarios(run)
             if settings.profile_dir is not None:
                 environment["profiles"] = await _profile(run)
         finally:
             await _to_the_end(admin.aclose())
             await _to_the_end(server.stop())
     return samples, environment
+
+
+async def run_scenarios(run: Run) -> list[Sample]:
+    """The warm-up round, then every scenario `runs` times interleaved, on `run`'s server.
+
+    Empties the server (FLUSHALL) before every run. bench.suite calls this on its own server.
+    """
+    settings, admin = run.settings, run.admin
+    samples: list[Sample] = []
+    if settings.warmup:
+        for name in settings.scenarios:
+            _checkpoint()
+            await admin.flushall()
+            await RUNNERS[name](run, min(settings.events, WARMUP_EVENTS))
+        _progress("warm-up done")
+    for number in range(1, settings.runs + 1):
+        for name in settings.scenarios:
+            _checkpoint()
+            await admin.flushall()
+            for sample in await RUNNERS[name](run, settings.events):
+                samples.append(sample)
+                _progress(f"run {number}/{settings.runs} {_describe(sample)}")
+    return samples
 
 
 def _describe(sample: Sample) -> str:

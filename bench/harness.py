@@ -1,0 +1,413 @@
+"""What the suite's experiments share: child processes, /proc readings, stream fills, latency
+histograms with fine buckets, and percentiles.
+
+Every child is started in its own session (so a terminal's Ctrl-C reaches only the suite, which
+then stops it), with a parent-death signal (so a SIGKILLed suite leaves nothing behind), and is
+stopped as a whole process group at the end of its `child()` block, whatever happened inside.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from prometheus_client import CollectorRegistry, Histogram
+from redis.asyncio import Redis
+
+from bench.loadgen import make_event
+from bench.throughput import _checkpoint, _to_the_end
+from router import keys
+from router.embedded import parent_death_hook
+from router.envelope import Envelope, new_event_id
+from router.metrics import Metrics, histogram_buckets, quantile
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PAGE_MB = os.sysconf("SC_PAGE_SIZE") / 2**20
+
+# 0.1 ms steps up to 5 ms, then coarser up to a minute: quantiles within 0.1 ms where it matters.
+FINE_BUCKETS: tuple[float, ...] = tuple(
+    sorted(
+        {round(step / 10_000, 6) for step in range(1, 51)}
+        | {
+            ms / 1000
+            for ms in (
+                6,
+                7,
+                8,
+                9,
+                10,
+                12.5,
+                15,
+                17.5,
+                20,
+                25,
+                30,
+                40,
+                50,
+                60,
+                80,
+                100,
+                150,
+                200,
+                300,
+                500,
+                750,
+                1000,
+                2000,
+                3000,
+                5000,
+                10_000,
+                30_000,
+                60_000,
+            )
+        }
+    )
+)
+
+
+class BenchError(RuntimeError):
+    """An experiment that could not be measured."""
+
+
+def progress(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+# --- child processes ---
+
+
+@contextlib.asynccontextmanager
+async def child(
+    *argv: str | Path,
+    env: Mapping[str, str] | None = None,
+    log: Path | None = None,
+    stdin: bool = True,
+    stdout: bool = True,
+    grace_s: float = 5.0,
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """Run a child in its own process group; on the way out stop the whole group.
+
+    With `stdin`, closing it comes first (the line-protocol children take EOF as "stop");
+    then SIGTERM, then SIGKILL, `grace_s` apart. stderr goes to `log` when given.
+    """
+    err: IO[bytes] | None = log.open("ab") if log is not None else None
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *map(str, argv),
+            cwd=PROJECT_ROOT,
+            env={**os.environ, **(env or {})},
+            stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE if stdout else asyncio.subprocess.DEVNULL,
+            stderr=err,
+            start_new_session=True,
+            preexec_fn=parent_death_hook(),
+        )
+    finally:
+        if err is not None:
+            err.close()
+    try:
+        yield proc
+    finally:
+        await _to_the_end(stop_group(proc, grace_s))
+
+
+async def stop_group(proc: asyncio.subprocess.Process, grace_s: float = 5.0) -> None:
+    """EOF on stdin (if it has a pipe), then SIGTERM, then SIGKILL to its process group."""
+    steps: list[signal.Signals | None] = [signal.SIGTERM, signal.SIGKILL]
+    if proc.stdin is not None:
+        if not proc.stdin.is_closing():
+            proc.stdin.close()
+        steps.insert(0, None)
+    for sig in steps:
+        if proc.returncode is not None:
+            break
+        if sig is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, sig)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(proc.wait(), timeout=grace_s if sig != signal.SIGKILL else 10)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)  # anything it forked and left behind
+
+
+async def read_line(proc: asyncio.subprocess.Process, timeout_s: float = 60.0) -> str:
+    """The child's next stdout line; BenchError when it exits or says nothing in time."""
+    assert proc.stdout is not None
+    try:
+        raw = await asyncio.wait_for(proc.stdout.readline(), timeout_s)
+    except TimeoutError:
+        raise BenchError(f"child {proc.pid} said nothing for {timeout_s:.0f} s") from None
+    if not raw:
+        code = await proc.wait()
+        raise BenchError(f"child {proc.pid} exited with code {code} before answering")
+    return raw.decode().strip()
+
+
+async def say(proc: asyncio.subprocess.Process, line: str) -> None:
+    assert proc.stdin is not None
+    proc.stdin.write(line.encode() + b"\n")
+    await proc.stdin.drain()
+
+
+def log_tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+# --- /proc ---
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2 :].split()  # after "pid (comm) "
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU of every live process in process group `pgid`."""
+    total = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        fields = _stat_fields(int(entry.name))
+        if fields is not None and int(fields[2]) == pgid:  # field 5: pgrp
+            total += int(fields[11]) + int(fields[12])  # fields 14, 15: utime, stime
+    return total / CLOCK_TICKS
+
+
+def rss_mb(pid: int) -> tuple[float, float] | None:
+    """(VmRSS, VmHWM) of a process in MB: resident now, and its peak so far."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    found = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(":")
+        if name in ("VmRSS", "VmHWM"):
+            found[name] = int(value.split()[0]) / 1024
+    if len(found) < 2:
+        return None
+    return found["VmRSS"], found["VmHWM"]
+
+
+# --- Redis ---
+
+
+async def redis_cpu(admin: Redis) -> float:
+    info = await admin.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+async def redis_calls(admin: Redis) -> dict[str, int]:
+    stats = await admin.info("commandstats")
+    return {
+        name.removeprefix("cmdstat_"): int(value["calls"])
+        for name, value in stats.items()
+        if name not in ("cmdstat_config|resetstat", "cmdstat_info")
+    }
+
+
+_XADD_ALL = """
+for i = 1, #ARGV do redis.call('XADD', KEYS[1], '*', 'e', ARGV[i]) end
+return #ARGV
+"""
+
+
+def envelopes(cls: str, lane: str, start: int, count: int, topic: str = "bench/x") -> list[bytes]:
+    """`count` encoded envelopes of music-like events, as ingest would store them."""
+    now = time.time()
+    return [
+        Envelope(
+            id=new_event_id(),
+            cls=cls,
+            lane=lane,
+            payload=make_event(seq),
+            source="bench",
+            topic=topic,
+            source_ts=now,
+            ingest_ts=now,
+        ).encode()
+        for seq in range(start, start + count)
+    ]
+
+
+async def fill_stream(
+    url: str, cls: str, lane: str, count: int, *, chunk: int = 500, calls_per_trip: int = 10
+) -> float:
+    """Append `count` envelopes to a class stream, a script call per `chunk`; returns seconds.
+
+    Server-side XADD loops (EVAL), several per round trip: about 4x pipelined XADDs.
+    """
+    redis = Redis.from_url(url)
+    started = time.perf_counter()
+    try:
+        stream = keys.stream(cls)
+        done = 0
+        while done < count:
+            _checkpoint()
+            async with redis.pipeline(transaction=False) as pipe:
+                for _ in range(calls_per_trip):
+                    size = min(chunk, count - done)
+                    if size <= 0:
+                        break
+                    pipe.eval(_XADD_ALL, 1, stream, *envelopes(cls, lane, done, size))
+                    done += size
+                await pipe.execute()
+    finally:
+        await _to_the_end(redis.aclose())
+    return time.perf_counter() - started
+
+
+async def group_progress(admin: Redis, cls: str, group: str) -> tuple[int, int]:
+    """(entries processed, entries not yet delivered) of a class's consumer group.
+
+    Processed = read by the group minus still pending (Redis 7's `entries-read` and `lag`).
+    """
+    groups: Any = await admin.xinfo_groups(keys.stream(cls))
+    for entry in groups:
+        fields = {(k.decode() if isinstance(k, bytes) else k): v for k, v in entry.items()}
+        name = fields.get("name")
+        if (name.decode() if isinstance(name, bytes) else name) == group:
+            read = int(fields.get("entries-read") or 0)
+            return read - int(fields.get("pending") or 0), int(fields.get("lag") or 0)
+    return 0, 0
+
+
+# --- latency ---
+
+
+def refine_latency(metrics: Metrics) -> None:
+    """Give the service's latency histograms fine buckets (0.1 ms steps up to 5 ms).
+
+    The stock buckets jump from 1 to 2.5 ms, too coarse to read a p99 near 2 ms. Pools bind
+    their histogram children when they are built, so call this before `Service.start()`.
+    """
+    registry = metrics.registry
+    for old in (metrics.latency, metrics.queue_wait, metrics.source_latency):
+        registry.unregister(old)
+    labels = ["class", "lane"]
+    metrics.latency = Histogram(
+        "switchyard_event_latency_seconds",
+        "Ingest to acknowledgement, end to end.",
+        labels,
+        buckets=FINE_BUCKETS,
+        registry=registry,
+    )
+    metrics.queue_wait = Histogram(
+        "switchyard_queue_wait_seconds",
+        "Ingest to handler start.",
+        labels,
+        buckets=FINE_BUCKETS,
+        registry=registry,
+    )
+    metrics.source_latency = Histogram(
+        "switchyard_source_latency_seconds",
+        "Source timestamp to acknowledgement, for events the source stamped.",
+        labels,
+        buckets=FINE_BUCKETS,
+        registry=registry,
+    )
+
+
+Buckets = list[tuple[float, float]]
+
+
+def buckets(registry: CollectorRegistry, name: str, cls: str) -> Buckets:
+    return histogram_buckets(registry, name, {"class": cls})
+
+
+def bucket_delta(after: Buckets, before: Buckets) -> Buckets:
+    """The observations made between two readings of the same histogram."""
+    earlier = dict(before)
+    return [(bound, count - earlier.get(bound, 0.0)) for bound, count in after]
+
+
+def summarise_buckets(cumulative: Buckets, within_s: float | None = None) -> dict[str, Any]:
+    """count, p50/p90/p99 (interpolated inside a bucket, like PromQL), the bound the maximum
+    lies under, and the exact share of observations at or under `within_s` (a bucket bound)."""
+    total = cumulative[-1][1] if cumulative else 0.0
+    out: dict[str, Any] = {"count": int(total)}
+    if not total:
+        return out
+    for name, q in (("p50_ms", 0.5), ("p90_ms", 0.9), ("p99_ms", 0.99)):
+        value = quantile(cumulative, q)
+        out[name] = None if value is None else round(value * 1000, 3)
+    bound = next(b for b, count in cumulative if count >= total)
+    out["max_under_ms"] = None if math.isinf(bound) else round(bound * 1000, 3)
+    if within_s is not None:
+        at = next((count for b, count in cumulative if math.isclose(b, within_s)), None)
+        out["share_within"] = None if at is None else round(at / total, 5)
+    return out
+
+
+def percentiles(values: Sequence[float], scale: float = 1000.0) -> dict[str, Any]:
+    """Exact nearest-rank p50/p90/p99 and the maximum, in ms (values in seconds)."""
+    if not values:
+        return {"count": 0}
+    ordered = sorted(values)
+
+    def rank(q: float) -> float:
+        return ordered[max(0, math.ceil(q * len(ordered)) - 1)] * scale
+
+    return {
+        "count": len(ordered),
+        "p50_ms": round(rank(0.5), 3),
+        "p90_ms": round(rank(0.9), 3),
+        "p99_ms": round(rank(0.99), 3),
+        "max_ms": round(ordered[-1] * scale, 3),
+    }
+
+
+@dataclass
+class Watch:
+    """Wall and CPU time of this process, for 'CPU share' figures."""
+
+    wall: float = 0.0
+    cpu: float = 0.0
+
+    @classmethod
+    def start(cls) -> Watch:
+        return cls(time.perf_counter(), time.process_time())
+
+    def elapsed(self) -> tuple[float, float]:
+        return time.perf_counter() - self.wall, time.process_time() - self.cpu
+
+
+@contextlib.asynccontextmanager
+async def loop_lag(every_s: float = 0.005) -> AsyncIterator[list[float]]:
+    """Sample this event loop's lag during the block: how late a `sleep(every_s)` wakes up.
+
+    In a process that runs a Service, that is how long a ready callback (a handler start, an
+    ack) can wait behind the rest of the loop's work.
+    """
+    lags: list[float] = []
+
+    async def probe() -> None:
+        while True:
+            before = time.perf_counter()
+            await asyncio.sleep(every_s)
+            lags.append(max(0.0, time.perf_counter() - before - every_s))
+
+    task = asyncio.create_task(probe())
+    try:
+        yield lags
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -1,0 +1,225 @@
+"""End-to-end latency at a steady rate: e.g. 2,000 events/s POSTed for 10 s, ingest to ack.
+
+Switchyard: a Service in this process (one queue-mode class, bench.noop:Recorder, an SLA
+target equal to the latency target so its breach counter counts misses exactly, latency
+histograms with 0.1 ms buckets); a separate process (bench.paced) POSTs on a fixed schedule,
+once with one event per POST (2,000 requests/s) and once with small batches. A first second is
+a warm-up and is subtracted from every figure.
+
+The floor on this machine: a bare redis.asyncio loop in one process, paced the same way: XADD
+one entry at a time on schedule; a consumer does XREADGROUP (BLOCK) and one XACK per read;
+timed from just before the XADD to the XACK's reply, like Switchyard's ingest to ack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import msgpack
+from prometheus_client import CollectorRegistry
+from redis.asyncio import Redis
+
+from bench.harness import (
+    BenchError,
+    Watch,
+    bucket_delta,
+    buckets,
+    child,
+    loop_lag,
+    percentiles,
+    progress,
+    read_line,
+    refine_latency,
+    say,
+    summarise_buckets,
+)
+from bench.loadgen import make_event
+from bench.noop import Recorder
+from bench.throughput import CLASS, GROUP, _checkpoint, _to_the_end
+from router.app import Service
+from router.config import Config, parse_config
+
+BARE_STREAM = "bench:{bare-latency}:stream"
+ACK = "switchyard_event_latency_seconds"
+SOURCE = "switchyard_source_latency_seconds"
+
+
+@dataclass(frozen=True)
+class LatencySettings:
+    rate: float = 2_000.0  # events per second
+    seconds: float = 10.0
+    warmup_seconds: float = 1.0
+    batches: tuple[int, ...] = (1, 10)  # events per POST, one run each
+    connections: int = 64  # so the sender's own queue for a connection stays out of the way
+    concurrency: int = 256
+    target_ms: float = 2.0
+
+
+def latency_config(url: str, s: LatencySettings) -> Config:
+    text = f"""
+service:
+  name: bench-latency
+  log_level: warning
+redis:
+  url: {url}
+  group: {GROUP}
+http:
+  enabled: true
+  host: 127.0.0.1
+  port: 0
+lanes:
+  - name: bench
+routes:
+  - topic: bench/#
+    class: {CLASS}
+classes:
+  {CLASS}:
+    lane: bench
+    actor: bench.noop:Recorder
+    mode: queue
+    concurrency: {s.concurrency}
+    sla: {{target_ms: {s.target_ms}}}
+"""
+    return parse_config(text, "<bench-latency>", environ={})
+
+
+async def run_latency(url: str, admin: Redis, s: LatencySettings, logs: Path) -> dict[str, Any]:
+    await admin.flushall()
+    bare = await run_bare(url, s.rate, s.seconds, s.target_ms / 1000)
+    progress(f"bare loop paced at {s.rate:,.0f}/s: p50 {bare['latency'].get('p50_ms')} ms, "
+             f"p99 {bare['latency'].get('p99_ms')} ms")  # fmt: skip
+    runs = []
+    for batch in s.batches:
+        _checkpoint()
+        await admin.flushall()
+        runs.append(await run_switchyard(url, s, batch, logs))
+        ack = runs[-1]["ingest_to_ack"]
+        progress(f"switchyard, {batch} event(s) per POST: ingest->ack p50 {ack.get('p50_ms')} "
+                 f"ms, p99 {ack.get('p99_ms')} ms")  # fmt: skip
+    return {"settings": asdict(s), "bare": bare, "switchyard": runs}
+
+
+async def run_switchyard(url: str, s: LatencySettings, batch: int, logs: Path) -> dict[str, Any]:
+    registry = CollectorRegistry()
+    service = Service(latency_config(url, s), registry=registry)
+    refine_latency(service.metrics)
+    try:
+        await service.start()
+        recorder = service.pools[CLASS].actor
+        assert isinstance(recorder, Recorder)
+        base = f"http://127.0.0.1:{service.http_port}"
+        if s.warmup_seconds > 0:
+            await _paced(base, s, s.warmup_seconds, batch, logs)
+        recorder.waits.clear()
+        recorder.source_waits.clear()
+        before = {name: buckets(registry, name, CLASS) for name in (ACK, SOURCE)}
+        breaches_before = _breaches(registry)
+        watch = Watch.start()
+        async with loop_lag() as lags:
+            paced = await _paced(base, s, s.seconds, batch, logs)
+            wall, cpu = watch.elapsed()
+            await asyncio.sleep(0.2)  # the last accepted events are handled and acknowledged
+        ack = bucket_delta(buckets(registry, ACK, CLASS), before[ACK])
+        source = bucket_delta(buckets(registry, SOURCE, CLASS), before[SOURCE])
+        breaches = _breaches(registry) - breaches_before
+        waits, source_waits = list(recorder.waits), list(recorder.source_waits)
+    finally:
+        await _to_the_end(service.stop())
+    ack_summary = summarise_buckets(ack, s.target_ms / 1000)
+    ack_summary["over_target"] = int(breaches)
+    return {
+        "events_per_post": batch,
+        "posts_per_s": round(s.rate / batch, 1),
+        "sent": paced["sent"],
+        "accepted": paced["accepted"],
+        "errors": paced["errors"],
+        "offered_rate": paced["offered_rate"],
+        "sender_late_max_ms": paced["late_max_ms"],
+        "ingest_to_handler_start": percentiles(waits),
+        "send_to_handler_start": percentiles(source_waits),
+        "ingest_to_ack": ack_summary,
+        "send_to_ack": summarise_buckets(source),
+        "post_round_trip": paced["rtt"],
+        "loop_lag": percentiles(lags),
+        "service_cpu_share": round(cpu / wall, 3),
+        "sender_cpu_share": round(paced["cpu_seconds"] / wall, 3),
+    }
+
+
+def _breaches(registry: CollectorRegistry) -> float:
+    return registry.get_sample_value("switchyard_sla_breaches_total", {"class": CLASS}) or 0.0
+
+
+async def _paced(
+    base: str, s: LatencySettings, seconds: float, batch: int, logs: Path
+) -> dict[str, Any]:
+    async with child(
+        sys.executable, "-m", "bench.paced", "--url", base, "--rate", str(s.rate),
+        "--seconds", str(seconds), "--connections", str(s.connections), "--batch", str(batch),
+        log=logs / "paced-latency.log",
+    ) as sender:  # fmt: skip
+        if (line := await read_line(sender)) != "ready":
+            raise BenchError(f"paced sender did not start: {line!r}")
+        await say(sender, "go")
+        result: dict[str, Any] = json.loads(await read_line(sender, timeout_s=seconds + 60))
+    return result
+
+
+async def run_bare(url: str, rate: float, seconds: float, target_s: float) -> dict[str, Any]:
+    """The bare loop, paced: XADD on schedule; XREADGROUP + one XACK per read; XADD to ack."""
+    total = max(1, int(rate * seconds))
+    producer, consumer = Redis.from_url(url), Redis.from_url(url)
+    latencies: list[float] = []
+    late = [0.0]
+    try:
+        await consumer.xgroup_create(BARE_STREAM, GROUP, id="0", mkstream=True)
+        await producer.ping()
+
+        async def produce() -> None:
+            started = time.perf_counter()
+            for seq in range(total):
+                _checkpoint()
+                delay = started + seq / rate - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                else:
+                    late[0] = max(late[0], -delay)
+                fields = {"e": msgpack.packb(make_event(seq)), "t": repr(time.perf_counter())}
+                await producer.xadd(BARE_STREAM, fields)  # type: ignore[arg-type]
+
+        async def consume() -> None:
+            while len(latencies) < total:
+                _checkpoint()
+                reply: Any = await consumer.xreadgroup(
+                    GROUP, "c", {BARE_STREAM: ">"}, count=200, block=1000
+                )
+                if not reply:
+                    continue
+                entries = reply[0][1]
+                for _, fields in entries:
+                    msgpack.unpackb(fields[b"e"])
+                await consumer.xack(BARE_STREAM, GROUP, *(entry for entry, _ in entries))
+                now = time.perf_counter()
+                latencies.extend(now - float(fields[b"t"]) for _, fields in entries)
+
+        watch = Watch.start()
+        async with asyncio.timeout(seconds + 30), asyncio.TaskGroup() as group:
+            group.create_task(produce())
+            group.create_task(consume())
+        wall, cpu = watch.elapsed()
+    finally:
+        await _to_the_end(producer.aclose())
+        await _to_the_end(consumer.aclose())
+    return {
+        "events": total,
+        "latency": percentiles(latencies),
+        "share_within": round(sum(1 for x in latencies if x <= target_s) / len(latencies), 5),
+        "late_max_ms": round(late[0] * 1000, 3),
+        "cpu_share": round(cpu / wall, 3),
+    }
