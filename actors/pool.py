@@ -30,7 +30,7 @@ from router.deadletters import failure_fields
 from router.envelope import Envelope
 from router.errors import ActorLoadError, DecodeError
 from router.ingest import Ingest
-from router.metrics import Metrics, SlaWindow
+from router.metrics import Metrics, Observations, SlaWindow
 from router.scheduler import LaneScheduler
 from router.transport import UNAVAILABLE, Fields, Outgoing, Transport
 
@@ -51,6 +51,42 @@ def load_actor(path: str, options: dict[str, Any]) -> Actor:
         return factory(**options)
     except (TypeError, ValueError) as exc:
         raise ActorLoadError(path, f"bad options: {exc}") from exc
+
+
+class Handoff:
+    """Work from the reader to the workers, waking one idle worker at a time.
+
+    A worker that takes an item wakes the next idle one only if more is waiting. A handler
+    that never suspends therefore drains a whole fetch in one task step, while handlers that
+    wait on I/O still spread over the workers. (An asyncio.Queue wakes one waiting worker
+    per item put: hundreds of task switches per fetch.) Its size is bounded by the pool's
+    in-flight count, which the reader never lets pass the pool's capacity.
+    """
+
+    def __init__(self) -> None:
+        self._items: deque[Any] = deque()
+        self._idle: deque[asyncio.Future[None]] = deque()
+
+    def put(self, item: Any) -> None:
+        self._items.append(item)
+        self._wake_one()
+
+    async def get(self) -> Any:
+        while not self._items:
+            waiter = asyncio.get_running_loop().create_future()
+            self._idle.append(waiter)
+            await waiter
+        item = self._items.popleft()
+        if self._items:
+            self._wake_one()
+        return item
+
+    def _wake_one(self) -> None:
+        while self._idle:
+            waiter = self._idle.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
 
 
 @dataclass(slots=True)
@@ -100,7 +136,7 @@ class Pool:
         self._held: set[bytes] = set()  # entry ids fetched and not yet settled
         self._stopping = asyncio.Event()
         self._slot_freed = asyncio.Event()
-        self._work: asyncio.Queue[Any] = asyncio.Queue(maxsize=config.concurrency)
+        self._work = Handoff()
         self._keys: dict[str, deque[Entry]] = {}
         self._done: list[Done] = []
         self._done_ready = asyncio.Event()
@@ -109,12 +145,12 @@ class Pool:
         self._next_claim = 0.0
         self._random = random.Random()
         lane = config.lane
-        self._latency = metrics.latency.labels(cls, lane)
-        self._queue_wait = metrics.queue_wait.labels(cls, lane)
-        self._handler = metrics.handler.labels(cls)
+        self._latency = Observations(metrics.latency.labels(cls, lane))
+        self._queue_wait = Observations(metrics.queue_wait.labels(cls, lane))
+        self._handler = Observations(metrics.handler.labels(cls))
         self._inflight_gauge = metrics.inflight.labels(cls)
         self._processed = {o: metrics.processed.labels(cls, o) for o in ("ok", "retried", "dead")}
-        self._source_latency = metrics.source_latency.labels(cls, lane)
+        self._source_latency = Observations(metrics.source_latency.labels(cls, lane))
         self._breaches = metrics.sla_breaches.labels(cls)
         self.sla_window = SlaWindow()
 
@@ -150,7 +186,7 @@ class Pool:
         self._held.clear()
         self._keys.clear()
         self._done.clear()
-        self._work = asyncio.Queue(maxsize=self.config.concurrency)
+        self._work = Handoff()
 
     def stop(self) -> None:
         """Stop fetching; `run()` returns once what was fetched is handled and settled."""
@@ -242,7 +278,7 @@ class Pool:
         entries = await self._accept(claimed)
         if self.config.mode == "batch":
             for start in range(0, len(entries), self.batch_size):
-                self._work.put_nowait(entries[start : start + self.batch_size])
+                self._work.put(entries[start : start + self.batch_size])
         else:
             self._dispatch(entries)
         return len(entries)
@@ -300,14 +336,14 @@ class Pool:
                 deadline = self.clock.monotonic() + settings.max_wait_ms / 1000
             batch.extend(fetched)
         if batch:
-            self._work.put_nowait(batch)
+            self._work.put(batch)
         return len(batch)
 
     def _dispatch(self, fetched: list[Entry]) -> None:
         """Queue entries for the workers; in stream mode, one key runs one event at a time."""
         if self.config.mode == "queue":
             for entry in fetched:
-                self._work.put_nowait(entry)
+                self._work.put(entry)
             return
         for entry_id, envelope in fetched:
             key = envelope.key or entry_id.decode()
@@ -316,7 +352,7 @@ class Pool:
                 waiting.append((entry_id, envelope))
             else:
                 self._keys[key] = deque([(entry_id, envelope)])
-                self._work.put_nowait(key)
+                self._work.put(key)
 
     # --- handling ---
 
@@ -345,7 +381,7 @@ class Pool:
         ctx = EventContext(self.cls, first, self.ingest, self.log, batch=len(events) > 1)
         now = self.clock.wall()
         for envelope in events:
-            self._queue_wait.observe(max(0.0, now - envelope.ingest_ts))
+            self._queue_wait.add(max(0.0, now - envelope.ingest_ts))
         started = self.clock.monotonic()
         error: BaseException | None = None
         try:
@@ -359,7 +395,7 @@ class Pool:
             error.__cause__ = exc
         except Exception as exc:  # any handler failure is the event's, not the pool's
             error = exc
-        self._handler.observe(self.clock.monotonic() - started)
+        self._handler.add(self.clock.monotonic() - started)
         done = Done([entry_id for entry_id, _ in batch], events, ctx.outputs, error)
         if error is not None:
             done.outputs = Outputs()  # a failed handler's emits are not written
@@ -452,6 +488,16 @@ class Pool:
             else:
                 dead.append(failure_fields(envelope, done.reason, done.error, now))
 
+    def _publish_counts(self, outcomes: dict[str, int], emitted: Counter[str]) -> None:
+        """Metrics gathered over one flush, applied once."""
+        for observations in (self._latency, self._source_latency, self._queue_wait, self._handler):
+            observations.flush()
+        for outcome, count in outcomes.items():
+            if count:
+                self._processed[outcome].inc(count)
+        for cls, count in emitted.items():
+            self.metrics.ingested.labels(cls, "emit").inc(count)
+
     def _retries(self, done: Done, envelope: Envelope) -> bool:
         return not done.final and envelope.attempt + 1 < self.config.retry.max_attempts
 
@@ -465,9 +511,9 @@ class Pool:
             for envelope in done.events:
                 if done.error is None:
                     latency = max(0.0, now - envelope.ingest_ts)
-                    self._latency.observe(latency)
+                    self._latency.add(latency)
                     if envelope.source_ts is not None:
-                        self._source_latency.observe(max(0.0, now - envelope.source_ts))
+                        self._source_latency.add(max(0.0, now - envelope.source_ts))
                     outcomes["ok"] += 1
                     if latency > target:
                         missed += 1
@@ -480,11 +526,7 @@ class Pool:
                         "event dead-lettered", event_id=envelope.id, attempts=envelope.attempt + 1
                     )
             emitted.update(envelope.cls for envelope, _ in done.outputs.emits)
-        for outcome, count in outcomes.items():
-            if count:
-                self._processed[outcome].inc(count)
-        for cls, count in emitted.items():
-            self.metrics.ingested.labels(cls, "emit").inc(count)
+        self._publish_counts(outcomes, emitted)
         if self.config.sla:
             met = outcomes["ok"] - (missed - outcomes["dead"])
             self.sla_window.record(self.clock.monotonic(), met, missed)

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from router.metrics import Metrics, SlaWindow, histogram_buckets, latency_buckets, quantile
+from router.metrics import (
+    Metrics,
+    Observations,
+    SlaWindow,
+    histogram_buckets,
+    latency_buckets,
+    quantile,
+)
 
 
 def test_every_sla_target_is_a_latency_bucket_boundary() -> None:
@@ -57,3 +64,22 @@ def test_sla_compliance_counts_only_the_rolling_window() -> None:
     # 65 s on, the first slice has left the window; only the second counts.
     assert window.compliance(now=65) == 1.0
     assert window.compliance(now=200) == 1.0  # nothing finished in the window
+
+
+def test_gathered_observations_export_exactly_what_observe_would() -> None:
+    values = [0.0, 0.0004, 0.0005, 0.0007, 0.003, 0.2, 0.25, 7.0, 100.0]
+    one_by_one, gathered = CollectorRegistry(), CollectorRegistry()
+    direct = Metrics(one_by_one).latency.labels("c", "l")
+    for value in values:
+        direct.observe(value)
+    batch = Observations(Metrics(gathered).latency.labels("c", "l"))
+    for value in values:
+        batch.add(value)
+    batch.flush()
+    batch.flush()  # a second flush adds nothing
+    name = "switchyard_event_latency_seconds"
+    labels = {"class": "c", "lane": "l"}
+    assert histogram_buckets(gathered, name, labels) == histogram_buckets(one_by_one, name, labels)
+    assert gathered.get_sample_value(f"{name}_sum", labels) == one_by_one.get_sample_value(
+        f"{name}_sum", labels
+    )
