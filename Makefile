@@ -33,8 +33,8 @@ check: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-bench: $(STAMP)
-	$(PY) -m bench.throughput --quick
+bench: $(STAMP)  ## the short benchmark suite (peers install into bench/.peers-venv on first use)
+	$(PY) -m bench.suite --quick --json bench/results-quick.json
 
 clean:
 	rm -rf $(VENV) .switchyard .pytest_cache .mypy_cache .ruff_cache *.egg-info
