@@ -14,7 +14,13 @@ import sys
 from pathlib import Path
 from typing import Literal
 
-from router.embedded import free_port, parent_death_hook, read_tail, signal_process
+from router.embedded import (
+    free_port,
+    kill_process_group,
+    parent_death_hook,
+    read_tail,
+    signal_process,
+)
 from router.errors import EmbeddedServerError
 
 _HOST = "127.0.0.1"
@@ -101,13 +107,9 @@ class EmbeddedBroker:
         self._proc = None
 
     async def kill(self) -> None:
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.returncode is None:
-            signal_process(proc, signal.SIGKILL, group=True)
-        await proc.wait()
-        self._proc = None
+        if self._proc is not None:
+            await kill_process_group(self._proc)
+            self._proc = None
 
     def _prepare(self, port: int) -> list[str]:
         """Write the broker's config file (blocking; run in a thread) and return its command."""

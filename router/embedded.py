@@ -27,6 +27,7 @@ __all__ = [
     "EmbeddedRedis",
     "find_redis_server",
     "free_port",
+    "kill_process_group",
     "parent_death_hook",
     "read_tail",
     "signal_process",
@@ -138,13 +139,9 @@ class EmbeddedRedis:
 
     async def kill(self) -> None:
         """SIGKILL the server and its forks without a shutdown: last resort and fault injection."""
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.returncode is None:
-            signal_process(proc, signal.SIGKILL, group=True)
-        await proc.wait()
-        self._proc = None
+        if self._proc is not None:
+            await kill_process_group(self._proc)
+            self._proc = None
 
     async def __aenter__(self) -> EmbeddedRedis:
         await self.start()
@@ -336,6 +333,13 @@ def signal_process(
             os.killpg(proc.pid, sig)  # start_new_session made the server a group leader
         else:
             os.kill(proc.pid, sig)
+
+
+async def kill_process_group(proc: asyncio.subprocess.Process) -> None:
+    """SIGKILL a server started in its own session, with anything it forked, and reap it."""
+    if proc.returncode is None:
+        signal_process(proc, signal.SIGKILL, group=True)
+    await proc.wait()
 
 
 def parent_death_hook() -> Callable[[], None] | None:
