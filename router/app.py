@@ -66,7 +66,7 @@ def consumer_name() -> str:
 
 
 class Service:
-    """One Switchyard process. Use `async with Service(config) as service:` or `run()`."""
+    """One Switchyard process: `async with Service(config) as service:`, or start()/stop()."""
 
     def __init__(
         self,
@@ -155,8 +155,6 @@ class Service:
             retry=Retry(NoBackoff(), 1),  # one fresh connection when a pooled one went stale
         )
         self.redis = Redis.from_pool(pool)  # the client owns the pool: aclose() closes both
-        await self.redis.ping()
-        self._redis_ok = True
         self.transport = Transport(
             self.redis,
             redis_config.group,
@@ -164,6 +162,8 @@ class Service:
             dedup_window_s=self.config.service.dedup_window_s,
         )
         self.ingest = Ingest(self.config, self.router, self.transport, self.metrics, self.clock)
+        await self.redis.ping()  # fail at start, not at the first event
+        self._redis_ok = True
 
     async def _start_pools(self) -> None:
         classes = self.config.classes.values()

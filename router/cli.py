@@ -207,7 +207,9 @@ def _serve(config: Config, demo: DemoOptions | None) -> int:
         return asyncio.run(_serve_async(config, demo))
     except EmbeddedServerError as exc:
         print(f"switchyard: {exc}", file=sys.stderr)
-        return 1
+    except UNAVAILABLE as exc:
+        print(f"switchyard: cannot reach Redis at {config.redis.url}: {exc}", file=sys.stderr)
+    return 1
 
 
 async def _serve_async(config: Config, demo: DemoOptions | None) -> int:
