@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.mqtt_rate [--messages N] [--runs 3] [--json out.json]
 
 One command starts a private broker (mosquitto when installed, else amqtt) and a private
-redis-server, both on free ports in a temp dir, and stops them at the end. In both scenarios a
+redis-server, both on free ports in a temp dir, and stops them at the end. In both scenarios
 two publisher processes (paho) send N QoS 1 messages as fast as the broker takes them
 (up to 1,000 in flight), and the subscriber is timed from its first message to its Nth:
   bare        an aiomqtt subscriber (QoS 1, default settings) that only counts messages
