@@ -28,7 +28,7 @@ from router.clock import Clock
 from router.config import ClassConfig
 from router.deadletters import failure_fields
 from router.envelope import Envelope
-from router.errors import ActorLoadError, DecodeError
+from router.errors import ActorLoadError, DecodeError, PoisonEntry
 from router.ingest import Ingest
 from router.metrics import Metrics, Observations, SlaWindow
 from router.scheduler import LaneScheduler
@@ -127,11 +127,10 @@ class Pool:
         self.clock = clock
         self.block_ms = block_ms
         self.log = structlog.get_logger("switchyard.pool").bind(**{"class": cls})
-        self.batch_size = config.batch_or_default.max_size if config.mode == "batch" else 1
-        self.capacity = config.concurrency * self.batch_size
+        self.batch_size = config.batch_size
+        self.capacity = config.capacity
         self.claim_every_s = max(0.05, config.claim_idle_ms / 2000)
         self.timeout_s = config.timeout_ms / 1000 if config.timeout_ms else None
-        self.inflight = 0
         self.running = False
         self._held: set[bytes] = set()  # entry ids fetched and not yet settled
         self._stopping = asyncio.Event()
@@ -141,6 +140,7 @@ class Pool:
         self._done: list[Done] = []
         self._done_ready = asyncio.Event()
         self._scheduled = asyncio.Event()  # a retry entered this class's delay queue
+        self._taken = 0
         self._claim_cursor = b"0-0"
         self._next_claim = 0.0
         self._random = random.Random()
@@ -153,6 +153,11 @@ class Pool:
         self._source_latency = Observations(metrics.source_latency.labels(cls, lane))
         self._breaches = metrics.sla_breaches.labels(cls)
         self.sla_window = SlaWindow()
+
+    @property
+    def inflight(self) -> int:
+        """Entries fetched and not yet settled."""
+        return len(self._held)
 
     # --- lifecycle ---
 
@@ -182,7 +187,6 @@ class Pool:
     def _reset(self) -> None:
         """Forget a failed run's in-process state; its fetched entries stay pending in Redis."""
         self.scheduler.release(self.config.lane, self.inflight)
-        self.inflight = 0
         self._held.clear()
         self._keys.clear()
         self._done.clear()
@@ -209,23 +213,21 @@ class Pool:
             granted = await self._admitted()
             if granted == 0:
                 break
-            taken = 0
+            self._taken = 0  # entries the reads below hold, counted by _accept
             try:
                 if self.clock.monotonic() >= self._next_claim:
-                    taken = await self._reclaim(granted)
+                    await self._reclaim(granted)
                 elif self.config.mode == "batch":
-                    taken = await self._read_batch(granted)
+                    await self._read_batch(granted)
                 else:
-                    entries = await self._fetch(granted, self.block_ms)
-                    self._dispatch(entries)
-                    taken = len(entries)
+                    self._dispatch(await self._fetch(granted, self.block_ms))
                 backoff.reset()
             except UNAVAILABLE as exc:
                 self.metrics.redis_errors.labels("read").inc()
                 self.log.warning("redis unavailable, retrying read", error=str(exc))
                 await self._pause(backoff.next_delay())
             finally:
-                self.scheduler.release(self.config.lane, granted - taken)
+                self.scheduler.release(self.config.lane, granted - self._taken)
 
     async def _admitted(self) -> int:
         """Slots to fill now: the pool's own free slots, as far as the lane scheduler admits.
@@ -266,14 +268,14 @@ class Pool:
         raw = await self.transport.read(self.cls, count, block_ms)
         return await self._accept([(entry_id, data, 1) for entry_id, data in raw])
 
-    async def _reclaim(self, free: int) -> int:
+    async def _reclaim(self, free: int) -> None:
         """Take over entries a dead consumer left pending; poison ones become dead letters."""
         self._next_claim = self.clock.monotonic() + self.claim_every_s
         self._claim_cursor, claimed = await self.transport.claim_idle(
             self.cls, self.config.claim_idle_ms, free, self._claim_cursor
         )
         if not claimed:
-            return 0
+            return
         self.log.warning("reclaimed entries of a dead or stalled consumer", count=len(claimed))
         entries = await self._accept(claimed)
         if self.config.mode == "batch":
@@ -281,45 +283,45 @@ class Pool:
                 self._work.put(entries[start : start + self.batch_size])
         else:
             self._dispatch(entries)
-        return len(entries)
 
     async def _accept(self, raw: list[tuple[bytes, bytes | None, int]]) -> list[Entry]:
-        """Decode fetched entries and count them in flight; settle the unusable ones now."""
-        entries, unusable = [], []
+        """Decode fetched entries and count them in flight; returns those to handle.
+
+        A poison entry (delivered more than `max_deliveries` times) is held like the rest and
+        settled by the acker as a dead letter, so it is counted like any other dead letter.
+        An entry with no readable envelope has no event to count: it is kept aside at once.
+        """
+        entries: list[Entry] = []
+        unreadable: list[tuple[bytes, Fields]] = []
         for entry_id, data, delivered in raw:
             try:
                 envelope = Envelope.decode(data or b"")
             except DecodeError as exc:
-                self.metrics.rejected.labels("decode_error").inc()
-                unusable.append(_undecodable(entry_id, data, exc, self.clock.wall()))
+                unreadable.append(_undecodable(entry_id, data, exc, self.clock.wall()))
                 continue
+            self._held.add(entry_id)
+            self._taken += 1
             if delivered > self.config.max_deliveries:
-                unusable.append(self._poison(entry_id, envelope, delivered))
-                continue
-            entries.append((entry_id, envelope))
-        self.inflight += len(entries)
-        self._held.update(entry_id for entry_id, _ in entries)
+                error = PoisonEntry(delivered, self.config.max_deliveries)
+                self._settle_later(Done([entry_id], [envelope], Outputs(), error, "poison", True))
+            else:
+                entries.append((entry_id, envelope))
         self._inflight_gauge.set(self.inflight)
-        for entry_id, fields in unusable:
-            await self.transport.settle(self.cls, [entry_id], dead=[fields])
+        if unreadable:
+            self.metrics.rejected.labels("decode_error").inc(len(unreadable))
+            await self.transport.settle(
+                self.cls, [i for i, _ in unreadable], dead=[f for _, f in unreadable]
+            )
         return entries
 
-    def _poison(self, entry_id: bytes, envelope: Envelope, delivered: int) -> tuple[bytes, Fields]:
-        self.log.error("poison entry", event_id=envelope.id, deliveries=delivered)
-        self._processed["dead"].inc()
-        if self.config.sla:
-            self._breaches.inc()  # a dead letter never met its target
-        reason = f"delivered {delivered} times, over max_deliveries={self.config.max_deliveries}"
-        return entry_id, failure_fields(envelope, "poison", reason, self.clock.wall())
-
-    async def _read_batch(self, limit: int) -> int:
+    async def _read_batch(self, limit: int) -> None:
         """Gather up to `max_size` (and `limit`) entries, or fewer once `max_wait_ms` passed
-        since the first; returns how many were taken."""
+        since the first."""
         settings = self.config.batch_or_default
         size = min(settings.max_size, limit)
         batch: list[Entry] = []
         deadline: float | None = None
-        while len(batch) < size and not self._stopping.is_set():
+        while self._taken < size and not self._stopping.is_set():
             block_ms = self.block_ms
             if deadline is not None:
                 remaining_ms = int((deadline - self.clock.monotonic()) * 1000)
@@ -327,7 +329,7 @@ class Pool:
                     break
                 block_ms = min(block_ms, remaining_ms)  # so a stop is noticed within block_ms
             try:
-                fetched = await self._fetch(size - len(batch), block_ms)
+                fetched = await self._fetch(size - self._taken, block_ms)
             except UNAVAILABLE:
                 if not batch:
                     raise
@@ -337,7 +339,6 @@ class Pool:
             batch.extend(fetched)
         if batch:
             self._work.put(batch)
-        return len(batch)
 
     def _dispatch(self, fetched: list[Entry]) -> None:
         """Queue entries for the workers; in stream mode, one key runs one event at a time."""
@@ -402,6 +403,10 @@ class Pool:
             ctx.log.warning(
                 "handler failed", error=repr(error), attempt=first.attempt, events=len(events)
             )
+        self._settle_later(done)
+
+    def _settle_later(self, done: Done) -> None:
+        """Hand finished entries to the acker."""
         self._done.append(done)
         self._done_ready.set()
 
@@ -423,9 +428,9 @@ class Pool:
             return batch
         self.metrics.shed.labels(self.cls, "expire").inc(len(stale))
         error = TimeoutError(f"older than shed.max_age_ms={shed.max_age_ms}")
-        done = Done([i for i, _ in stale], [e for _, e in stale], Outputs(), error, "expired", True)
-        self._done.append(done)
-        self._done_ready.set()
+        self._settle_later(
+            Done([i for i, _ in stale], [e for _, e in stale], Outputs(), error, "expired", True)
+        )
         return [(i, e) for i, e in batch if e.ingest_ts >= oldest_ok]
 
     # --- settling ---
@@ -470,7 +475,6 @@ class Pool:
         self._account(batch, self.clock.wall())
         self._held.difference_update(entry_ids)
         self.scheduler.release(self.config.lane, len(entry_ids))
-        self.inflight -= len(entry_ids)
         self._inflight_gauge.set(self.inflight)
         self._slot_freed.set()
 
@@ -505,7 +509,7 @@ class Pool:
         """Outcomes, latency and SLA bookkeeping of settled entries; counters once per flush."""
         target = self.config.sla.target_ms / 1000 if self.config.sla else float("inf")
         outcomes = {"ok": 0, "retried": 0, "dead": 0}
-        missed = 0
+        late = 0
         emitted: Counter[str] = Counter()
         for done in batch:
             for envelope in done.events:
@@ -515,21 +519,22 @@ class Pool:
                     if envelope.source_ts is not None:
                         self._source_latency.add(max(0.0, now - envelope.source_ts))
                     outcomes["ok"] += 1
-                    if latency > target:
-                        missed += 1
+                    late += latency > target
                 elif self._retries(done, envelope):
                     outcomes["retried"] += 1
                 else:
                     outcomes["dead"] += 1
-                    missed += 1
                     self.log.error(
-                        "event dead-lettered", event_id=envelope.id, attempts=envelope.attempt + 1
+                        "event dead-lettered",
+                        event_id=envelope.id,
+                        reason=done.reason,
+                        attempts=envelope.attempt + 1,
                     )
             emitted.update(envelope.cls for envelope, _ in done.outputs.emits)
         self._publish_counts(outcomes, emitted)
         if self.config.sla:
-            met = outcomes["ok"] - (missed - outcomes["dead"])
-            self.sla_window.record(self.clock.monotonic(), met, missed)
+            missed = late + outcomes["dead"]  # a dead letter never met its target
+            self.sla_window.record(self.clock.monotonic(), outcomes["ok"] - late, missed)
             if missed:
                 self._breaches.inc(missed)
 

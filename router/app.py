@@ -12,7 +12,7 @@ import contextlib
 import os
 import socket
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
@@ -166,11 +166,7 @@ class Service:
         self._redis_ok = True
 
     async def _start_pools(self) -> None:
-        classes = self.config.classes.values()
-        everything = sum(
-            c.concurrency * (c.batch_or_default.max_size if c.mode == "batch" else 1)
-            for c in classes
-        )
+        everything = sum(cls.capacity for cls in self.config.classes.values())
         capacity = self.config.service.capacity or everything
         self.scheduler = LaneScheduler(capacity, self.config.lanes, self.clock)
         self.pools = {name: self._build_pool(name) for name in self.config.classes}
@@ -348,16 +344,10 @@ class Service:
         names = list(self.config.classes)
         reporter = Reporter(self.config, self.metrics)
         while True:
+            inflight, compliance = self.pool_figures()
             try:
                 self.stats = self.ingest.stats = await self.transport.stats(names)
-                report = reporter.report(
-                    self.clock.monotonic(),
-                    {name: pool.inflight for name, pool in self.pools.items()},
-                    {
-                        name: pool.sla_window.compliance(self.clock.monotonic())
-                        for name, pool in self.pools.items()
-                    },
-                )
+                report = reporter.report(self.clock.monotonic(), inflight, compliance)
                 await reporter.publish(self.redis_client, self.transport.consumer, report, interval)
                 self._redis_ok = True
                 backoff.reset()
@@ -367,20 +357,28 @@ class Service:
                     log.warning("redis unreachable", error=str(exc))
                 self._redis_ok = False
                 delay = backoff.next_delay()
-            self._publish_gauges()
+            self._publish_gauges(compliance)
             await asyncio.sleep(delay)
 
-    def _publish_gauges(self) -> None:
+    def pool_figures(self) -> tuple[dict[str, int], dict[str, float]]:
+        """Per class: entries in flight here, and SLA compliance over the rolling window."""
+        now = self.clock.monotonic()
+        inflight = {name: pool.inflight for name, pool in self.pools.items()}
+        return inflight, {
+            name: pool.sla_window.compliance(now) for name, pool in self.pools.items()
+        }
+
+    def _publish_gauges(self, compliance: dict[str, float]) -> None:
         """Per-class gauges from the last Redis stats and the pools' SLA windows."""
-        metrics, now, wall = self.metrics, self.clock.monotonic(), self.clock.wall()
+        metrics, wall = self.metrics, self.clock.wall()
         for name, stats in self.stats.items():
             metrics.backlog.labels(name).set(stats.backlog)
             metrics.pending.labels(name).set(stats.pending)
             metrics.dead_letters.labels(name).set(stats.dead_letters)
             age = max(0.0, wall - stats.oldest_ms / 1000) if stats.oldest_ms else 0.0
             metrics.oldest_pending.labels(name).set(age)
-        for name, pool in self.pools.items():
-            metrics.sla_compliance.labels(name).set(pool.sla_window.compliance(now))
+        for name, ratio in compliance.items():
+            metrics.sla_compliance.labels(name).set(ratio)
         for lane, state in self.scheduler.snapshot().items():
             metrics.lane_inflight.labels(lane).set(state["used"])
             metrics.lane_waiting.labels(lane).set(state["waiting"])
@@ -412,7 +410,3 @@ class Service:
             }
             for name, pool in self.pools.items()
         }
-
-    def classes_in_lane_order(self) -> Iterable[str]:
-        order = {lane: index for index, lane in enumerate(self.config.lane_names())}
-        return sorted(self.config.classes, key=lambda name: order[self.config.classes[name].lane])

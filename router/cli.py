@@ -169,10 +169,7 @@ def summary(config: Config) -> str:
         f"classes ({len(config.classes)}):",
         f"  {'class':<28} {'lane':<8} {'mode':<7} {'conc':>5}  {'sla':<14} actor",
     ]
-    order = {lane: i for i, lane in enumerate(config.lane_names())}
-    for name, cls in sorted(
-        config.classes.items(), key=lambda item: (order[item[1].lane], item[0])
-    ):
+    for name, cls in config.classes_by_lane():
         sla = f"{cls.sla.target_ms:g}ms@{cls.sla.objective:g}" if cls.sla else "-"
         lines.append(
             f"  {name:<28} {cls.lane:<8} {cls.mode:<7} {cls.concurrency:>5}  {sla:<14} {cls.actor}"
@@ -341,8 +338,9 @@ async def _dlq_async(config: Config, args: argparse.Namespace, since_ms: int) ->
             found = await _matching(letters, args.ids, since_ms, limit=args.limit)
             if args.action == "list":
                 _print_letters(found)
-            for letter in found if args.action == "show" else ():
-                print(json.dumps(letter.summary(), indent=2, default=str))
+            else:
+                for letter in found:
+                    print(json.dumps(letter.summary(), indent=2, default=str))
         elif args.action == "replay":
             replayed, skipped = 0, list[str]()
             async for page in _pages(letters, args.ids, since_ms):

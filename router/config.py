@@ -193,6 +193,16 @@ class ClassConfig(_Model):
     def batch_or_default(self) -> BatchConfig:
         return self.batch or BatchConfig()
 
+    @property
+    def batch_size(self) -> int:
+        """Entries one unit of work takes: a whole batch in batch mode, else one."""
+        return self.batch_or_default.max_size if self.mode == "batch" else 1
+
+    @property
+    def capacity(self) -> int:
+        """Entries the class's pool may hold in flight."""
+        return self.concurrency * self.batch_size
+
 
 class FieldMatch(_Model):
     """One condition: exactly one of `equals`, `in` or `exists`."""
@@ -276,6 +286,11 @@ class Config(_Model):
 
     def lane_names(self) -> list[str]:
         return [lane.name for lane in self.lanes]
+
+    def classes_by_lane(self) -> list[tuple[str, ClassConfig]]:
+        """Classes in lane priority order, then by name: how every table lists them."""
+        order = {lane: index for index, lane in enumerate(self.lane_names())}
+        return sorted(self.classes.items(), key=lambda item: (order[item[1].lane], item[0]))
 
 
 # --- loading ---

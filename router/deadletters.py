@@ -108,12 +108,6 @@ class DeadLetters:
             yield page
             start = f"({page[-1].entry_id}"
 
-    async def get(self, entry_ids: Sequence[str]) -> list[DeadLetter]:
-        found: list[DeadLetter] = []
-        for entry_id in entry_ids:
-            found += _decoded(await self.redis.xrange(self.key, min=entry_id, max=entry_id))
-        return found
-
     async def replay(self, letters: Sequence[DeadLetter]) -> tuple[int, list[str]]:
         """Put events back into their class stream with their attempts reset.
 

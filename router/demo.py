@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import aiohttp
 
-from router.metrics import histogram_buckets, quantile
 from router.mqtt import MqttError, MqttPublisher
+from router.status import Reporter, render
 
 if TYPE_CHECKING:
     from router.app import Service
@@ -116,6 +116,12 @@ async def run_demo(
     mqtt_url = service.mqtt.url if service.mqtt else None
     via = f"doorbells over MQTT ({mqtt_url}), the rest over HTTP" if mqtt_url else "HTTP"
     print(f"switchyard demo: {options.rate:g} events/s via {via}; Ctrl-C to stop", file=out)
+    reporter, whole_run = (
+        Reporter(service.config, service.metrics),
+        Reporter(service.config, service.metrics),
+    )
+    for started in (reporter, whole_run):
+        started.report(service.clock.monotonic(), *service.pool_figures())  # the starting line
     async with contextlib.AsyncExitStack() as stack:
         senders.http = await stack.enter_async_context(aiohttp.ClientSession())
         if service.mqtt is not None:
@@ -124,14 +130,13 @@ async def run_demo(
         group = await stack.enter_async_context(asyncio.TaskGroup())
         tasks = [
             group.create_task(_simulate(senders, options.rate), name="demo:simulator"),
-            group.create_task(_report(service, options.every, out), name="demo:report"),
+            group.create_task(_report(service, reporter, options.every, out), name="demo:report"),
         ]
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=options.duration)
         for task in tasks:
             task.cancel()
-    final = _Snapshot.take(service)
-    _print_summary(service, final, _Snapshot.empty(), options.duration or 0, out=out, final=True)
+    _print_table(service, whole_run, "whole run", out)
 
 
 @dataclass(slots=True)
@@ -170,77 +175,14 @@ async def _simulate(senders: _Senders, rate: float) -> None:
         await asyncio.sleep(max(0.0, next_tick - loop.time()))
 
 
-@dataclass(frozen=True, slots=True)
-class _Snapshot:
-    processed: dict[str, float]
-    dead: dict[str, float]
-    buckets: dict[str, list[tuple[float, float]]]
-
-    @classmethod
-    def empty(cls) -> _Snapshot:
-        return cls({}, {}, {})
-
-    @classmethod
-    def take(cls, service: Service) -> _Snapshot:
-        registry = service.metrics.registry
-        processed, dead, buckets = {}, {}, {}
-        for name, config in service.config.classes.items():
-            processed[name] = (
-                registry.get_sample_value(
-                    "switchyard_events_processed_total", {"class": name, "outcome": "ok"}
-                )
-                or 0.0
-            )
-            dead[name] = (
-                registry.get_sample_value(
-                    "switchyard_events_processed_total", {"class": name, "outcome": "dead"}
-                )
-                or 0.0
-            )
-            buckets[name] = histogram_buckets(
-                registry, "switchyard_event_latency_seconds", {"class": name, "lane": config.lane}
-            )
-        return cls(processed, dead, buckets)
-
-    def minus(self, earlier: _Snapshot, name: str) -> list[tuple[float, float]]:
-        before = dict(earlier.buckets.get(name, []))
-        return [(bound, count - before.get(bound, 0.0)) for bound, count in self.buckets[name]]
-
-
-async def _report(service: Service, every: float, out: TextIO) -> None:
-    previous = _Snapshot.take(service)
+async def _report(service: Service, reporter: Reporter, every: float, out: TextIO) -> None:
     while True:
         await asyncio.sleep(every)
-        current = _Snapshot.take(service)
-        _print_summary(service, current, previous, every, out=out)
-        previous = current
+        _print_table(service, reporter, f"last {every:g}s", out)
 
 
-def _print_summary(
-    service: Service,
-    current: _Snapshot,
-    previous: _Snapshot,
-    seconds: float,
-    *,
-    out: TextIO,
-    final: bool = False,
-) -> None:
-    title = "totals" if final else f"last {seconds:g}s"
-    columns = f"{'lane':<7} {'rate/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'backlog':>8} {'dead':>6}"
-    print(f"\n{title:<28} {columns}", file=out)
-    for name in service.classes_in_lane_order():
-        done = current.processed[name] - previous.processed.get(name, 0.0)
-        window = current.minus(previous, name)
-        p50, p99 = quantile(window, 0.5), quantile(window, 0.99)
-        stats = service.stats.get(name)
-        rate = f"{done / seconds:8.1f}" if seconds and not final else f"{done:8.0f}"
-        print(
-            f"{name:<28} {service.config.classes[name].lane:<7} {rate} {_ms(p50)} {_ms(p99)} "
-            f"{stats.backlog if stats else 0:>8} {current.dead[name]:>6.0f}",
-            file=out,
-        )
+def _print_table(service: Service, reporter: Reporter, title: str, out: TextIO) -> None:
+    """The `switchyard status` table for this process, over the time since the last one."""
+    report = reporter.report(service.clock.monotonic(), *service.pool_figures())
+    print(f"\n{title}: " + render(service.config, service.stats, {"demo": report}), file=out)
     out.flush()
-
-
-def _ms(seconds: float | None) -> str:
-    return f"{seconds * 1000:8.1f}" if seconds is not None else f"{'-':>8}"

@@ -61,6 +61,15 @@ class EventTooLarge(SwitchyardError):
             super().__init__(f"event {index} is {size} bytes, over the limit of {limit}")
 
 
+class PoisonEntry(SwitchyardError):
+    """An entry delivered more often than `max_deliveries`: it keeps crashing its consumer."""
+
+    def __init__(self, delivered: int, max_deliveries: int) -> None:
+        self.delivered = delivered
+        self.max_deliveries = max_deliveries
+        super().__init__(f"delivered {delivered} times, over max_deliveries={max_deliveries}")
+
+
 class ClassOverloaded(SwitchyardError):
     """A class past its shedding bound refuses new events for now (HTTP 503, MQTT held)."""
 

@@ -99,8 +99,5 @@ async def start_site(app: web.Application, host: str, port: int) -> tuple[web.Ap
     """Serve `app`; returns the runner (to clean up) and the bound port (useful when port=0)."""
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    server: Any = site._server  # aiohttp exposes no public accessor for the bound socket
-    bound = int(server.sockets[0].getsockname()[1]) if server and server.sockets else port
-    return runner, bound
+    await web.TCPSite(runner, host, port).start()
+    return runner, int(runner.addresses[0][1])

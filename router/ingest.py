@@ -180,7 +180,7 @@ class Ingest:
             key=routed.key,
             source=source,
             topic=topic,
-            event_id=event_id or _source_id(payload),
+            event_id=event_id,
             source_ts=source_timestamp(payload),
         )
 
@@ -226,9 +226,10 @@ class Ingest:
                 batch.reject(self._rejected_fields(topic, source, body, reason, str(exc)), reason)
 
     def _add(self, batch: _Batch, topic: str, payload: Any, source: str, index: int) -> None:
-        envelope = self.for_topic(topic, payload, source=source)
+        source_id = _source_id(payload)  # kept as the event id, and de-duplicated on arrival
+        envelope = self.for_topic(topic, payload, source=source, event_id=source_id)
         if envelope is None:
-            event_id = _source_id(payload) or new_event_id()
+            event_id = source_id or new_event_id()
             packed = _encoded(lambda: msgpack.packb(payload, use_bin_type=True), index)
             self._check_size(len(packed), index)
             fields = self._unrouted_fields(event_id, topic, source, packed)
@@ -243,8 +244,7 @@ class Ingest:
                 raise
         data = _encoded(envelope.encode, index)
         self._check_size(len(data), index)
-        # A source-supplied id is de-duplicated on arrival: a redelivered message counts once.
-        batch.entries.append(Outgoing(envelope.cls, data, dedup_id=_source_id(payload)))
+        batch.entries.append(Outgoing(envelope.cls, data, dedup_id=source_id))
         batch.results.append(Accepted(envelope.id, envelope.cls))
 
     def _check_size(self, size: int, index: int) -> None:

@@ -258,6 +258,28 @@ class SlaWindow:
         return position
 
 
+def finished_by_class(
+    registry: CollectorRegistry,
+) -> dict[str, tuple[float, list[tuple[float, float]]]]:
+    """Per class: events finished ok, and the cumulative latency buckets; one registry pass."""
+    done: dict[str, float] = {}
+    buckets: dict[str, list[tuple[float, float]]] = {}
+    for metric in registry.collect():
+        for sample in metric.samples:
+            if (
+                sample.name == "switchyard_events_processed_total"
+                and sample.labels["outcome"] == "ok"
+            ):
+                done[sample.labels["class"]] = sample.value
+            elif sample.name == "switchyard_event_latency_seconds_bucket":
+                bucket = (float(sample.labels["le"]), sample.value)
+                buckets.setdefault(sample.labels["class"], []).append(bucket)
+    return {
+        cls: (done.get(cls, 0.0), sorted(buckets.get(cls, [])))
+        for cls in done.keys() | buckets.keys()
+    }
+
+
 def histogram_buckets(
     registry: CollectorRegistry, name: str, labels: dict[str, str]
 ) -> list[tuple[float, float]]:

@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 
 from router import keys
 from router.config import ClassConfig, Config
-from router.metrics import Metrics, histogram_buckets, quantile
+from router.metrics import Metrics, finished_by_class, quantile
 from router.transport import StreamStats, Transport
 
 REPORT_TTL_FACTOR = 3  # a report outlives three stats intervals, then the instance counts as gone
@@ -41,18 +41,11 @@ class Reporter:
     def report(
         self, now: float, inflight: dict[str, int], compliance: dict[str, float]
     ) -> dict[str, Any]:
-        registry = self.metrics.registry
+        """Per class: in-flight, rate and p50/p99 since the previous report, SLA compliance."""
+        finished = finished_by_class(self.metrics.registry)
         classes: dict[str, Any] = {}
-        for name, cls in self.config.classes.items():
-            done = (
-                registry.get_sample_value(
-                    "switchyard_events_processed_total", {"class": name, "outcome": "ok"}
-                )
-                or 0.0
-            )
-            buckets = histogram_buckets(
-                registry, "switchyard_event_latency_seconds", {"class": name, "lane": cls.lane}
-            )
+        for name in self.config.classes:
+            done, buckets = finished.get(name, (0.0, []))
             then, done_before, buckets_before = self._previous.get(name, (now, done, buckets))
             before = dict(buckets_before)
             window = [(bound, count - before.get(bound, 0.0)) for bound, count in buckets]
@@ -98,12 +91,9 @@ def render(
     config: Config, stats: dict[str, StreamStats], reports: dict[str, dict[str, Any]]
 ) -> str:
     """The status table: one line per class, lanes in priority order."""
-    order = {lane: i for i, lane in enumerate(config.lane_names())}
     live = ", ".join(sorted(reports)) or "-"
     lines = [f"{len(reports)} instance(s) reporting: {live}", COLUMNS]
-    for name, cls in sorted(
-        config.classes.items(), key=lambda item: (order[item[1].lane], item[0])
-    ):
+    for name, cls in config.classes_by_lane():
         mine = [r["classes"][name] for r in reports.values() if name in r.get("classes", {})]
         lines.append(_line(name, cls, stats.get(name, StreamStats()), mine))
     return "\n".join(lines)

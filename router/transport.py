@@ -191,11 +191,6 @@ class Transport:
         reply = await self._move_if_deleted(keys=[source, keys.stream(cls)], args=[entry_id, data])
         return bool(reply)
 
-    async def append(self, stream: str, fields: Fields) -> bytes:
-        """XADD one entry to any stream (dead letters, unrouted events)."""
-        stream_id: Any = await self.redis.xadd(stream, _redis_fields(fields))
-        return bytes(stream_id)
-
     async def read(self, cls: str, count: int, block_ms: int) -> list[tuple[bytes, bytes | None]]:
         """Up to `count` new entries for this consumer, waiting up to `block_ms` for the first.
 
@@ -250,15 +245,11 @@ class Transport:
                 keys.stream(cls), self.group, self.consumer, 0, list(entry_ids), justid=True
             )
 
-    async def ack(self, cls: str, entry_ids: Sequence[bytes]) -> None:
-        """Acknowledge a batch of entries of one class."""
-        if entry_ids:
-            await self.redis.xack(keys.stream(cls), self.group, *entry_ids)
-
     async def stats(self, classes: Sequence[str]) -> dict[str, StreamStats]:
         """Length, pending, backlog, oldest unfinished entry and dead letters of every class.
 
-        One pipelined round trip, plus one for the classes that have a backlog.
+        Two pipelined round trips: the counts, then the first undelivered entry of each class
+        with a backlog (and, on Redis before 7, which has no `lag`, a bounded count of them).
         """
         async with self.redis.pipeline(transaction=False) as pipe:
             for cls in classes:
@@ -267,49 +258,30 @@ class Transport:
                 pipe.xpending(keys.stream(cls), self.group)
                 pipe.xlen(keys.dead_letters(cls))
             replies = await pipe.execute(raise_on_error=False)
-        out: dict[str, StreamStats] = {}
-        for index, cls in enumerate(classes):
-            length, groups, pending, dead = replies[4 * index : 4 * index + 4]
-            if isinstance(length, Exception) or isinstance(groups, Exception):
-                out[cls] = StreamStats()
-                continue
-            group = _find_group(groups, self.group)
-            lag = group.get("lag")
-            backlog = int(lag) if lag is not None else await self._count_after(cls, group)
-            oldest = (
-                None if isinstance(pending, Exception) or not pending["pending"] else pending["min"]
-            )
-            if backlog and group:
-                oldest = min(
-                    filter(None, [oldest, await self._first_after(cls, group)]), key=_id_ms
-                )
-            out[cls] = StreamStats(
-                length=int(length),
-                pending=int(group.get("pending") or 0),
-                backlog=backlog,
-                oldest_ms=_id_ms(oldest) if oldest else None,
-                dead_letters=0 if isinstance(dead, Exception) else int(dead),
-            )
-        return out
-
-    async def _first_after(self, cls: str, group: Mapping[str, Any]) -> bytes | None:
-        """The id of the first entry not yet delivered to the group."""
-        last = group.get("last-delivered-id")
-        start = b"(" + (last if isinstance(last, bytes) else str(last).encode())
-        entries: Any = await self.redis.xrange(keys.stream(cls), min=start, count=1)
-        return entries[0][0] if entries else None
-
-    async def _count_after(self, cls: str, group: Mapping[str, Any]) -> int:
-        """Entries after the group's last delivered id, for servers older than Redis 7 (no lag).
-
-        Counted with one bounded XRANGE, so a huge backlog reads as BACKLOG_COUNT_LIMIT.
-        """
-        last = group.get("last-delivered-id")
-        if last is None:
-            return 0
-        start = b"(" + (last if isinstance(last, bytes) else str(last).encode())
-        entries = await self.redis.xrange(keys.stream(cls), min=start, count=BACKLOG_COUNT_LIMIT)
-        return len(entries or [])
+        counts: dict[str, tuple[Any, Any, Any, Any]] = {}
+        undelivered: dict[str, Any] = {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for index, cls in enumerate(classes):
+                length, groups, pending, dead = replies[4 * index : 4 * index + 4]
+                if isinstance(length, Exception) or isinstance(groups, Exception):
+                    continue
+                group = _find_group(groups, self.group)
+                counts[cls] = (length, group, pending, dead)
+                last = group.get("last-delivered-id")
+                if last is not None and group.get("lag") != 0:
+                    start = b"(" + (last if isinstance(last, bytes) else str(last).encode())
+                    limit = 1 if group.get("lag") is not None else BACKLOG_COUNT_LIMIT
+                    pipe.xrange(keys.stream(cls), min=start, count=limit)
+                    undelivered[cls] = None
+            found = await pipe.execute() if undelivered else []
+        for cls, entries in zip(list(undelivered), found, strict=True):
+            undelivered[cls] = entries or []
+        return {
+            cls: _stream_stats(*counts[cls], undelivered.get(cls) or [])
+            if cls in counts
+            else StreamStats()
+            for cls in classes
+        }
 
     async def ping(self) -> bool:
         return bool(await self.redis.ping())
@@ -318,6 +290,24 @@ class Transport:
 def _redis_fields(fields: Fields) -> dict[Any, Any]:
     """redis-py's xadd wants an invariant dict type; any str-keyed mapping is fine at run time."""
     return dict(fields)
+
+
+def _stream_stats(
+    length: Any, group: Mapping[str, Any], pending: Any, dead: Any, undelivered: Any
+) -> StreamStats:
+    """One class's StreamStats from the replies that `stats` gathered."""
+    lag = group.get("lag")
+    backlog = int(lag) if lag is not None else len(undelivered)
+    oldest = None if isinstance(pending, Exception) or not pending["pending"] else pending["min"]
+    if backlog and undelivered:
+        oldest = min(filter(None, [oldest, undelivered[0][0]]), key=_id_ms)
+    return StreamStats(
+        length=int(length),
+        pending=int(group.get("pending") or 0),
+        backlog=backlog,
+        oldest_ms=_id_ms(oldest) if oldest else None,
+        dead_letters=0 if isinstance(dead, Exception) else int(dead),
+    )
 
 
 def _id_ms(entry_id: bytes | str) -> int:
