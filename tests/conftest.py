@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import actors_for_tests
@@ -13,11 +12,13 @@ import aiohttp
 import pytest
 import pytest_asyncio
 import redis as sync_redis
+from helpers import Serve
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 from servers import BrokerServer, RedisServer
 
 from router.app import Service
+from router.clock import Clock
 from router.config import Config
 
 
@@ -63,14 +64,19 @@ def probes() -> Iterator[dict[str, actors_for_tests.Probe]]:
     actors_for_tests.reset()
 
 
+@pytest.fixture
+def steered_runs() -> Iterator[None]:
+    """The `Steered` test actors' run records (`actors_for_tests.RUNS`), empty before and after."""
+    actors_for_tests.reset_runs()
+    yield
+    actors_for_tests.reset_runs()
+
+
 @pytest_asyncio.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     """An HTTP client for talking to a service under test, closed after the test."""
     async with aiohttp.ClientSession() as session:
         yield session
-
-
-Serve = Callable[[Config], AbstractAsyncContextManager[Service]]
 
 
 @pytest.fixture
@@ -81,8 +87,8 @@ def serve() -> Serve:
     """
 
     @contextlib.asynccontextmanager
-    async def run(config: Config) -> AsyncIterator[Service]:
-        service = Service(config, registry=CollectorRegistry())
+    async def run(config: Config, clock: Clock | None = None) -> AsyncIterator[Service]:
+        service = Service(config, registry=CollectorRegistry(), clock=clock)
         try:
             async with service:
                 yield service

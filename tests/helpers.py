@@ -1,19 +1,34 @@
 """Small helpers shared by the integration tests: POSTing events to a running service, reading
-its metrics, and reading streams and pending counts from its Redis.
+its metrics, reading streams and pending counts from its Redis, and talking MQTT to it.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+import uuid
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
 
 import aiohttp
+from actors_for_tests import Probe
 from redis.asyncio import Redis
+from servers import BrokerServer, mqtt_client, wait_for
 
 from router import keys
 from router.app import Service
+from router.clock import Clock
+from router.config import Config
 
 GROUP = "switchyard"
+
+
+# The `serve` fixture (conftest.py): `async with serve(config) as service:`.
+class Serve(Protocol):
+    """The `serve` fixture: `async with serve(config[, clock]) as service:`."""
+
+    def __call__(
+        self, config: Config, clock: Clock | None = None
+    ) -> AbstractAsyncContextManager[Service]: ...
 
 
 def events_url(service: Service, topic: str) -> str:
@@ -66,3 +81,33 @@ async def pending(redis: Redis, cls: str = "work") -> int:
     """Entries of `cls` delivered to a consumer and not acknowledged (XPENDING)."""
     summary: Any = await redis.xpending(keys.stream(cls), GROUP)
     return int(summary["pending"])
+
+
+# --- MQTT ---
+
+
+def client_id(tag: str) -> str:
+    """An MQTT client id no other test (or run) uses."""
+    return f"sy-test-{tag}-{uuid.uuid4().hex[:8]}"
+
+
+def connected(service: Service) -> float:
+    """The service's switchyard_mqtt_connected gauge: 1 while subscribed, else 0."""
+    return sample(service, "switchyard_mqtt_connected")
+
+
+async def subscribed(service: Service) -> None:
+    """Wait until the ingress is connected and its SUBACKs are in: publishing is safe now."""
+    await wait_for(lambda: connected(service) == 1, timeout=10, message="mqtt connected")
+
+
+async def publish(broker: BrokerServer, messages: list[tuple[str, bytes]]) -> None:
+    """Publish at QoS 1 as a device would: one connection, each message confirmed by the broker."""
+    async with mqtt_client(broker.url, broker.protocol) as client:
+        for topic, payload in messages:
+            await client.publish(topic, payload, qos=1)
+
+
+def numbers(seen: Probe) -> list[int]:
+    """The `n` of every event the probe handled, sorted (duplicates kept)."""
+    return sorted(int(event.payload["n"]) for event in seen.handled)

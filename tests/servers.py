@@ -26,6 +26,7 @@ __all__ = [
     "free_port",
     "mqtt_client",
     "mqtt_service_yaml",
+    "process_alive",
     "redis_binary",
     "wait_for",
 ]
@@ -125,6 +126,15 @@ class RedisServer:
         await self.start()
 
 
+def process_alive(pid: int) -> bool:
+    """Whether pid is a live process; a zombie awaiting its reaper counts as gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 # --- MQTT brokers and service processes (appended for the MQTT tests) ---
 
 
@@ -136,10 +146,10 @@ class BrokerServer:
     kill() followed by start() brings the same broker back on the same URL.
     """
 
-    def __init__(self, data_dir: Path, port: int | None = None, binary: str | None = None) -> None:
-        self.port = port if port is not None else free_port()
+    def __init__(self, data_dir: Path) -> None:
+        self.port = free_port()
         self.data_dir = data_dir
-        self._broker = EmbeddedBroker(data_dir, port=self.port, binary=binary)
+        self._broker = EmbeddedBroker(data_dir, port=self.port)
 
     @property
     def kind(self) -> BrokerKind:
@@ -149,11 +159,6 @@ class BrokerServer:
     def protocol(self) -> Literal["5", "3.1.1"]:
         """The newest MQTT version the broker speaks."""
         return self._broker.protocol
-
-    @property
-    def persistent(self) -> bool:
-        """Whether sessions survive a broker restart and flow control (MQTT 5) is there."""
-        return self.kind == "mosquitto"
 
     @property
     def url(self) -> str:

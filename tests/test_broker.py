@@ -6,22 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import pytest
 from actors_for_tests import Probe, probe
-from servers import BrokerServer, mqtt_client, mqtt_service_yaml, wait_for
+from helpers import Serve, client_id, connected, numbers, publish, subscribed
+from servers import BrokerServer, mqtt_client, mqtt_service_yaml, process_alive, wait_for
 
 from router.app import Service
 from router.broker import EmbeddedBroker
 from router.config import Config, parse_config
 
 pytestmark = pytest.mark.integration
-
-Serve = Callable[[Config], AbstractAsyncContextManager[Service]]
 
 THINGS = """
 routes:
@@ -38,18 +34,10 @@ classes:
 """
 
 
-def client_id(tag: str) -> str:
-    return f"sy-test-{tag}-{uuid.uuid4().hex[:8]}"
-
-
 def make_config(redis_url: str, url: str, protocol: str, ident: str) -> Config:
     return parse_config(
         mqtt_service_yaml(redis_url, url, client_id=ident, protocol=protocol, body=THINGS)
     )
-
-
-def connected(service: Service) -> bool:
-    return service.metrics.registry.get_sample_value("switchyard_mqtt_connected") == 1
 
 
 async def connected_or_crashed(service: Service) -> None:
@@ -59,25 +47,12 @@ async def connected_or_crashed(service: Service) -> None:
     that started the service: here, the test. The cancellation is turned into a failure.)
     """
     try:
-        await wait_for(lambda: connected(service), timeout=10, message="mqtt connected")
+        await wait_for(lambda: connected(service) == 1, timeout=10, message="mqtt connected")
     except asyncio.CancelledError:
         task = service._mqtt_task  # the ingress task, to tell why it died
         if task is not None and task.done() and not task.cancelled() and task.exception():
             pytest.fail(f"the MQTT ingress crashed instead of connecting: {task.exception()!r}")
         raise
-
-
-def numbers(seen: Probe) -> list[int]:
-    return sorted(int(event.payload["n"]) for event in seen.handled)
-
-
-def _alive(pid: int) -> bool:
-    """Whether pid is a live process; a zombie awaiting its reaper counts as gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 async def test_without_mosquitto_the_embedded_broker_is_amqtt_and_a_service_receives_on_it(
@@ -104,7 +79,7 @@ async def test_without_mosquitto_the_embedded_broker_is_amqtt_and_a_service_rece
         pid = proc.pid
     finally:
         await broker.stop()
-    assert not _alive(pid)
+    assert not process_alive(pid)
 
 
 async def test_the_test_broker_comes_back_on_the_same_port_after_stop_and_after_kill(
@@ -116,7 +91,7 @@ async def test_the_test_broker_comes_back_on_the_same_port_after_stop_and_after_
     assert first is not None
     await mqtt_broker.stop()
     assert mqtt_broker.pid is None
-    assert not _alive(first)
+    assert not process_alive(first)
     await mqtt_broker.start()
     await mqtt_broker.kill()
     assert mqtt_broker.pid is None
@@ -136,10 +111,10 @@ async def test_mosquitto_keeps_a_session_and_its_queued_messages_across_a_restar
     config = make_config(redis_url, mosquitto.url, mosquitto.protocol, client_id("persist"))
     things = probe("things")
     async with serve(config) as service:
-        await wait_for(lambda: connected(service), timeout=10, message="mqtt connected")
-    async with mqtt_client(mosquitto.url, mosquitto.protocol) as client:
-        for n in range(count):
-            await client.publish("things/1", json.dumps({"key": "k", "n": n}).encode(), qos=1)
+        await subscribed(service)
+    await publish(
+        mosquitto, [("things/1", json.dumps({"key": "k", "n": n}).encode()) for n in range(count)]
+    )
 
     await mosquitto.restart()
     assert (mosquitto.data_dir / "mosquitto.db").exists()

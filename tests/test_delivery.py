@@ -12,38 +12,25 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator
 from typing import Any
 
-import actors_for_tests
 import aiohttp
 import pytest
 import pytest_asyncio
 from actors_for_tests import probe, runs
-from helpers import pending, post_accepted, processed, sample, stream_entries
+from helpers import GROUP, Serve, pending, post_accepted, processed, sample, stream_entries
 from redis.asyncio import Redis
 from servers import wait_for
 
 from router import keys
-from router.app import Service
 from router.config import Config, parse_config
 from router.envelope import Envelope, new_event_id
 from router.transport import Outgoing, Transport
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("probes", "steered_runs")]
 
-Serve = Callable[[Config], AbstractAsyncContextManager[Service]]
-GROUP = "switchyard"
 DEAD_CONSUMER = "dead-consumer"
-
-
-@pytest.fixture
-def steered_runs() -> Iterator[None]:
-    """The Steered actors' run records, empty before and after each test."""
-    actors_for_tests.reset_runs()
-    yield
-    actors_for_tests.reset_runs()
 
 
 @pytest_asyncio.fixture
@@ -538,7 +525,8 @@ async def test_a_delayed_emit_waits_in_the_delay_queue_and_its_latency_counts_fr
         handled_by = time.time()
         [(_, _, started)] = runs("later").runs
         assert started >= emitted_at + delay_s - 0.001  # due times are kept in whole ms
-        assert started - due < 0.4, f"released {started - due:.3f}s after its due time"
+        # soon after its due time: not at the next idle poll of the delay queue (a second)
+        assert started - due < 0.6, f"released {started - due:.3f}s after its due time"
         assert await redis.zcard(keys.delayed("later")) == 0
         latency = sample(service, "switchyard_event_latency_seconds_sum", {"class": "later"})
         # measured from the release (the due time), not from the emit
@@ -561,7 +549,8 @@ async def test_a_retry_runs_soon_after_its_backoff_even_when_the_delay_queue_was
 
         await wait_for(lambda: processed(service, "work", "ok") == 1, timeout=5)
         [(_, _, failed), (_, _, retried)] = record.runs
-        assert 0.05 <= retried - failed < 0.05 + 0.25, (
+        # a margin for a loaded machine, still well short of the idle poll's whole second
+        assert 0.05 <= retried - failed < 0.05 + 0.5, (
             f"the retry ran {retried - failed:.3f}s after the failure, for a 0.05s backoff"
         )
 

@@ -11,40 +11,28 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import actors_for_tests
 import aiohttp
 import pytest
 import pytest_asyncio
 from actors_for_tests import probe, runs
-from helpers import post_accepted, processed
+from helpers import GROUP, Serve, post_accepted, processed
 from redis.asyncio import Redis
 from servers import wait_for
 
 from router import keys
 from router.app import Service
 from router.cli import main
-from router.config import Config, load_config
+from router.config import load_config
 from router.deadletters import LIST_LIMIT, DeadLetters, failure_fields
 from router.envelope import Envelope
 from router.transport import Transport
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("probes", "steered_runs")]
-
-Serve = Callable[[Config], AbstractAsyncContextManager[Service]]
-GROUP = "switchyard"
-
-
-@pytest.fixture
-def steered_runs() -> Iterator[None]:
-    actors_for_tests.reset_runs()
-    yield
-    actors_for_tests.reset_runs()
 
 
 @pytest.fixture
@@ -198,8 +186,8 @@ async def test_two_replays_of_the_same_dead_letters_replay_each_entry_once(
     assert "replayed 0 into work" in out
 
 
-async def test_replay_prints_the_entries_it_skipped_because_another_replay_took_them(
-    service: Service, redis: Redis, http: aiohttp.ClientSession, cli: Cli
+async def test_a_replay_reports_the_entries_it_skipped_because_another_replay_took_them(
+    service: Service, redis: Redis, http: aiohttp.ClientSession
 ) -> None:
     await dead_letters_for(http, service, redis, 2)
     letters = DeadLetters(redis, Transport(redis, GROUP, "test"), "work")

@@ -9,21 +9,12 @@ from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
-from servers import wait_for
+from servers import process_alive, wait_for
 
 from router.embedded import EmbeddedRedis, find_redis_server
 from router.errors import EmbeddedServerError
 
 pytestmark = pytest.mark.integration
-
-
-def _alive(pid: int) -> bool:
-    """Whether pid is a live process; a zombie awaiting its reaper counts as gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _fake_binary(tmp_path: Path, body: str) -> str:
@@ -65,10 +56,10 @@ async def test_stop_leaves_no_process(tmp_path: Path) -> None:
     await server.start()
     pid = server.pid
     assert pid is not None
-    assert _alive(pid)
+    assert process_alive(pid)
     await server.stop()
     assert server.pid is None
-    assert not _alive(pid)
+    assert not process_alive(pid)
 
 
 async def test_missing_binary_is_a_clear_error(tmp_path: Path) -> None:
@@ -103,7 +94,7 @@ async def test_start_timeout_kills_the_process(tmp_path: Path) -> None:
     binary = _fake_binary(tmp_path, f"echo $$ > {pid_file}; exec sleep 30")
     with pytest.raises(EmbeddedServerError, match="did not answer PING"):
         await EmbeddedRedis(tmp_path / "data", binary=binary).start(timeout=0.3)
-    assert not _alive(int(pid_file.read_text()))
+    assert not process_alive(int(pid_file.read_text()))
 
 
 _SERVICE = textwrap.dedent(
@@ -132,8 +123,10 @@ async def test_killed_service_takes_its_server_along(tmp_path: Path) -> None:
     try:
         async with asyncio.timeout(10):
             redis_pid = int(await service.stdout.readline())
-        assert _alive(redis_pid)
+        assert process_alive(redis_pid)
     finally:
         service.kill()
         await service.communicate()
-    await wait_for(lambda: not _alive(redis_pid), message=f"redis-server {redis_pid} to exit")
+    await wait_for(
+        lambda: not process_alive(redis_pid), message=f"redis-server {redis_pid} to exit"
+    )

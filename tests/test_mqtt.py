@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, cast
 
@@ -20,10 +17,20 @@ import aiomqtt
 import msgpack
 import pytest
 from actors_for_tests import Probe, probe
-from helpers import processed, sample, stream_entries
+from helpers import (
+    Serve,
+    client_id,
+    connected,
+    numbers,
+    processed,
+    publish,
+    sample,
+    stream_entries,
+    subscribed,
+)
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
-from servers import BrokerServer, mqtt_client, mqtt_service_yaml, wait_for
+from servers import BrokerServer, mqtt_client, mqtt_service_yaml, process_alive, wait_for
 
 from router import keys
 from router.app import Service
@@ -32,8 +39,6 @@ from router.config import Config, MqttConfig, parse_config
 from router.ingest import Ingest
 from router.metrics import Metrics
 from router.mqtt import MqttIngress, _queue_type
-
-Serve = Callable[[Config], AbstractAsyncContextManager[Service]]
 
 # `things/<id>` events, keyed by payload.key, recorded by the test actor "things".
 THINGS = """
@@ -49,11 +54,6 @@ classes:
     concurrency: 4
     options: {name: things}
 """
-
-
-def client_id(tag: str) -> str:
-    """A client id no other test (or run) uses."""
-    return f"sy-test-{tag}-{uuid.uuid4().hex[:8]}"
 
 
 def make_config(
@@ -83,28 +83,8 @@ def mqtt_messages(service: Service, outcome: str) -> float:
     return sample(service, "switchyard_mqtt_messages_total", {"outcome": outcome})
 
 
-def connected(service: Service) -> float:
-    return sample(service, "switchyard_mqtt_connected")
-
-
 def rejected(service: Service, reason: str) -> float:
     return sample(service, "switchyard_events_rejected_total", {"reason": reason})
-
-
-async def subscribed(service: Service) -> None:
-    """Wait until the ingress is connected and its SUBACKs are in: publishing is safe now."""
-    await wait_for(lambda: connected(service) == 1, timeout=10, message="mqtt connected")
-
-
-async def publish(broker: BrokerServer, messages: list[tuple[str, bytes]], qos: int = 1) -> None:
-    """Publish as a device would: one connection, each message confirmed by the broker."""
-    async with mqtt_client(broker.url, broker.protocol) as client:
-        for topic, payload in messages:
-            await client.publish(topic, payload, qos=qos)
-
-
-def numbers(seen: Probe) -> list[int]:
-    return sorted(int(event.payload["n"]) for event in seen.handled)
 
 
 # --- delivery ---
@@ -318,15 +298,6 @@ async def test_a_shared_subscription_splits_messages_between_instances_exactly_o
 # --- embedded broker ---
 
 
-def _alive(pid: int) -> bool:
-    """Whether pid is a live process; a zombie awaiting its reaper counts as gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 @pytest.mark.integration
 async def test_mqtt_url_embedded_runs_a_private_broker_that_stops_with_the_service(
     serve: Serve, redis_url: str, tmp_path: Path, probes: dict[str, Probe]
@@ -352,7 +323,7 @@ lanes: [{{name: high}}]
         proc = broker._proc  # EmbeddedBroker keeps its process private
         assert proc is not None
         pid = proc.pid
-        assert _alive(pid)
+        assert process_alive(pid)
         await subscribed(service)
         async with mqtt_client(broker.url, broker.protocol) as client:
             await client.publish("things/e", json.dumps({"key": "e", "n": 1}).encode(), qos=1)
@@ -360,7 +331,7 @@ lanes: [{{name: high}}]
         assert things.handled[0].topic == "things/e"
 
     assert service.broker is broker
-    assert not _alive(pid), f"broker pid {pid} outlived the service"
+    assert not process_alive(pid), f"broker pid {pid} outlived the service"
 
 
 # --- the command line ---

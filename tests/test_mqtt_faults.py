@@ -7,9 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import uuid
 from collections.abc import Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +15,7 @@ import aiohttp
 import msgpack
 import pytest
 from actors_for_tests import Probe, probe
-from helpers import processed, sample
+from helpers import Serve, client_id, connected, processed, publish, sample, subscribed
 from redis.asyncio import Redis
 from servers import (
     BrokerServer,
@@ -30,13 +28,10 @@ from servers import (
 )
 
 from router import keys
-from router.app import Service
 from router.config import Config, parse_config
 from router.envelope import Envelope
 
 pytestmark = pytest.mark.integration
-
-Serve = Callable[[Config], AbstractAsyncContextManager[Service]]
 
 HELD = "redis unavailable, holding mqtt messages"
 MQTT_THINGS = {"class": "things", "source": "mqtt"}
@@ -71,10 +66,6 @@ classes:
 """
 
 
-def client_id(tag: str) -> str:
-    return f"sy-test-{tag}-{uuid.uuid4().hex[:8]}"
-
-
 def make_config(redis_url: str, broker: BrokerServer, ident: str, inflight: int = 32) -> Config:
     return parse_config(
         mqtt_service_yaml(
@@ -88,22 +79,8 @@ def make_config(redis_url: str, broker: BrokerServer, ident: str, inflight: int 
     )
 
 
-def connected(service: Service) -> float:
-    return sample(service, "switchyard_mqtt_connected")
-
-
-async def subscribed(service: Service) -> None:
-    await wait_for(lambda: connected(service) == 1, timeout=10, message="mqtt connected")
-
-
 def body(n: int, key: str = "k") -> bytes:
     return json.dumps({"key": key, "n": n}).encode()
-
-
-async def publish(broker: BrokerServer, messages: list[tuple[str, bytes]]) -> None:
-    async with mqtt_client(broker.url, broker.protocol) as client:
-        for topic, payload in messages:
-            await client.publish(topic, payload, qos=1)
 
 
 async def class_stream(redis: Redis, cls: str = "things") -> list[Envelope]:

@@ -7,26 +7,20 @@ what they handled and can be held on a gate, so that what is "in flight" is exac
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import aiohttp
 import pytest
 from actors_for_tests import probe
-from helpers import pending, post_accepted, processed, stream_entries
+from helpers import GROUP, Serve, pending, post_accepted, processed, stream_entries
 from redis.asyncio import Redis
 from servers import wait_for
 
 from router import keys
-from router.app import Service
 from router.config import Config, parse_config
 from router.envelope import Envelope
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("probes")]
-
-Serve = Callable[[Config], AbstractAsyncContextManager[Service]]
-GROUP = "switchyard"
 
 
 def make_config(redis_url: str, body: str) -> Config:

@@ -7,14 +7,12 @@ when it is back, events are accepted again and nothing accepted before the outag
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import aiohttp
 import pytest
 from actors_for_tests import probe
-from helpers import processed, sample
+from helpers import Serve, processed, sample
 from redis.asyncio import Redis
 from servers import RedisServer, wait_for
 
@@ -23,8 +21,6 @@ from router.app import Service
 from router.config import Config, parse_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("probes")]
-
-Serve = Callable[[Config], AbstractAsyncContextManager[Service]]
 
 
 def make_config(redis_url: str, concurrency: int = 4) -> Config:

@@ -7,15 +7,13 @@ drain on stop, and the repository's own config.yaml driving the three workloads.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import aiohttp
 import msgpack
 import pytest
 from actors_for_tests import Probe, probe
-from helpers import post_events, processed, sample, stream_entries
+from helpers import Serve, post_events, processed, sample, stream_entries
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 from servers import wait_for
@@ -25,8 +23,6 @@ from router.app import Service
 from router.config import Config, load_config, parse_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("probes")]
-
-Serve = Callable[[Config], AbstractAsyncContextManager[Service]]
 
 REPO = Path(__file__).resolve().parent.parent
 
