@@ -23,17 +23,17 @@ from collections.abc import Sequence
 from redis.asyncio import Redis
 
 from bench.harness import envelopes
-from bench.loadgen import _say, _stdin
+from bench.loadgen import stdin_reader, tell_parent
 from router import keys
 
 
 async def run(url: str, cls: str, lane: str, batch: int, rate: float) -> int:
-    stdin = await _stdin()
+    stdin = await stdin_reader()
     redis = Redis.from_url(url)
     stream = keys.stream(cls)
     try:
         await redis.ping()
-        _say("ready")
+        tell_parent("ready")
         if (await stdin.readline()).strip() != b"go":
             return 1
         stop = asyncio.Event()
@@ -60,7 +60,7 @@ async def run(url: str, cls: str, lane: str, batch: int, rate: float) -> int:
                 await asyncio.sleep(0)  # let the stdin watcher run
         seconds = time.perf_counter() - started
         watcher.cancel()
-        _say(
+        tell_parent(
             json.dumps(
                 {
                     "events": sent,

@@ -1,5 +1,6 @@
-"""What the suite's experiments share: child processes, /proc readings, stream fills, latency
-histograms with fine buckets, and percentiles.
+"""What the benchmarks share: cancellation-safe loops and clean-ups, the run's environment, the
+in-process service's config head and counters, child processes, /proc readings, stream fills,
+the bare loop's consumer, latency histograms with fine buckets, and percentiles.
 
 Every child is started in its own session (so a terminal's Ctrl-C reaches only the suite, which
 then stops it), with a parent-death signal (so a SIGKILLed suite leaves nothing behind), and is
@@ -10,77 +11,126 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.metadata
 import math
 import os
+import platform
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
+import msgpack
 from prometheus_client import CollectorRegistry, Histogram
 from redis.asyncio import Redis
 
 from bench.loadgen import make_event
-from bench.throughput import _checkpoint, _to_the_end
 from router import keys
-from router.embedded import parent_death_hook
+from router.embedded import parent_death_hook, read_tail, signal_process
 from router.envelope import Envelope, new_event_id
 from router.metrics import Metrics, histogram_buckets, quantile
 
+if TYPE_CHECKING:  # the child processes (bench.paced, bench.flood) need not load the service
+    from router.app import Service
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-PAGE_MB = os.sysconf("SC_PAGE_SIZE") / 2**20
+PACKAGES = ("redis", "hiredis", "aiohttp", "msgpack", "prometheus-client", "structlog")
 
 # 0.1 ms steps up to 5 ms, then coarser up to a minute: quantiles within 0.1 ms where it matters.
+_COARSE_MS = (6, 7, 8, 9, 10, 12.5, 15, 17.5, 20, 25, 30, 40, 50, 60, 80, 100, 150, 200, 300,
+              500, 750, 1000, 2000, 3000, 5000, 10_000, 30_000, 60_000)  # fmt: skip
 FINE_BUCKETS: tuple[float, ...] = tuple(
-    sorted(
-        {round(step / 10_000, 6) for step in range(1, 51)}
-        | {
-            ms / 1000
-            for ms in (
-                6,
-                7,
-                8,
-                9,
-                10,
-                12.5,
-                15,
-                17.5,
-                20,
-                25,
-                30,
-                40,
-                50,
-                60,
-                80,
-                100,
-                150,
-                200,
-                300,
-                500,
-                750,
-                1000,
-                2000,
-                3000,
-                5000,
-                10_000,
-                30_000,
-                60_000,
-            )
-        }
-    )
+    sorted({round(step / 10_000, 6) for step in range(1, 51)} | {ms / 1000 for ms in _COARSE_MS})
 )
 
 
 class BenchError(RuntimeError):
-    """An experiment that could not be measured."""
+    """An experiment that could not be measured (stalled, lost events, a child failed)."""
 
 
 def progress(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
+
+
+def checkpoint() -> None:
+    """Raise CancelledError if this task was asked to stop, even if the request got lost.
+
+    On Python 3.11, asyncio.wait_for() swallows a cancellation that arrives as its inner
+    future completes, and redis-py (socket_timeout 5 s by default in 8.x) sends every command
+    through wait_for; so a Ctrl-C landing on a Redis write can vanish. Loops call this.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+async def to_the_end(cleanup: Awaitable[None]) -> None:
+    """Run a clean-up step to its end even when we are cancelled meanwhile, then re-raise.
+
+    A Ctrl-C often lands in a clean-up step (Service.stop() waits up to block_ms for its
+    readers); abandoning it half-way would leave pool tasks and connections behind.
+    """
+    task = asyncio.ensure_future(cleanup)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    task.result()
+
+
+async def environment(admin: Redis) -> dict[str, Any]:
+    """The machine, Python, redis-server and library versions, for the JSON output."""
+    info = await admin.info("server")
+    versions = {}
+    for package in PACKAGES:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            versions[package] = importlib.metadata.version(package)
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "loadavg_at_start": list(os.getloadavg()),
+        "redis_version": info.get("redis_version"),
+        "packages": versions,
+    }
+
+
+# --- the service in this process ---
+
+
+def config_head(name: str, url: str, group: str, *, http: bool, capacity: int | None = None) -> str:
+    """The `service`, `redis` and `http` sections every in-process bench service shares
+    (HTTP, when on, on 127.0.0.1 and a free port); a bench appends lanes, routes, classes."""
+    lines = ["service:", f"  name: {name}", "  log_level: warning"]
+    if capacity is not None:
+        lines.append(f"  capacity: {capacity}")
+    lines += ["redis:", f"  url: {url}", f"  group: {group}", "http:"]
+    lines += ["  enabled: true", "  host: 127.0.0.1", "  port: 0"] if http else ["  enabled: false"]
+    return "\n".join(lines) + "\n"
+
+
+@contextlib.asynccontextmanager
+async def running(service: Service) -> AsyncIterator[Service]:
+    """Start the service; stop it on the way out, to the end even when cancelled."""
+    try:
+        await service.start()
+        yield service
+    finally:
+        await to_the_end(service.stop())
+
+
+def processed(registry: CollectorRegistry, cls: str, outcome: str = "ok") -> float:
+    """The service's own `switchyard_events_processed_total` for one class and outcome."""
+    labels = {"class": cls, "outcome": outcome}
+    return registry.get_sample_value("switchyard_events_processed_total", labels) or 0.0
 
 
 # --- child processes ---
@@ -118,7 +168,7 @@ async def child(
     try:
         yield proc
     finally:
-        await _to_the_end(stop_group(proc, grace_s))
+        await to_the_end(stop_group(proc, grace_s))
 
 
 async def stop_group(proc: asyncio.subprocess.Process, grace_s: float = 5.0) -> None:
@@ -132,12 +182,10 @@ async def stop_group(proc: asyncio.subprocess.Process, grace_s: float = 5.0) -> 
         if proc.returncode is not None:
             break
         if sig is not None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, sig)
+            signal_process(proc, sig, group=True)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(proc.wait(), timeout=grace_s if sig != signal.SIGKILL else 10)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)  # anything it forked and left behind
+    signal_process(proc, signal.SIGKILL, group=True)  # anything it forked and left behind
 
 
 async def read_line(proc: asyncio.subprocess.Process, timeout_s: float = 60.0) -> str:
@@ -153,6 +201,12 @@ async def read_line(proc: asyncio.subprocess.Process, timeout_s: float = 60.0) -
     return raw.decode().strip()
 
 
+async def expect_ready(proc: asyncio.subprocess.Process, what: str) -> None:
+    """Wait for the child's "ready" line (the line protocol's first); BenchError otherwise."""
+    if (line := await read_line(proc)) != "ready":
+        raise BenchError(f"{what} did not start: {line!r}")
+
+
 async def say(proc: asyncio.subprocess.Process, line: str) -> None:
     assert proc.stdin is not None
     proc.stdin.write(line.encode() + b"\n")
@@ -160,11 +214,8 @@ async def say(proc: asyncio.subprocess.Process, line: str) -> None:
 
 
 def log_tail(path: Path, lines: int = 15) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.rstrip().splitlines()[-lines:])
+    """The last lines of a child's log, for an error message."""
+    return read_tail(path, lines)
 
 
 # --- /proc ---
@@ -223,9 +274,39 @@ async def redis_calls(admin: Redis) -> dict[str, int]:
     }
 
 
+Entries = list[tuple[bytes, dict[bytes, bytes]]]
+
+
+async def bare_consume(
+    consumer: Redis,
+    stream: str,
+    group: str,
+    total: int,
+    *,
+    count: int = 200,
+    on_acked: Callable[[Entries], None] | None = None,
+) -> None:
+    """The bare loop's consumer: XREADGROUP COUNT `count` (BLOCK 1 s), msgpack-decode field `e`
+    of each entry, one XACK per read; `on_acked(entries)` right after the XACK's reply; until
+    `total` entries were acknowledged."""
+    acked = 0
+    while acked < total:
+        checkpoint()
+        reply: Any = await consumer.xreadgroup(group, "c", {stream: ">"}, count=count, block=1000)
+        if not reply:
+            continue
+        entries: Entries = reply[0][1]
+        for _, fields in entries:
+            msgpack.unpackb(fields[b"e"])
+        await consumer.xack(stream, group, *(entry for entry, _ in entries))
+        acked += len(entries)
+        if on_acked is not None:
+            on_acked(entries)
+
+
 _XADD_ALL = """
-for i = 1, #ARGV do redis.call('XADD', KEYS[1], '*', 'e', ARGV[i]) end
-return #ARGV
+for i = 2, #ARGV do redis.call('XADD', KEYS[1], '*', ARGV[1], ARGV[i]) end
+return #ARGV - 1
 """
 
 
@@ -248,11 +329,20 @@ def envelopes(cls: str, lane: str, start: int, count: int, topic: str = "bench/x
 
 
 async def fill_stream(
-    url: str, cls: str, lane: str, count: int, *, chunk: int = 500, calls_per_trip: int = 10
+    url: str,
+    cls: str,
+    lane: str,
+    count: int,
+    *,
+    topic: str = "bench/x",
+    chunk: int = 500,
+    calls_per_trip: int = 10,
 ) -> float:
-    """Append `count` envelopes to a class stream, a script call per `chunk`; returns seconds.
+    """Append `count` envelopes to a class stream, as ingest would store them; returns seconds.
 
-    Server-side XADD loops (EVAL), several per round trip: about 4x pipelined XADDs.
+    Server-side XADD loops (EVAL), a script call per `chunk`, several per round trip: about 4x
+    pipelined XADDs. Writes the wire format directly (router.keys), so it does not depend on
+    Transport's publish signature.
     """
     redis = Redis.from_url(url)
     started = time.perf_counter()
@@ -260,17 +350,18 @@ async def fill_stream(
         stream = keys.stream(cls)
         done = 0
         while done < count:
-            _checkpoint()
+            checkpoint()
             async with redis.pipeline(transaction=False) as pipe:
                 for _ in range(calls_per_trip):
                     size = min(chunk, count - done)
                     if size <= 0:
                         break
-                    pipe.eval(_XADD_ALL, 1, stream, *envelopes(cls, lane, done, size))
+                    data = envelopes(cls, lane, done, size, topic)
+                    pipe.eval(_XADD_ALL, 1, stream, keys.ENVELOPE_FIELD, *data)
                     done += size
                 await pipe.execute()
     finally:
-        await _to_the_end(redis.aclose())
+        await to_the_end(redis.aclose())
     return time.perf_counter() - started
 
 

@@ -26,22 +26,28 @@ from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
 from bench.harness import (
-    BenchError,
+    Entries,
     Watch,
+    bare_consume,
     bucket_delta,
     buckets,
+    checkpoint,
     child,
+    config_head,
+    expect_ready,
     loop_lag,
     percentiles,
     progress,
     read_line,
     refine_latency,
+    running,
     say,
     summarise_buckets,
+    to_the_end,
 )
 from bench.loadgen import make_event
 from bench.noop import Recorder
-from bench.throughput import CLASS, GROUP, _checkpoint, _to_the_end
+from bench.throughput import CLASS, GROUP
 from router.app import Service
 from router.config import Config, parse_config
 
@@ -62,17 +68,9 @@ class LatencySettings:
 
 
 def latency_config(url: str, s: LatencySettings) -> Config:
-    text = f"""
-service:
-  name: bench-latency
-  log_level: warning
-redis:
-  url: {url}
-  group: {GROUP}
-http:
-  enabled: true
-  host: 127.0.0.1
-  port: 0
+    text = (
+        config_head("bench-latency", url, GROUP, http=True)
+        + f"""\
 lanes:
   - name: bench
 routes:
@@ -86,6 +84,7 @@ classes:
     concurrency: {s.concurrency}
     sla: {{target_ms: {s.target_ms}}}
 """
+    )
     return parse_config(text, "<bench-latency>", environ={})
 
 
@@ -96,7 +95,7 @@ async def run_latency(url: str, admin: Redis, s: LatencySettings, logs: Path) ->
              f"p99 {bare['latency'].get('p99_ms')} ms")  # fmt: skip
     runs = []
     for batch in s.batches:
-        _checkpoint()
+        checkpoint()
         await admin.flushall()
         runs.append(await run_switchyard(url, s, batch, logs))
         ack = runs[-1]["ingest_to_ack"]
@@ -109,13 +108,13 @@ async def run_switchyard(url: str, s: LatencySettings, batch: int, logs: Path) -
     registry = CollectorRegistry()
     service = Service(latency_config(url, s), registry=registry)
     refine_latency(service.metrics)
-    try:
-        await service.start()
+    async with running(service):
         recorder = service.pools[CLASS].actor
         assert isinstance(recorder, Recorder)
         base = f"http://127.0.0.1:{service.http_port}"
         if s.warmup_seconds > 0:
             await _paced(base, s, s.warmup_seconds, batch, logs)
+            await asyncio.sleep(0.2)  # the warm-up's last events are handled and acknowledged
         recorder.waits.clear()
         recorder.source_waits.clear()
         before = {name: buckets(registry, name, CLASS) for name in (ACK, SOURCE)}
@@ -129,8 +128,6 @@ async def run_switchyard(url: str, s: LatencySettings, batch: int, logs: Path) -
         source = bucket_delta(buckets(registry, SOURCE, CLASS), before[SOURCE])
         breaches = _breaches(registry) - breaches_before
         waits, source_waits = list(recorder.waits), list(recorder.source_waits)
-    finally:
-        await _to_the_end(service.stop())
     ack_summary = summarise_buckets(ack, s.target_ms / 1000)
     ack_summary["over_target"] = int(breaches)
     return {
@@ -164,8 +161,7 @@ async def _paced(
         "--seconds", str(seconds), "--connections", str(s.connections), "--batch", str(batch),
         log=logs / "paced-latency.log",
     ) as sender:  # fmt: skip
-        if (line := await read_line(sender)) != "ready":
-            raise BenchError(f"paced sender did not start: {line!r}")
+        await expect_ready(sender, "paced sender")
         await say(sender, "go")
         result: dict[str, Any] = json.loads(await read_line(sender, timeout_s=seconds + 60))
     return result
@@ -184,7 +180,7 @@ async def run_bare(url: str, rate: float, seconds: float, target_s: float) -> di
         async def produce() -> None:
             started = time.perf_counter()
             for seq in range(total):
-                _checkpoint()
+                checkpoint()
                 delay = started + seq / rate - time.perf_counter()
                 if delay > 0:
                     await asyncio.sleep(delay)
@@ -193,29 +189,18 @@ async def run_bare(url: str, rate: float, seconds: float, target_s: float) -> di
                 fields = {"e": msgpack.packb(make_event(seq)), "t": repr(time.perf_counter())}
                 await producer.xadd(BARE_STREAM, fields)  # type: ignore[arg-type]
 
-        async def consume() -> None:
-            while len(latencies) < total:
-                _checkpoint()
-                reply: Any = await consumer.xreadgroup(
-                    GROUP, "c", {BARE_STREAM: ">"}, count=200, block=1000
-                )
-                if not reply:
-                    continue
-                entries = reply[0][1]
-                for _, fields in entries:
-                    msgpack.unpackb(fields[b"e"])
-                await consumer.xack(BARE_STREAM, GROUP, *(entry for entry, _ in entries))
-                now = time.perf_counter()
-                latencies.extend(now - float(fields[b"t"]) for _, fields in entries)
+        def acked(entries: Entries) -> None:
+            now = time.perf_counter()
+            latencies.extend(now - float(fields[b"t"]) for _, fields in entries)
 
         watch = Watch.start()
         async with asyncio.timeout(seconds + 30), asyncio.TaskGroup() as group:
             group.create_task(produce())
-            group.create_task(consume())
+            group.create_task(bare_consume(consumer, BARE_STREAM, GROUP, total, on_acked=acked))
         wall, cpu = watch.elapsed()
     finally:
-        await _to_the_end(producer.aclose())
-        await _to_the_end(consumer.aclose())
+        await to_the_end(producer.aclose())
+        await to_the_end(consumer.aclose())
     return {
         "events": total,
         "latency": percentiles(latencies),

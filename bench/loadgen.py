@@ -75,16 +75,33 @@ def _error(result: Result, text: str) -> None:
         result.errors.append(text)
 
 
-async def _stdin() -> asyncio.StreamReader:
+# --- the child's side of the line protocol, shared with bench.paced and bench.flood ---
+
+
+async def stdin_reader() -> asyncio.StreamReader:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     return reader
 
 
-def _say(line: str) -> None:
+def tell_parent(line: str) -> None:
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
+
+
+async def ready_for_go(session: aiohttp.ClientSession, base_url: str, connections: int) -> bool:
+    """Open `connections` keep-alive connections (GET /healthz each), say "ready", then wait
+    for "go"; False when the parent aborted instead (EOF or another line)."""
+    stdin = await stdin_reader()
+
+    async def warm() -> None:
+        async with session.get(f"{base_url}/healthz") as response:
+            await response.read()
+
+    await asyncio.gather(*(warm() for _ in range(connections)))
+    tell_parent("ready")
+    return (await stdin.readline()).strip() == b"go"
 
 
 async def _post_all(
@@ -125,18 +142,11 @@ async def run(
 ) -> int:
     bodies = make_bodies(events, batch, event_ids=event_ids)
     result = Result()
-    stdin = await _stdin()
     connector = aiohttp.TCPConnector(limit=connections, force_close=False)
     timeout = aiohttp.ClientTimeout(total=120)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         # Open every keep-alive connection before the clock starts.
-        async def warm() -> None:
-            async with session.get(f"{base_url}/healthz") as response:
-                await response.read()
-
-        await asyncio.gather(*(warm() for _ in range(connections)))
-        _say("ready")
-        if (await stdin.readline()).strip() != b"go":
+        if not await ready_for_go(session, base_url, connections):
             return 1  # the parent went away or aborted
         started, cpu = time.perf_counter(), time.process_time()
         try:
@@ -145,7 +155,7 @@ async def run(
             result.errors.extend(repr(e) for e in group.exceptions[:MAX_ERRORS_KEPT])
         result.accept_seconds = time.perf_counter() - started
         result.cpu_seconds = time.process_time() - cpu
-    _say(json.dumps(asdict(result)))
+    tell_parent(json.dumps(asdict(result)))
     return 0
 
 

@@ -18,8 +18,16 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from bench.harness import BenchError, child, fill_stream, group_progress, log_tail, progress, rss_mb
-from bench.throughput import _checkpoint
+from bench.harness import (
+    BenchError,
+    checkpoint,
+    child,
+    fill_stream,
+    group_progress,
+    log_tail,
+    progress,
+    rss_mb,
+)
 
 CLASS = "bench.slow"
 GROUP = "bench"
@@ -76,14 +84,14 @@ async def run_memory(url: str, admin: Redis, s: MemorySettings, work: Path) -> d
     ) as service:  # fmt: skip
         spawned = time.perf_counter()
         while (await group_progress(admin, CLASS, GROUP))[0] == 0:
-            _checkpoint()
+            checkpoint()
             if service.returncode is not None or time.perf_counter() - spawned > 60:
                 raise BenchError(f"the service did not start consuming:\n{log_tail(log)}")
             await asyncio.sleep(0.05)
         started = time.perf_counter()
         startup = started - spawned
         while (elapsed := time.perf_counter() - started) <= s.seconds:
-            _checkpoint()
+            checkpoint()
             rss = rss_mb(service.pid)
             if rss is None or service.returncode is not None:
                 raise BenchError(f"the service exited:\n{log_tail(log)}")

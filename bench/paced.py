@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import math
 import sys
 import time
 from collections.abc import Sequence
@@ -28,25 +27,15 @@ from typing import Any
 
 import aiohttp
 
-from bench.loadgen import _say, _stdin, make_event
+from bench.harness import percentiles
+from bench.loadgen import make_event, ready_for_go, tell_parent
 
 MAX_ERRORS_KEPT = 5
 HEADERS = {"Content-Type": "application/json"}
 
 
-def _percentiles(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {}
-    ordered = sorted(values)
-
-    def rank(q: float) -> float:
-        return round(ordered[max(0, math.ceil(q * len(ordered)) - 1)] * 1000, 3)
-
-    return {"p50_ms": rank(0.5), "p99_ms": rank(0.99), "max_ms": round(ordered[-1] * 1000, 3)}
-
-
 class _Sender:
-    """Posts single events and keeps what came back."""
+    """Posts one event or a batch per request and keeps what came back."""
 
     def __init__(self, session: aiohttp.ClientSession, url: str) -> None:
         self.session = session
@@ -108,18 +97,10 @@ async def run(
     base_url: str, topic: str, *, rate: float, seconds: float, connections: int, batch: int
 ) -> int:
     posts = max(1, int(rate * seconds / batch))
-    stdin = await _stdin()
     connector = aiohttp.TCPConnector(limit=connections)
     timeout = aiohttp.ClientTimeout(total=30)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-
-        async def warm() -> None:
-            async with session.get(f"{base_url}/healthz") as response:
-                await response.read()
-
-        await asyncio.gather(*(warm() for _ in range(connections)))
-        _say("ready")
-        if (await stdin.readline()).strip() != b"go":
+        if not await ready_for_go(session, base_url, connections):
             return 1
         sender = _Sender(session, f"{base_url}/events/{topic}")
         cpu = time.process_time()
@@ -133,10 +114,10 @@ async def run(
             "send_seconds": round(send_seconds, 4),
             "offered_rate": round(posts * batch / send_seconds, 1) if send_seconds else None,
             "late_max_ms": round(late_max * 1000, 3),
-            "rtt": _percentiles(sender.rtts),
+            "rtt": percentiles(sender.rtts),
             "cpu_seconds": round(time.process_time() - cpu, 4),
         }
-    _say(json.dumps(result))
+    tell_parent(json.dumps(result))
     return 0
 
 

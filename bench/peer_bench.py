@@ -26,16 +26,19 @@ from redis.asyncio import Redis
 
 from bench.harness import (
     BenchError,
+    checkpoint,
     child,
     fill_stream,
     group_cpu_seconds,
     log_tail,
     percentiles,
+    processed,
     progress,
     redis_calls,
     redis_cpu,
+    to_the_end,
 )
-from bench.throughput import CLASS, _checkpoint, _processed, _to_the_end, service_config
+from bench.throughput import CLASS, service_config
 from router.app import Service
 
 DONE_KEY = "bench:peers:done"  # as in bench/peers/common.py
@@ -156,7 +159,7 @@ async def drain_peer(ctx: Context, peer: Peer, tasks: int) -> dict[str, Any]:
         first: tuple[float, int, float] | None = None  # (time, count, worker cpu) at the first
         last_count, last_change, polls = 0, spawned, 0
         while True:
-            _checkpoint()
+            checkpoint()
             now = time.perf_counter()
             done = await _counter(admin)
             polls += 1
@@ -208,11 +211,11 @@ async def drain_switchyard(url: str, admin: Redis, events: int, concurrency: int
     await admin.config_resetstat()
     cpu_redis = await redis_cpu(admin)
     try:
-        spawned = time.perf_counter()
+        spawned, cpu_spawned = time.perf_counter(), time.process_time()
         await service.start()
         first: tuple[float, float, float] | None = None
-        while (done := _processed(registry)) < events:
-            _checkpoint()
+        while (done := processed(registry, CLASS)) < events:
+            checkpoint()
             if done and first is None:
                 first = (time.perf_counter(), done, time.process_time())
             await asyncio.sleep(POLL_S)
@@ -220,10 +223,10 @@ async def drain_switchyard(url: str, admin: Redis, events: int, concurrency: int
                 raise BenchError(f"switchyard drain stalled at {done:.0f}/{events}")
         finished, cpu_end = time.perf_counter(), time.process_time()
     finally:
-        await _to_the_end(service.stop())
+        await to_the_end(service.stop())
     calls = await redis_calls(admin)
-    if first is None:  # drained between two polls
-        first = (spawned, 0.0, cpu_end)
+    if first is None:  # drained between two polls: count it all, start-up included
+        first = (spawned, 0.0, cpu_spawned)
     counted = events - first[1]
     seconds = finished - first[0]
     return {
@@ -238,9 +241,7 @@ async def drain_switchyard(url: str, admin: Redis, events: int, concurrency: int
         "events_per_s": round(counted / seconds, 1) if seconds > 0 else None,
         "cpu_us_per_task": round((cpu_end - first[2]) / counted * 1e6, 1) if counted else None,
         "redis_cpu_us_per_task": round((await redis_cpu(admin) - cpu_redis) / events * 1e6, 1),
-        "redis_calls_per_task": round(
-            sum(n for name, n in calls.items() if name != "flushall") / events, 2
-        ),
+        "redis_calls_per_task": round(sum(calls.values()) / events, 2),
     }
 
 
@@ -261,7 +262,7 @@ async def drain_all(
         assert ctx is not None
         runs = []
         for number in range(peer_runs):
-            _checkpoint()
+            checkpoint()
             try:
                 runs.append(await drain_peer(ctx, peer, tasks))
             except BenchError as exc:
@@ -273,7 +274,7 @@ async def drain_all(
             rows.append(_median_row(runs))
     runs = []
     for number in range(switchyard_runs):
-        _checkpoint()
+        checkpoint()
         runs.append(await drain_switchyard(url, admin, tasks, concurrency))
         progress(f"switchyard run {number + 1}/{switchyard_runs}: {_brief(runs[-1])}")
     rows.append(_median_row(runs))
@@ -315,7 +316,7 @@ async def priority_peer(
     ):  # fmt: skip
         started = time.perf_counter()
         while await _counter(admin) == 0:
-            _checkpoint()
+            checkpoint()
             if time.perf_counter() - started > STALL_S:
                 raise BenchError(f"{peer.name} worker did not start:\n{log_tail(log)}")
             await asyncio.sleep(0.01)
@@ -329,7 +330,7 @@ async def priority_peer(
         # What is still queued behind the backlog gets `settle_s` more to start.
         deadline = time.perf_counter() + settle_s
         while await admin.llen(HIGH_KEY) < paced["sent"] and time.perf_counter() < deadline:
-            _checkpoint()
+            checkpoint()
             await asyncio.sleep(0.05)
         waited = time.perf_counter() - window - window_s
     latencies = [float(v) for v in await admin.lrange(HIGH_KEY, 0, -1)]

@@ -23,22 +23,25 @@ from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
 from bench.harness import (
-    BenchError,
     Watch,
     buckets,
     child,
+    config_head,
+    expect_ready,
     fill_stream,
     group_progress,
     loop_lag,
     percentiles,
+    processed,
     progress,
     read_line,
     refine_latency,
+    running,
     say,
     summarise_buckets,
 )
 from bench.noop import Recorder
-from bench.throughput import GROUP, _to_the_end
+from bench.throughput import GROUP
 from router.app import Service
 from router.config import Config, parse_config
 
@@ -59,18 +62,9 @@ class PrioritySettings:
 
 
 def priority_config(url: str, s: PrioritySettings) -> Config:
-    text = f"""
-service:
-  name: bench-priority
-  log_level: warning
-  capacity: {s.capacity}
-redis:
-  url: {url}
-  group: {GROUP}
-http:
-  enabled: true
-  host: 127.0.0.1
-  port: 0
+    text = (
+        config_head("bench-priority", url, GROUP, http=True, capacity=s.capacity)
+        + f"""\
 lanes:
   - name: high
   - name: low
@@ -93,11 +87,8 @@ classes:
     mode: queue
     concurrency: {s.low_concurrency}
 """
+    )
     return parse_config(text, "<bench-priority>", environ={})
-
-
-def _count(registry: CollectorRegistry, metric: str, labels: dict[str, str]) -> float:
-    return registry.get_sample_value(metric, labels) or 0.0
 
 
 async def run_switchyard(
@@ -105,19 +96,16 @@ async def run_switchyard(
 ) -> dict[str, Any]:
     """One experiment: the backlog, with or without the flood, and the high lane's events."""
     await admin.flushall()
-    filled = await fill_stream(url, LOW, "low", s.backlog)
+    filled = await fill_stream(url, LOW, "low", s.backlog, topic="bench/low/backlog")
     progress(f"switchyard: {s.backlog:,} low-lane entries pre-filled in {filled:.1f} s"
              f"{', then a flood' if flood else ', no flood'}")  # fmt: skip
     registry = CollectorRegistry()
     service = Service(priority_config(url, s), registry=registry)
     refine_latency(service.metrics)
-    try:
-        await service.start()
+    async with running(service):
         result = await _experiment(
             url, admin, service, registry=registry, s=s, logs=logs, flood=flood
         )
-    finally:
-        await _to_the_end(service.stop())
     result["backlog_fill_seconds"] = round(filled, 2)
     return result
 
@@ -134,7 +122,6 @@ async def _experiment(
 ) -> dict[str, Any]:
     recorder = service.pools[HIGH].actor
     assert isinstance(recorder, Recorder)
-    low_done = {"class": LOW, "outcome": "ok"}
     python = sys.executable
     async with contextlib.AsyncExitStack() as stack:
         flooder = None
@@ -143,29 +130,27 @@ async def _experiment(
                 python, "-m", "bench.flood", "--url", url, "--cls", LOW, "--lane", "low",
                 "--rate", str(s.flood_rate), log=logs / "flood.log",
             ))  # fmt: skip
-            if (line := await read_line(flooder)) != "ready":
-                raise BenchError(f"flood did not start: {line!r}")
+            await expect_ready(flooder, "flood")
         sender = await stack.enter_async_context(child(
             python, "-m", "bench.paced", "--url", f"http://127.0.0.1:{service.http_port}",
             "--topic", "bench/high/doorbell", "--rate", str(s.high_rate),
             "--seconds", str(s.seconds), "--connections", "4", log=logs / "paced-high.log",
         ))  # fmt: skip
-        if (line := await read_line(sender)) != "ready":
-            raise BenchError(f"high-lane sender did not start: {line!r}")
+        await expect_ready(sender, "high-lane sender")
         if flooder is not None:
             await say(flooder, "go")
         await asyncio.sleep(1.0)  # the flood and the backlog reach a steady state
         samples: list[dict[str, float]] = []
         sampler = asyncio.create_task(_sample(service, registry, samples))
         try:
-            low_before = _count(registry, "switchyard_events_processed_total", low_done)
+            low_before = processed(registry, LOW)
             watch = Watch.start()
             async with loop_lag() as lags:
                 await say(sender, "go")
                 paced = json.loads(await read_line(sender, timeout_s=s.seconds + 60))
                 await asyncio.sleep(0.5)  # the last high events finish
             wall, cpu = watch.elapsed()
-            low_after = _count(registry, "switchyard_events_processed_total", low_done)
+            low_after = processed(registry, LOW)
         finally:
             sampler.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -175,9 +160,7 @@ async def _experiment(
             await say(flooder, "stop")
             flooded = json.loads(await read_line(flooder))
     processed_low, lag = await group_progress(admin, LOW, GROUP)
-    high_ok = _count(
-        registry, "switchyard_events_processed_total", {"class": HIGH, "outcome": "ok"}
-    )
+    high_ok = processed(registry, HIGH)
     per_second = _per_second(samples)
     min_slots = int(s.low_min_share * s.capacity)
     used_low = [sample["low_used"] for sample in samples]
@@ -236,10 +219,7 @@ async def _sample(
             {
                 "t": time.perf_counter() - started,
                 "low_used": lanes["low"]["used"],
-                "high_used": lanes["high"]["used"],
-                "low_done": _count(
-                    registry, "switchyard_events_processed_total", {"class": LOW, "outcome": "ok"}
-                ),
+                "low_done": processed(registry, LOW),
             }
         )
         await asyncio.sleep(0.1)

@@ -23,11 +23,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import importlib.metadata
 import json
 import os
-import platform
 import signal
 import sys
 import tempfile
@@ -41,13 +38,12 @@ from typing import Any
 from redis.asyncio import Redis
 
 from bench import throughput
-from bench.harness import BenchError, progress
+from bench.harness import BenchError, checkpoint, environment, progress, to_the_end
 from bench.latency import LatencySettings, run_latency
 from bench.memory import MemorySettings, run_memory
 from bench.peer_bench import PEERS, Context, drain_all, priority_peer
 from bench.peers_env import DEFAULT_VENV, PeersEnv, ensure
 from bench.priority import PrioritySettings, run_switchyard
-from bench.throughput import _checkpoint, _to_the_end
 from router.embedded import EmbeddedRedis
 from router.logs import configure_logging
 
@@ -144,7 +140,7 @@ class Suite:
             if not peer.priorities:
                 continue
             assert ctx is not None
-            _checkpoint()
+            checkpoint()
             rate = self._rate("drain", peer.name, DEFAULT_PEER_RATE)
             window = s.priority.seconds + 1.5  # steady-state second + the window + margin
             backlog = int(min(s.peer_backlog_max, max(2_000, rate * window * 1.3)))
@@ -177,13 +173,10 @@ class Suite:
         try:
             return await run_memory(self.url, self.admin, self.settings.memory, self.work)
         finally:
-            await _to_the_end(self._flush())  # give the server its memory back
+            await to_the_end(self._flush())  # give the server its memory back
 
     async def _flush(self) -> None:
         await self.admin.flushall()
-
-
-PRINTERS: dict[str, Callable[[dict[str, Any]], None]] = {}
 
 
 async def run_suite(settings: SuiteSettings) -> dict[str, Any]:
@@ -200,7 +193,11 @@ async def run_suite(settings: SuiteSettings) -> dict[str, Any]:
         await server.start()
         admin = Redis.from_url(server.url)
         try:
-            document["environment"] = await _environment(admin, peers)
+            document["environment"] = {
+                **await environment(admin),
+                "peers": peers.versions or {},
+                "peers_skipped": None if peers.python else peers.reason,
+            }
             progress(f"private redis-server {document['environment']['redis_version']} at "
                      f"{server.url}; parts: {', '.join(settings.parts)}")  # fmt: skip
             suite = Suite(settings, server.url, admin, Path(tmp), peers, document)
@@ -211,7 +208,7 @@ async def run_suite(settings: SuiteSettings) -> dict[str, Any]:
                 "memory": suite.memory,
             }
             for part in settings.parts:
-                _checkpoint()
+                checkpoint()
                 progress(f"\n=== {part} ===")
                 started = time.perf_counter()
                 try:
@@ -222,8 +219,8 @@ async def run_suite(settings: SuiteSettings) -> dict[str, Any]:
                 document[part]["part_seconds"] = round(time.perf_counter() - started, 1)
                 PRINTERS[part](document[part])
         finally:
-            await _to_the_end(admin.aclose())
-            await _to_the_end(server.stop())
+            await to_the_end(admin.aclose())
+            await to_the_end(server.stop())
     if "environment" in document:
         document["environment"]["loadavg_at_end"] = list(os.getloadavg())
     document["targets"] = targets(document, settings)
@@ -239,24 +236,6 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     return value
-
-
-async def _environment(admin: Redis, peers: PeersEnv) -> dict[str, Any]:
-    info = await admin.info("server")
-    versions = {}
-    for package in ("redis", "hiredis", "aiohttp", "msgpack", "prometheus-client"):
-        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-            versions[package] = importlib.metadata.version(package)
-    return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "loadavg_at_start": list(os.getloadavg()),
-        "redis_version": info.get("redis_version"),
-        "packages": versions,
-        "peers": peers.versions or {},
-        "peers_skipped": None if peers.python else peers.reason,
-    }
 
 
 # --- tables ---
@@ -365,7 +344,7 @@ def print_latency(result: dict[str, Any]) -> None:
             [f"Switchyard, {per}: send -> ack (histogram, incl. HTTP)",
              *_lat(run["send_to_ack"], False), ""],
             [f"Switchyard, {per}: POST round trip (client)", "",
-             *_lat({**run["post_round_trip"], "count": 1}, True)[1:], ""],
+             *_lat(run["post_round_trip"], True)[1:], ""],
         ]  # fmt: skip
     _table(header, rows)
     for run in result["switchyard"]:
@@ -464,10 +443,12 @@ def print_memory(result: dict[str, Any]) -> None:
     )
 
 
-PRINTERS.update(
-    throughput=print_throughput, latency=print_latency, priority=print_priority,
-    memory=print_memory,
-)  # fmt: skip
+PRINTERS: dict[str, Callable[[dict[str, Any]], None]] = {
+    "throughput": print_throughput,
+    "latency": print_latency,
+    "priority": print_priority,
+    "memory": print_memory,
+}
 
 
 # --- targets ---

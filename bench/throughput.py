@@ -23,10 +23,7 @@ import argparse
 import asyncio
 import contextlib
 import cProfile
-import importlib.metadata
 import json
-import os
-import platform
 import pstats
 import signal
 import statistics
@@ -42,23 +39,37 @@ import msgpack
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
+from bench.harness import (
+    PROJECT_ROOT,
+    BenchError,
+    bare_consume,
+    checkpoint,
+    child,
+    config_head,
+    environment,
+    expect_ready,
+    fill_stream,
+    processed,
+    progress,
+    read_line,
+    redis_calls,
+    redis_cpu,
+    running,
+    say,
+    to_the_end,
+)
 from bench.loadgen import make_event
-from router import keys
 from router.app import Service
 from router.config import Config, parse_config
 from router.embedded import EmbeddedRedis
-from router.envelope import Envelope, new_event_id
 from router.logs import configure_logging
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CLASS = "bench.noop"
 TOPIC = "bench/x"
 GROUP = "bench"
 BASELINE_STREAM = "bench:{baseline}:stream"
 POLL_S = 0.01  # how often the service's processed counter is read
 STALL_S = 30.0  # no progress for this long fails the run
-STARTUP_S = 60.0  # the load generator must be ready within this
-FILL_CHUNK = 1_000
 WARMUP_EVENTS = 5_000
 
 DESCRIPTIONS = {
@@ -67,10 +78,6 @@ DESCRIPTIONS = {
     "accept": "  of which: all POSTs answered 202",
     "consume": "Switchyard consume only: pool > XACK",
 }
-
-
-class BenchError(RuntimeError):
-    """A run that could not be measured (stalled, lost events, load generator failed)."""
 
 
 @dataclass(frozen=True)
@@ -142,24 +149,14 @@ async def measured(run: Run) -> AsyncIterator[Window]:
     """Time the body: wall clock, this process's CPU, redis-server's CPU and its commands."""
     window = Window()
     await run.admin.config_resetstat()
-    redis_cpu = await _redis_cpu(run.admin)
+    redis_before = await redis_cpu(run.admin)
     cpu, started = time.process_time(), time.perf_counter()
     with _profiling(run.profiler):
         yield window
     window.seconds = time.perf_counter() - started
     window.cpu_s = time.process_time() - cpu
-    window.redis_cpu_s = await _redis_cpu(run.admin) - redis_cpu
-    stats = await run.admin.info("commandstats")
-    window.redis_calls = {
-        name.removeprefix("cmdstat_"): int(value["calls"])
-        for name, value in stats.items()
-        if name not in ("cmdstat_config|resetstat", "cmdstat_info")
-    }
-
-
-async def _redis_cpu(admin: Redis) -> float:
-    info = await admin.info("cpu")
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+    window.redis_cpu_s = await redis_cpu(run.admin) - redis_before
+    window.redis_calls = await redis_calls(run.admin)
 
 
 # --- scenarios ---
@@ -176,26 +173,11 @@ async def run_baseline(run: Run, events: int) -> list[Sample]:
         async def produce() -> None:
             step = settings.xadd_pipeline
             for start in range(0, events, step):
-                _checkpoint()
+                checkpoint()
                 async with producer.pipeline(transaction=False) as pipe:
                     for payload in payloads[start : start + step]:
                         pipe.xadd(BASELINE_STREAM, {"e": msgpack.packb(payload)})
                     await pipe.execute()
-
-        async def consume() -> None:
-            acked = 0
-            while acked < events:
-                _checkpoint()
-                reply: Any = await consumer.xreadgroup(
-                    GROUP, "c", {BASELINE_STREAM: ">"}, count=settings.read_count, block=1000
-                )
-                if not reply:
-                    continue
-                entries = reply[0][1]
-                for _, fields in entries:
-                    msgpack.unpackb(fields[b"e"])
-                await consumer.xack(BASELINE_STREAM, GROUP, *(entry for entry, _ in entries))
-                acked += len(entries)
 
         await producer.ping()  # both connections open before the clock starts
         await consumer.ping()
@@ -205,7 +187,9 @@ async def run_baseline(run: Run, events: int) -> list[Sample]:
             asyncio.TaskGroup() as group,
         ):
             group.create_task(produce())
-            group.create_task(consume())
+            group.create_task(
+                bare_consume(consumer, BASELINE_STREAM, GROUP, events, count=settings.read_count)
+            )
         return [window.sample("baseline", events)]
     finally:
         await producer.aclose()
@@ -217,18 +201,14 @@ async def run_switchyard(run: Run, events: int) -> list[Sample]:
     registry = CollectorRegistry()
     config = service_config(run.url, run.settings.concurrency, http=True)
     async with (
-        _service(config, registry) as service,
+        running(Service(config, registry=registry)) as service,
         _load_generator(service.http_port, run.settings, events) as generator,
     ):
-        ready = await asyncio.wait_for(_read_line(generator), STARTUP_S)
-        if ready != "ready":
-            raise BenchError(f"load generator did not start: {ready!r}")
-        result_task = asyncio.create_task(_read_line(generator))
-        assert generator.stdin is not None
+        await expect_ready(generator, "load generator")
+        result_task = asyncio.create_task(read_line(generator, STALL_S + events / 1000))
         try:
             async with measured(run) as window:
-                generator.stdin.write(b"go\n")
-                await generator.stdin.drain()
+                await say(generator, "go")
                 await _wait_processed(registry, events, result_task)
             result = json.loads(await asyncio.wait_for(result_task, STALL_S))
         finally:
@@ -247,7 +227,7 @@ async def run_switchyard(run: Run, events: int) -> list[Sample]:
 
 async def run_consume(run: Run, events: int) -> list[Sample]:
     """A pre-filled class stream drained by a Service without HTTP."""
-    await _fill(run.url, events)
+    await fill_stream(run.url, CLASS, "bench", events, topic=TOPIC)  # not timed
     registry = CollectorRegistry()
     service = Service(
         service_config(run.url, run.settings.concurrency, http=False), registry=registry
@@ -257,23 +237,15 @@ async def run_consume(run: Run, events: int) -> list[Sample]:
             await service.start()
             await _wait_processed(registry, events, None)
     finally:
-        await _to_the_end(service.stop())
+        await to_the_end(service.stop())
     return [window.sample("consume", events)]
 
 
 def service_config(redis_url: str, concurrency: int, *, http: bool) -> Config:
     """One lane, one queue-mode class with a no-op actor, every `bench/...` topic routed to it."""
-    text = f"""
-service:
-  name: bench
-  log_level: warning
-redis:
-  url: {redis_url}
-  group: {GROUP}
-http:
-  enabled: {"true" if http else "false"}
-  host: 127.0.0.1
-  port: 0
+    text = (
+        config_head("bench", redis_url, GROUP, http=http)
+        + f"""\
 lanes:
   - name: bench
 routes:
@@ -287,27 +259,18 @@ classes:
     mode: queue
     concurrency: {concurrency}
 """
+    )
     return parse_config(text, "<bench>", environ={})
 
 
 # --- helpers ---
 
 
-@contextlib.asynccontextmanager
-async def _service(config: Config, registry: CollectorRegistry) -> AsyncIterator[Service]:
-    service = Service(config, registry=registry)
-    try:
-        await service.start()
-        yield service
-    finally:
-        await _to_the_end(service.stop())
-
-
-@contextlib.asynccontextmanager
-async def _load_generator(
+def _load_generator(
     port: int, settings: Settings, events: int
-) -> AsyncIterator[asyncio.subprocess.Process]:
-    proc = await asyncio.create_subprocess_exec(
+) -> contextlib.AbstractAsyncContextManager[asyncio.subprocess.Process]:
+    """bench.loadgen in its own process group; on the way out: EOF (abort), SIGTERM, SIGKILL."""
+    return child(
         sys.executable, "-m", "bench.loadgen",
         "--url", f"http://127.0.0.1:{port}",
         "--topic", TOPIC,
@@ -315,76 +278,7 @@ async def _load_generator(
         "--batch", str(settings.post_batch),
         "--connections", str(settings.connections),
         *(["--event-ids"] if settings.event_ids else []),
-        cwd=PROJECT_ROOT,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    try:
-        yield proc
-    except BaseException:
-        if proc.returncode is None:  # a failed or interrupted run: do not let it finish posting
-            with contextlib.suppress(ProcessLookupError):
-                proc.terminate()
-        raise
-    finally:
-        await _to_the_end(_reap(proc))
-
-
-def _checkpoint() -> None:
-    """Raise CancelledError if this task was asked to stop, even if the request got lost.
-
-    On Python 3.11, asyncio.wait_for() swallows a cancellation that arrives as its inner
-    future completes, and redis-py (socket_timeout 5 s by default in 8.x) sends every command
-    through wait_for; so a Ctrl-C landing on a Redis write can vanish. Loops call this.
-    """
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
-
-
-async def _to_the_end(cleanup: Awaitable[None]) -> None:
-    """Run a clean-up step to its end even when we are cancelled meanwhile, then re-raise.
-
-    A Ctrl-C often lands in a clean-up step (Service.stop() waits up to block_ms for its
-    readers); abandoning it half-way would leave pool tasks and connections behind.
-    """
-    task = asyncio.ensure_future(cleanup)
-    cancelled = False
-    while not task.done():
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            cancelled = True
-    if cancelled:
-        raise asyncio.CancelledError
-    task.result()
-
-
-async def _reap(proc: asyncio.subprocess.Process) -> None:
-    """Close its stdin (EOF means abort), give it a moment, then terminate, then kill."""
-    if proc.stdin is not None:
-        proc.stdin.close()
-    for stop in (None, proc.terminate, proc.kill):
-        if stop is not None and proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                stop()
-        try:
-            await asyncio.wait_for(proc.wait(), timeout=5)
-        except TimeoutError:
-            continue
-        return
-
-
-async def _read_line(proc: asyncio.subprocess.Process) -> str:
-    assert proc.stdout is not None
-    return (await proc.stdout.readline()).decode().strip()
-
-
-def _processed(registry: CollectorRegistry) -> float:
-    value = registry.get_sample_value(
-        "switchyard_events_processed_total", {"class": CLASS, "outcome": "ok"}
-    )
-    return value or 0.0
 
 
 async def _wait_processed(
@@ -392,8 +286,8 @@ async def _wait_processed(
 ) -> None:
     """Poll the service's own counter until `events` were processed; fail on stall or loss."""
     last, last_change = -1.0, time.perf_counter()
-    while (done := _processed(registry)) < events:
-        _checkpoint()
+    while (done := processed(registry, CLASS)) < events:
+        checkpoint()
         if generator_result is not None and generator_result.done():
             line = generator_result.result()
             result: dict[str, Any] = (
@@ -409,44 +303,8 @@ async def _wait_processed(
         elif now - last_change > STALL_S:
             raise BenchError(f"no progress for {STALL_S}s at {done:.0f}/{events} processed")
         await asyncio.sleep(POLL_S)
-    dead = registry.get_sample_value(
-        "switchyard_events_processed_total", {"class": CLASS, "outcome": "dead"}
-    )
-    if dead:
+    if dead := processed(registry, CLASS, "dead"):
         raise BenchError(f"{dead:.0f} events dead-lettered: the no-op actor should never fail")
-
-
-async def _fill(url: str, events: int) -> None:
-    """Append `events` envelopes to the class stream as ingest would store them (not timed).
-
-    Plain pipelined XADDs of the wire format (field `e`, router.keys), so the fill does not
-    depend on Transport's publish signature.
-    """
-    redis = Redis.from_url(url)
-    try:
-        stream, field_name = keys.stream(CLASS), keys.ENVELOPE_FIELD
-        now = time.time()
-        for start in range(0, events, FILL_CHUNK):
-            _checkpoint()
-            async with redis.pipeline(transaction=False) as pipe:
-                for seq in range(start, min(events, start + FILL_CHUNK)):
-                    pipe.xadd(stream, {field_name: _envelope(seq, now).encode()})
-                await pipe.execute()
-    finally:
-        await _to_the_end(redis.aclose())
-
-
-def _envelope(seq: int, now: float) -> Envelope:
-    return Envelope(
-        id=new_event_id(),
-        cls=CLASS,
-        lane="bench",
-        payload=make_event(seq),
-        source="bench",
-        topic=TOPIC,
-        source_ts=now,
-        ingest_ts=now,
-    )
 
 
 @contextlib.contextmanager
@@ -478,16 +336,19 @@ async def bench(settings: Settings) -> tuple[list[Sample], dict[str, Any]]:
         await server.start()
         admin = Redis.from_url(server.url)
         try:
-            environment = await _environment(admin, settings)
-            _progress(f"private redis-server {environment['redis_version']} at {server.url}")
+            env = await environment(admin)
+            env["settings"] = {
+                k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items()
+            }
+            progress(f"private redis-server {env['redis_version']} at {server.url}")
             run = Run(server.url, admin, settings)
             samples = await run_scenarios(run)
             if settings.profile_dir is not None:
-                environment["profiles"] = await _profile(run)
+                env["profiles"] = await _profile(run)
         finally:
-            await _to_the_end(admin.aclose())
-            await _to_the_end(server.stop())
-    return samples, environment
+            await to_the_end(admin.aclose())
+            await to_the_end(server.stop())
+    return samples, env
 
 
 async def run_scenarios(run: Run) -> list[Sample]:
@@ -499,17 +360,17 @@ async def run_scenarios(run: Run) -> list[Sample]:
     samples: list[Sample] = []
     if settings.warmup:
         for name in settings.scenarios:
-            _checkpoint()
+            checkpoint()
             await admin.flushall()
             await RUNNERS[name](run, min(settings.events, WARMUP_EVENTS))
-        _progress("warm-up done")
+        progress("warm-up done")
     for number in range(1, settings.runs + 1):
         for name in settings.scenarios:
-            _checkpoint()
+            checkpoint()
             await admin.flushall()
             for sample in await RUNNERS[name](run, settings.events):
                 samples.append(sample)
-                _progress(f"run {number}/{settings.runs} {_describe(sample)}")
+                progress(f"run {number}/{settings.runs} {_describe(sample)}")
     return samples
 
 
@@ -537,9 +398,7 @@ async def _profile(run: Run) -> dict[str, str]:
         await runner(replace(run, profiler=profiler), run.settings.events)
         path = profile_dir / f"{name}.pstats"
         profiler.dump_stats(path)
-        _progress(
-            f"profiled {name}: {time.perf_counter() - started:.2f} s under cProfile -> {path}"
-        )
+        progress(f"profiled {name}: {time.perf_counter() - started:.2f} s under cProfile -> {path}")
         written[name] = str(path)
     return written
 
@@ -572,23 +431,6 @@ def _short(filename: str) -> str:
         if marker in filename:
             return filename.split(marker, 1)[1]
     return filename
-
-
-async def _environment(admin: Redis, settings: Settings) -> dict[str, Any]:
-    info = await admin.info("server")
-    versions = {}
-    for package in ("redis", "hiredis", "aiohttp", "msgpack", "prometheus-client", "structlog"):
-        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-            versions[package] = importlib.metadata.version(package)
-    return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "loadavg_at_start": list(os.getloadavg()),
-        "redis_version": info.get("redis_version"),
-        "packages": versions,
-        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items()},
-    }
 
 
 def summarise(samples: Sequence[Sample], settings: Settings) -> list[dict[str, Any]]:
@@ -649,10 +491,6 @@ def print_table(rows: Sequence[dict[str, Any]], settings: Settings) -> None:
 
 def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
-
-
-def _progress(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
 
 
 # --- command line ---
@@ -727,20 +565,20 @@ async def _main(settings: Settings, json_path: Path | None) -> int:
         task.cancel()
 
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, on_sigterm)
-    samples, environment = await bench(settings)
+    samples, env = await bench(settings)
     rows = summarise(samples, settings)
     print_table(rows, settings)
-    for name, path in environment.get("profiles", {}).items():
+    for name, path in env.get("profiles", {}).items():
         print_profile(Path(path), name)
     if json_path is not None:
         document = {
-            "environment": environment,
+            "environment": env,
             "results": rows,
             "samples": [asdict(s) for s in samples],
         }
         text = json.dumps(document, indent=2) + "\n"
         await asyncio.to_thread(json_path.write_text, text)
-        _progress(f"wrote {json_path}")
+        progress(f"wrote {json_path}")
     return 0
 
 
@@ -750,21 +588,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return asyncio.run(_main(settings, json_path))
     except KeyboardInterrupt:
-        _progress("interrupted; the private redis-server and load generator were stopped")
+        progress("interrupted; the private redis-server and load generator were stopped")
         return 130
     except asyncio.CancelledError:
         if _signalled:
-            _progress("terminated; the private redis-server and load generator were stopped")
+            progress("terminated; the private redis-server and load generator were stopped")
             return 143
         # Service.start() enters its TaskGroup in our task: when one of its background tasks
         # fails, the TaskGroup cancels us. The task's error was logged by the service.
-        _progress(
+        progress(
             "bench failed: the benchmark's task was cancelled from inside, most likely by the "
             "Service's TaskGroup after one of its background tasks failed (see the log above)"
         )
         return 1
     except BenchError as exc:
-        _progress(f"bench failed: {exc}")
+        progress(f"bench failed: {exc}")
         return 1
 
 

@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -26,7 +27,8 @@ from typing import Any
 
 import redis
 
-URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+# Set by bench.peer_bench to its private server; no fallback, so never the machine's 6379.
+URL: str = os.environ.get("BENCH_REDIS_URL") or sys.exit("BENCH_REDIS_URL is not set")
 PRIORITY = os.environ.get("BENCH_PEER_PRIORITY") == "1"
 DONE_KEY = "bench:peers:done"  # no-op tasks finished (INCRBY from the tally thread)
 HIGH_KEY = "bench:peers:high"  # high-priority tasks: enqueue-to-start seconds, one per task
