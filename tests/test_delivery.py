@@ -577,5 +577,5 @@ async def test_a_pool_whose_actor_fails_to_start_is_restarted_with_backoff_and_t
         await wait_for(ready, timeout=10)
         assert sample(service, "switchyard_pool_restarts_total", {"class": "work"}) == 2
         assert runs("work").starts == 3
-        await wait_for(lambda: probe("work").handled_ids() == [event_id], timeout=5)
-        assert processed(service, "work", "ok") == 1
+        await wait_for(lambda: processed(service, "work", "ok") == 1, timeout=5)
+        assert probe("work").handled_ids() == [event_id]
