@@ -1,8 +1,12 @@
 """The service: wires config, Redis, ingest, pools, HTTP and MQTT; owns start, drain and stop.
 
-Shutdown order (tested): stop the HTTP, then the MQTT ingress; stop every pool's reader; let
-in-flight work finish and be acknowledged within `drain_timeout_s`; close Redis; stop the
+Shutdown order (tested): stop the HTTP, then the MQTT ingress; stop every pool's reader and
+send the lane workers SIGTERM; let in-flight work finish and be acknowledged within
+`drain_timeout_s`, here and in the workers (killed if they outlast it); close Redis; stop the
 embedded servers. Work still unfinished at the deadline stays pending in Redis for reclaim.
+
+A lane worker (`python -m router worker`) is this same service with an `Assignment`: it runs
+only its lane's pools and answers its parent on localhost instead of taking ingress.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import Any
 
 import structlog
 from aiohttp import web
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -27,9 +31,10 @@ from router import keys
 from router.backoff import Backoff
 from router.broker import EmbeddedBroker
 from router.clock import Clock, SystemClock
-from router.config import Config
+from router.config import Config, LaneConfig
 from router.embedded import EmbeddedRedis
 from router.errors import EmbeddedServerError
+from router.exposition import merge, parse, render
 from router.http import build_app, start_site
 from router.ingest import Ingest
 from router.metrics import Metrics
@@ -39,6 +44,7 @@ from router.routing import Router
 from router.scheduler import LaneScheduler
 from router.status import Reporter, instance_key
 from router.transport import UNAVAILABLE, StreamStats, Transport
+from router.workers import HOST, Assignment, Workers, worker_app
 
 log = structlog.get_logger("switchyard.service")
 
@@ -75,17 +81,24 @@ class Service:
         registry: CollectorRegistry | None = None,
         clock: Clock | None = None,
         http_port: int | None = None,
+        assignment: Assignment | None = None,
     ) -> None:
         self.config = config
+        self.assignment = assignment  # set in a lane worker: run only that lane's pools
         self.clock = clock or SystemClock()
         targets = [c.sla.target_ms / 1000 for c in config.classes.values() if c.sla]
         self.metrics = Metrics(registry or CollectorRegistry(), targets)
         self.router = Router.from_config(config)
         self.http_port = config.http.port if http_port is None else http_port
+        if assignment is not None:
+            self.http_port = assignment.port
         self.embedded: EmbeddedRedis | None = None
         self.broker: EmbeddedBroker | None = None
         self.mqtt: MqttIngress | None = None
         self._mqtt_task: asyncio.Task[None] | None = None
+        self.workers: Workers | None = None
+        self._workers_task: asyncio.Task[None] | None = None
+        self._workers_clean = True
         self.redis: Redis | None = None
         self.pools: dict[str, Pool] = {}
         self.stats: dict[str, StreamStats] = {}
@@ -113,6 +126,25 @@ class Service:
     def redis_url(self) -> str:
         return self.embedded.url if self.embedded else self.config.redis.url
 
+    @property
+    def exit_code(self) -> int:
+        """0, or 1 when a lane worker did not drain cleanly at stop."""
+        return 0 if self._workers_clean else 1
+
+    def local_lanes(self) -> list[LaneConfig]:
+        """The lanes this process runs pools of: a lane worker's own, or all but the workers'.
+
+        Only these share the process's capacity: a lane run elsewhere reserves nothing here.
+        """
+        if self.assignment is not None:
+            return [lane for lane in self.config.lanes if lane.name == self.assignment.lane]
+        return [lane for lane in self.config.lanes if not lane.workers]
+
+    def local_classes(self) -> list[str]:
+        """The classes whose pools run in this process."""
+        lanes = {lane.name for lane in self.local_lanes()}
+        return [name for name, cls in self.config.classes.items() if cls.lane in lanes]
+
     # --- lifecycle ---
 
     async def __aenter__(self) -> Service:
@@ -127,6 +159,7 @@ class Service:
         try:
             await self._connect_redis()
             await self._start_pools()
+            await self._start_workers()
             await self._start_mqtt()
             await self._start_http()
         except BaseException:
@@ -166,16 +199,28 @@ class Service:
         self._redis_ok = True
 
     async def _start_pools(self) -> None:
-        everything = sum(cls.capacity for cls in self.config.classes.values())
+        local = self.local_classes()
+        everything = max(1, sum(self.config.classes[name].capacity for name in local))
         capacity = self.config.service.capacity or everything
-        self.scheduler = LaneScheduler(capacity, self.config.lanes, self.clock)
-        self.pools = {name: self._build_pool(name) for name in self.config.classes}
+        self.scheduler = LaneScheduler(capacity, self.local_lanes(), self.clock)
+        self.pools = {name: self._build_pool(name) for name in local}
         await self._start_task_group()
         for name, pool in self.pools.items():
             self._pool_tasks.append(self._spawn(f"pool:{name}", pool.run, pool=pool))
         self._background.append(self._spawn("stats", self._stats_loop))
-        retention = Retention(self.config, self.transport, self.metrics)
-        self._background.append(self._spawn("retention", retention.run))
+        if self.assignment is None:  # the service trims for its workers too
+            retention = Retention(self.config, self.transport, self.metrics)
+            self._background.append(self._spawn("retention", retention.run))
+
+    async def _start_workers(self) -> None:
+        """Start the lane workers, and wait (bounded) until they run their pools."""
+        if self.assignment is not None or not self.config.isolated_lanes():
+            return
+        self.workers = Workers(self.config, self.redis_url, self.metrics)
+        for name in self.workers.classes():
+            await self.transport.ensure_group(name)  # so retention keeps what they have not read
+        self._workers_task = self._spawn("workers", self.workers.run)
+        await self.workers.wait_started()
 
     async def _start_task_group(self) -> None:
         """Own every long-running task in one TaskGroup, held by a task of the service's own.
@@ -202,7 +247,7 @@ class Service:
 
     async def _start_mqtt(self) -> None:
         mqtt = self.config.mqtt
-        if not mqtt.enabled:
+        if not mqtt.enabled or self.assignment is not None:
             return
         url, protocol = mqtt.url, mqtt.protocol
         if url == "embedded":
@@ -218,7 +263,9 @@ class Service:
         self._mqtt_task = self._spawn("mqtt:ingress", self.mqtt.run)
 
     async def _start_http(self) -> None:
-        if self.config.http.enabled:
+        if self.assignment is not None:
+            self._runner, _ = await start_site(worker_app(self), HOST, self.http_port)
+        elif self.config.http.enabled:
             self._runner, self.http_port = await start_site(
                 build_app(self), self.config.http.host, self.http_port
             )
@@ -277,8 +324,13 @@ class Service:
                 await self._runner.cleanup()  # 1. no new events: HTTP, then MQTT
             await self._stop_mqtt()
             for pool in self.pools.values():
-                pool.stop()  # 2. no new reads
-            drained = await self._wait_pools(self.config.service.drain_timeout_s)  # 3. in-flight
+                pool.stop()  # 2. no new reads, here and in the lane workers
+            if self.workers is not None:
+                self.workers.stop()
+            deadline_s = self.config.service.drain_timeout_s
+            drained, self._workers_clean = await asyncio.gather(  # 3. in-flight
+                self._wait_pools(deadline_s), self._drain_workers(deadline_s)
+            )
             if not drained:
                 log.warning("drain timeout passed, unfinished entries stay pending for reclaim")
         finally:
@@ -287,6 +339,8 @@ class Service:
 
     async def _close(self, drained: bool) -> None:
         await self._cancel_tasks()
+        if self.workers is not None:
+            await self.workers.close()
         if self.redis is not None:
             with contextlib.suppress(*UNAVAILABLE):  # leave the status table at once
                 await self.redis.delete(instance_key(self.transport.consumer))
@@ -301,14 +355,13 @@ class Service:
             with contextlib.suppress(OSError):
                 (self.config.redis.data_dir / URL_FILE).unlink()
         self._stopped.set()
-        log.info("switchyard stopped", drained=drained)
+        log.info("switchyard stopped", drained=drained, workers_clean=self._workers_clean)
 
     async def _cancel_tasks(self) -> None:
         """Cancel every task, again until each is done: on Python 3.11 a cancel that lands
         as `asyncio.wait_for` completes can be lost (fixed in 3.12), and redis-py uses it."""
         tasks = [*self._pool_tasks, *self._background]
-        if self._mqtt_task is not None:
-            tasks.append(self._mqtt_task)
+        tasks += [t for t in (self._mqtt_task, self._workers_task) if t is not None]
         while pending := [task for task in tasks if not task.done()]:
             for task in pending:
                 task.cancel()
@@ -326,6 +379,10 @@ class Service:
         if not done:
             self._mqtt_task.cancel()  # unacknowledged messages stay with the broker
 
+    async def _drain_workers(self, deadline_s: float) -> bool:
+        """Wait for the lane workers' own drains; True when each exited cleanly."""
+        return True if self.workers is None else await self.workers.drain(deadline_s)
+
     async def _wait_pools(self, deadline_s: float) -> bool:
         if not self._pool_tasks:
             return True
@@ -341,7 +398,8 @@ class Service:
         """Refresh the per-class gauges and this instance's status report; tracks Redis health."""
         interval = self.config.redis.stats_interval_s
         backoff = Backoff(initial=0.2, maximum=interval)
-        names = list(self.config.classes)
+        # The service watches every stream (ingress sheds load by them); a worker, its own.
+        names = list(self.pools) if self.assignment is not None else list(self.config.classes)
         reporter = Reporter(self.config, self.metrics)
         while True:
             inflight, compliance = self.pool_figures()
@@ -395,18 +453,35 @@ class Service:
         problems += [
             f"pool {name} is not running" for name, pool in self.pools.items() if not pool.running
         ]
+        if self.workers is not None:
+            problems += await self.workers.problems()
         return problems
 
     async def class_views(self) -> dict[str, Any]:
-        """Per-class JSON for /classes: settings, stream length, pending, backlog and in-flight."""
+        """Per-class JSON for /classes: settings, stream length, pending, backlog and in-flight,
+        for the classes of this process and of its lane workers."""
         with contextlib.suppress(*UNAVAILABLE):  # the last known figures are still worth showing
             self.stats = await self.transport.stats(list(self.config.classes))
+        views = {name: pool.snapshot() for name, pool in self.pools.items()}
+        if self.workers is not None:
+            views.update(await self.workers.class_views())
+        workers = self.config.isolated_lanes()
         return {
             name: {
-                **pool.snapshot(),
+                **views[name],
+                "workers": workers.get(self.config.classes[name].lane, 0),
                 "stream_length": self.stats.get(name, StreamStats()).length,
                 "pending": self.stats.get(name, StreamStats()).pending,
                 "backlog": self.stats.get(name, StreamStats()).backlog,
             }
-            for name, pool in self.pools.items()
+            for name in self.config.classes
+            if name in views
         }
+
+    async def exposition(self) -> bytes:
+        """This process's metrics merged with its lane workers': one scrape per instance."""
+        own = generate_latest(self.metrics.registry)
+        if self.workers is None:
+            return own
+        sources = await self.workers.metric_sources()
+        return render(merge([parse(own.decode()), *sources]))

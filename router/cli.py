@@ -11,11 +11,12 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
+from pydantic import ValidationError
 from redis.asyncio import Redis
 
 from actors.pool import load_actor
@@ -29,6 +30,7 @@ from router.logs import configure_logging
 from router.mqtt import MqttError, MqttPublisher
 from router.status import collect as collect_status
 from router.transport import UNAVAILABLE, Transport
+from router.workers import Assignment, claim_stdout, read_config
 
 DEFAULT_CONFIG = os.environ.get("SWITCHYARD_CONFIG", "config.yaml")
 EXIT_CONFIG = 2
@@ -49,6 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "publish": _publish,
         "dlq": _dlq,
         "status": _status,
+        "worker": _worker,
     }
     handler = handlers[args.command]
     return handler(args)
@@ -87,6 +90,11 @@ def _parser() -> argparse.ArgumentParser:
         "--watch", nargs="?", type=float, const=2.0, metavar="SECONDS", help="refresh until Ctrl-C"
     )
     _dlq_parser(commands)
+    # Internal (no help, so not listed): a lane worker, started by the service itself.
+    worker = commands.add_parser("worker", description="a lane worker; config JSON on stdin")
+    worker.add_argument("--lane", required=True)
+    worker.add_argument("--index", type=int, default=0)
+    worker.add_argument("--port", type=int, required=True, help="where it answers its parent")
     publish = commands.add_parser(
         "publish", help="send one event to a running service over HTTP or MQTT"
     )
@@ -164,7 +172,7 @@ def summary(config: Config) -> str:
         + ("" if config.http.enabled else " (off)")
         + f"   mqtt: {config.mqtt.url}"
         + (f" ({len(config.mqtt.subscriptions)} subscriptions)" if config.mqtt.enabled else ""),
-        f"lanes ({len(config.lanes)}, highest first): {', '.join(config.lane_names())}",
+        _lane_line(config),
         f"routes: {len(config.routes)}",
         f"classes ({len(config.classes)}):",
         f"  {'class':<28} {'lane':<8} {'mode':<7} {'conc':>5}  {'sla':<14} actor",
@@ -175,6 +183,17 @@ def summary(config: Config) -> str:
             f"  {name:<28} {cls.lane:<8} {cls.mode:<7} {cls.concurrency:>5}  {sla:<14} {cls.actor}"
         )
     return "\n".join(lines)
+
+
+def _lane_line(config: Config) -> str:
+    """The lanes, highest first, each with its worker processes when it has its own."""
+    lanes = [
+        f"{lane.name} ({lane.workers} worker{'s' if lane.workers > 1 else ''})"
+        if lane.workers
+        else lane.name
+        for lane in config.lanes
+    ]
+    return f"lanes ({len(config.lanes)}, highest first): {', '.join(lanes)}"
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -199,9 +218,31 @@ def _configure_logging(config: Config, default_level: str | None = None) -> None
     configure_logging(config.service.log_format, default_level or config.service.log_level)
 
 
-def _serve(config: Config, demo: DemoOptions | None) -> int:
+def _worker(args: argparse.Namespace) -> int:
+    """A lane worker: the service's own config from stdin, only its lane's pools, no ingress."""
+    announce = claim_stdout()
     try:
-        return asyncio.run(_serve_async(config, demo))
+        config = read_config(sys.stdin.buffer.read())
+    except ValidationError as exc:
+        print(f"switchyard worker: the config on stdin is not valid: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.lane not in config.isolated_lanes():
+        print(f"switchyard worker: lane {args.lane!r} has no workers", file=sys.stderr)
+        return EXIT_CONFIG
+    _configure_logging(config)
+    assignment = Assignment(args.lane, args.index, args.port)
+    structlog.contextvars.bind_contextvars(worker=assignment.name)
+    return _serve(config, demo=None, assignment=assignment, ready=announce)
+
+
+def _serve(
+    config: Config,
+    demo: DemoOptions | None,
+    assignment: Assignment | None = None,
+    ready: Callable[[], None] | None = None,
+) -> int:
+    try:
+        return asyncio.run(_serve_async(config, demo, assignment, ready))
     except EmbeddedServerError as exc:
         print(f"switchyard: {exc}", file=sys.stderr)
     except UNAVAILABLE as exc:
@@ -209,13 +250,22 @@ def _serve(config: Config, demo: DemoOptions | None) -> int:
     return 1
 
 
-async def _serve_async(config: Config, demo: DemoOptions | None) -> int:
+async def _serve_async(
+    config: Config,
+    demo: DemoOptions | None,
+    assignment: Assignment | None = None,
+    ready: Callable[[], None] | None = None,
+) -> int:
     stop = asyncio.Event()
     signals = 0
 
     def on_signal() -> None:
         nonlocal signals
         signals += 1
+        if signals > 1 and assignment is not None:
+            # A worker's parent stops it (SIGKILL past the deadline); a dying parent's threads
+            # can each deliver its parent-death SIGTERM, which must not cut the drain short.
+            return
         if signals > 1:
             log.warning("second signal, exiting at once; unfinished entries stay pending")
             os._exit(130)
@@ -225,12 +275,14 @@ async def _serve_async(config: Config, demo: DemoOptions | None) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
-    async with Service(config) as service:
+    async with Service(config, assignment=assignment) as service:
+        if ready is not None:
+            ready()
         if demo is not None:
             await run_demo(service, demo, stop)
         else:
             await stop.wait()
-    return 0
+    return service.exit_code
 
 
 def _publish(args: argparse.Namespace) -> int:

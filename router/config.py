@@ -115,11 +115,14 @@ class LaneConfig(_Model):
 
     `min_share` of the process's in-flight capacity is kept for the lane when it has work, so
     it never starves; `max_wait_ms` admits its work ahead of every lane once it waited that long.
+    `workers: N` runs the lane's pools in N child processes instead of the service's own, so a
+    CPU-heavy lane cannot slow the others down (0: in the service process).
     """
 
     name: str
     min_share: float = Field(0.0, ge=0, le=1)
     max_wait_ms: int | None = Field(None, ge=1)
+    workers: int = Field(0, ge=0, le=64)
 
 
 class SlaConfig(_Model):
@@ -287,6 +290,10 @@ class Config(_Model):
     def lane_names(self) -> list[str]:
         return [lane.name for lane in self.lanes]
 
+    def isolated_lanes(self) -> dict[str, int]:
+        """Lanes run by worker processes of their own, with how many each."""
+        return {lane.name: lane.workers for lane in self.lanes if lane.workers}
+
     def classes_by_lane(self) -> list[tuple[str, ClassConfig]]:
         """Classes in lane priority order, then by name: how every table lists them."""
         order = {lane: index for index, lane in enumerate(self.lane_names())}
@@ -356,6 +363,10 @@ def _cross_check(config: Config) -> Iterator[tuple[YamlPath, str]]:
             yield ("lanes", index, "name"), f"lane {name!r} is listed twice"
     if sum(lane.min_share for lane in config.lanes) > 1:
         yield ("lanes",), "the lanes' min_share values add up to more than 1"
+    used = {cls.lane for cls in config.classes.values()}
+    for index, lane in enumerate(config.lanes):
+        if lane.workers and lane.name not in used:
+            yield ("lanes", index, "workers"), f"lane {lane.name!r} has workers but no classes"
     for name, cls in config.classes.items():
         if not CLASS_NAME.match(name):
             yield (

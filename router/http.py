@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from router.errors import ClassOverloaded, DecodeError, EventTooLarge, InvalidEvent
 from router.ingest import decode_body
@@ -73,7 +73,7 @@ class _Views:
         return _error(400, str(exc))
 
     async def metrics(self, request: web.Request) -> web.Response:
-        body = generate_latest(self.service.metrics.registry)
+        body = await self.service.exposition()  # with its lane workers' metrics merged in
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(self, request: web.Request) -> web.Response:

@@ -101,6 +101,8 @@ class Metrics:
         )
         self.mqtt_connected: Gauge | None = None
         self.mqtt_messages: Counter | None = None
+        self.worker_restarts: Counter | None = None
+        self.worker_scrape_errors: Counter | None = None
         self.source_latency = Histogram(
             "switchyard_source_latency_seconds",
             "Source timestamp to acknowledgement, for events the source stamped.",
@@ -198,6 +200,26 @@ class Metrics:
             for outcome in MQTT_OUTCOMES:
                 self.mqtt_messages.labels(outcome)
         return self.mqtt_connected, self.mqtt_messages
+
+    def enable_workers(self, lanes: Iterable[str]) -> tuple[Counter, Counter]:
+        """Create the lane workers' series; only a process that runs workers exports them."""
+        if self.worker_restarts is None or self.worker_scrape_errors is None:
+            self.worker_restarts = Counter(
+                "switchyard_worker_restarts_total",
+                "Times a lane's worker process exited unexpectedly and was started again.",
+                ["lane"],
+                registry=self.registry,
+            )
+            self.worker_scrape_errors = Counter(
+                "switchyard_worker_scrape_errors_total",
+                "Times a lane worker did not answer for /metrics (its last answer was used).",
+                ["lane"],
+                registry=self.registry,
+            )
+        for lane in lanes:
+            self.worker_restarts.labels(lane)
+            self.worker_scrape_errors.labels(lane)
+        return self.worker_restarts, self.worker_scrape_errors
 
     def declare_sla(self, cls: str, target_s: float, objective: float) -> None:
         self.sla_target.labels(cls).set(target_s)
