@@ -27,8 +27,26 @@ class Outputs:
     appends: list[tuple[str, StreamFields]] = field(default_factory=list)
 
 
+NO_OUTPUTS = Outputs()  # what a handler that wrote nothing leaves; never appended to
+
+
 class EventContext:
-    """The `actors.api.Context` handed to a handler for one event or one batch."""
+    """The `actors.api.Context` handed to a handler for one event or one batch.
+
+    Made for every event, so it holds plain slots and builds what most handlers never use
+    (a bound logger, the emit records) on first use.
+    """
+
+    __slots__ = (
+        "_base_log",
+        "_batch",
+        "_children",
+        "_cls",
+        "_ingest",
+        "_log",
+        "_outputs",
+        "_parent",
+    )
 
     def __init__(
         self,
@@ -45,8 +63,18 @@ class EventContext:
         self._base_log = log
         self._log: structlog.typing.FilteringBoundLogger | None = None
         self._batch = batch
-        self._children: dict[str, int] = {}
-        self.outputs = Outputs()
+        self._children: dict[str, int] | None = None
+        self._outputs: Outputs | None = None
+
+    @property
+    def outputs(self) -> Outputs:
+        """What the handler asked to write so far."""
+        return NO_OUTPUTS if self._outputs is None else self._outputs
+
+    def _written(self) -> Outputs:
+        if self._outputs is None:
+            self._outputs = Outputs()
+        return self._outputs
 
     @property
     def cls(self) -> str:
@@ -72,7 +100,8 @@ class EventContext:
         delay_s: float | None = None,
     ) -> str:
         parent = parent or self._parent
-        index = self._children[parent.id] = self._children.get(parent.id, -1) + 1
+        children = self._children = self._children or {}
+        index = children[parent.id] = children.get(parent.id, -1) + 1
         event_id = child_event_id(parent.id, index)
         source = f"emit:{self._cls}"
         if target in self._ingest.config.classes:
@@ -90,8 +119,8 @@ class EventContext:
             # A timed wait is not queueing delay: its latency is measured from its release.
             due = envelope.ingest_ts + delay_s
             envelope = envelope._replace(ingest_ts=due)
-        self.outputs.emits.append((envelope, due))
+        self._written().emits.append((envelope, due))
         return envelope.id
 
     def append(self, stream: str, fields: StreamFields) -> None:
-        self.outputs.appends.append((stream, fields))
+        self._written().appends.append((stream, fields))

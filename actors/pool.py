@@ -15,7 +15,7 @@ import contextlib
 import importlib
 import random
 from collections import Counter, deque
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,28 +56,35 @@ def load_actor(path: str, options: dict[str, Any]) -> Actor:
 class Handoff:
     """Work from the reader to the workers, waking one idle worker at a time.
 
-    A worker that takes an item wakes the next idle one only if more is waiting. A handler
-    that never suspends therefore drains a whole fetch in one task step, while handlers that
-    wait on I/O still spread over the workers. (An asyncio.Queue wakes one waiting worker
-    per item put: hundreds of task switches per fetch.) Its size is bounded by the pool's
-    in-flight count, which the reader never lets pass the pool's capacity.
+    Only one woken worker is on its way at any moment: it takes an item and, if more is
+    waiting, wakes the next. A handler that never suspends therefore drains a whole fetch in
+    one task step, while handlers that wait on I/O still spread over the workers, one wake-up
+    per item. (An asyncio.Queue wakes one waiting worker per item put: hundreds of task
+    switches per fetch.) Its size is bounded by the pool's in-flight count, which the reader
+    never lets pass the pool's capacity.
     """
 
     def __init__(self) -> None:
         self._items: deque[Any] = deque()
         self._idle: deque[asyncio.Future[None]] = deque()
+        self._waking = 0  # workers woken and not yet running
 
     def put(self, item: Any) -> None:
         self._items.append(item)
-        self._wake_one()
+        if not self._waking:
+            self._wake_one()
 
     async def get(self) -> Any:
         while not self._items:
             waiter = asyncio.get_running_loop().create_future()
             self._idle.append(waiter)
-            await waiter
+            try:
+                await waiter
+            finally:
+                if waiter.done() and not waiter.cancelled():
+                    self._waking -= 1
         item = self._items.popleft()
-        if self._items:
+        if self._items and not self._waking:
             self._wake_one()
         return item
 
@@ -86,6 +93,7 @@ class Handoff:
             waiter = self._idle.popleft()
             if not waiter.done():
                 waiter.set_result(None)
+                self._waking += 1
                 return
 
 
@@ -99,6 +107,8 @@ class Done:
     error: BaseException | None = None
     reason: str = "handler_error"
     final: bool = False  # no retry: straight to the dead letters (expired events)
+    started: float | None = None  # wall time the handler started; None if it never ran
+    handler_s: float = 0.0
 
 
 class Pool:
@@ -131,6 +141,11 @@ class Pool:
         self.capacity = config.capacity
         self.claim_every_s = max(0.05, config.claim_idle_ms / 2000)
         self.timeout_s = config.timeout_ms / 1000 if config.timeout_ms else None
+        # The actor's entry point, called without a coroutine of the pool's own around it.
+        self._invoke = self._handle_many if config.mode == "batch" else self._handle_one
+        shed = config.shed
+        expiring = shed is not None and shed.action == "expire" and shed.max_age_ms is not None
+        self._max_age_s = shed.max_age_ms / 1000 if shed and shed.max_age_ms and expiring else None
         self.running = False
         self._held: set[bytes] = set()  # entry ids fetched and not yet settled
         self._stopping = asyncio.Event()
@@ -374,30 +389,38 @@ class Pool:
 
     async def _handle_batch(self, batch: list[Entry]) -> None:
         """Run the actor on one entry (stream, queue) or a batch, within `timeout_ms`."""
-        batch = self._without_expired(batch)
-        if not batch:
-            return
-        events = [envelope for _, envelope in batch]
+        if self._max_age_s is not None:
+            batch = self._without_expired(batch, self._max_age_s)
+            if not batch:
+                return
+        if len(batch) == 1:  # stream and queue mode: no comprehensions (each a call on 3.11)
+            entry_ids, events = [batch[0][0]], [batch[0][1]]
+        else:
+            entry_ids, events = [i for i, _ in batch], [e for _, e in batch]
         first = events[0]
         ctx = EventContext(self.cls, first, self.ingest, self.log, batch=len(events) > 1)
-        now = self.clock.wall()
-        for envelope in events:
-            self._queue_wait.add(max(0.0, now - envelope.ingest_ts))
-        started = self.clock.monotonic()
+        clock = self.clock
+        started_wall, started = clock.wall(), clock.monotonic()
         error: BaseException | None = None
         try:
             if self.timeout_s is None:
-                await self._call_actor(events, ctx)
+                await self._invoke(events, ctx)
             else:
                 async with asyncio.timeout(self.timeout_s):
-                    await self._call_actor(events, ctx)
+                    await self._invoke(events, ctx)
         except TimeoutError as exc:
             error = TimeoutError(f"handler took longer than timeout_ms={self.config.timeout_ms}")
             error.__cause__ = exc
         except Exception as exc:  # any handler failure is the event's, not the pool's
             error = exc
-        self._handler.add(self.clock.monotonic() - started)
-        done = Done([entry_id for entry_id, _ in batch], events, ctx.outputs, error)
+        done = Done(
+            entry_ids,
+            events,
+            ctx.outputs,
+            error,
+            started=started_wall,
+            handler_s=clock.monotonic() - started,
+        )
         if error is not None:
             done.outputs = Outputs()  # a failed handler's emits are not written
             ctx.log.warning(
@@ -408,26 +431,24 @@ class Pool:
     def _settle_later(self, done: Done) -> None:
         """Hand finished entries to the acker."""
         self._done.append(done)
-        self._done_ready.set()
+        if len(self._done) == 1:  # the acker takes the whole list: wake it once per list
+            self._done_ready.set()
 
-    async def _call_actor(self, events: list[Envelope], ctx: EventContext) -> None:
-        if self.config.mode == "batch":
-            await self.actor.handle_batch(events, ctx)
-        else:
-            await self.actor.handle(events[0], ctx)
+    def _handle_one(self, events: list[Envelope], ctx: EventContext) -> Awaitable[None]:
+        return self.actor.handle(events[0], ctx)
 
-    def _without_expired(self, batch: list[Entry]) -> list[Entry]:
+    def _handle_many(self, events: list[Envelope], ctx: EventContext) -> Awaitable[None]:
+        return self.actor.handle_batch(events, ctx)
+
+    def _without_expired(self, batch: list[Entry], max_age_s: float) -> list[Entry]:
         """With `shed.action: expire`, events older than `max_age_ms` skip the handler and go
         to the dead letters as expired (counted), so a backlog does not delay fresh work."""
-        shed = self.config.shed
-        if shed is None or shed.action != "expire" or shed.max_age_ms is None:
-            return batch
-        oldest_ok = self.clock.wall() - shed.max_age_ms / 1000
+        oldest_ok = self.clock.wall() - max_age_s
         stale = [(i, e) for i, e in batch if e.ingest_ts < oldest_ok]
         if not stale:
             return batch
         self.metrics.shed.labels(self.cls, "expire").inc(len(stale))
-        error = TimeoutError(f"older than shed.max_age_ms={shed.max_age_ms}")
+        error = TimeoutError(f"older than shed.max_age_ms={max_age_s * 1000:g}")
         self._settle_later(
             Done([i for i, _ in stale], [e for _, e in stale], Outputs(), error, "expired", True)
         )
@@ -506,37 +527,51 @@ class Pool:
         return not done.final and envelope.attempt + 1 < self.config.retry.max_attempts
 
     def _account(self, batch: list[Done], now: float) -> None:
-        """Outcomes, latency and SLA bookkeeping of settled entries; counters once per flush."""
+        """Outcomes, latency and SLA bookkeeping of settled entries; metrics once per flush."""
         target = self.config.sla.target_ms / 1000 if self.config.sla else float("inf")
         outcomes = {"ok": 0, "retried": 0, "dead": 0}
-        late = 0
+        latencies: list[float] = []
+        source_latencies: list[float] = []
+        queue_waits: list[float] = []
+        handler_times: list[float] = []
         emitted: Counter[str] = Counter()
         for done in batch:
-            for envelope in done.events:
-                if done.error is None:
-                    latency = max(0.0, now - envelope.ingest_ts)
-                    self._latency.add(latency)
-                    if envelope.source_ts is not None:
-                        self._source_latency.add(max(0.0, now - envelope.source_ts))
-                    outcomes["ok"] += 1
-                    late += latency > target
-                elif self._retries(done, envelope):
-                    outcomes["retried"] += 1
-                else:
-                    outcomes["dead"] += 1
-                    self.log.error(
-                        "event dead-lettered",
-                        event_id=envelope.id,
-                        reason=done.reason,
-                        attempts=envelope.attempt + 1,
-                    )
-            emitted.update(envelope.cls for envelope, _ in done.outputs.emits)
+            if done.started is not None:
+                handler_times.append(done.handler_s)
+                queue_waits += [done.started - e.ingest_ts for e in done.events]
+            if done.error is None:
+                latencies += [now - e.ingest_ts for e in done.events]
+                stamped = [e.source_ts for e in done.events if e.source_ts is not None]
+                source_latencies += [now - source_ts for source_ts in stamped]
+                outcomes["ok"] += len(done.events)
+            else:
+                self._count_failed(done, outcomes)
+            if done.outputs.emits:
+                emitted.update(envelope.cls for envelope, _ in done.outputs.emits)
+        self._latency.add_all(latencies)
+        self._source_latency.add_all(source_latencies)
+        self._queue_wait.add_all(queue_waits)
+        self._handler.add_all(handler_times)
         self._publish_counts(outcomes, emitted)
         if self.config.sla:
+            late = sum(latency > target for latency in latencies)
             missed = late + outcomes["dead"]  # a dead letter never met its target
             self.sla_window.record(self.clock.monotonic(), outcomes["ok"] - late, missed)
             if missed:
                 self._breaches.inc(missed)
+
+    def _count_failed(self, done: Done, outcomes: dict[str, int]) -> None:
+        for envelope in done.events:
+            if self._retries(done, envelope):
+                outcomes["retried"] += 1
+                continue
+            outcomes["dead"] += 1
+            self.log.error(
+                "event dead-lettered",
+                event_id=envelope.id,
+                reason=done.reason,
+                attempts=envelope.attempt + 1,
+            )
 
     # --- side tasks ---
 

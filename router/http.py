@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -51,7 +52,8 @@ class _Views:
             log.warning("redis unavailable, refusing events", topic=topic, error=str(exc))
             reason = "the event store is unavailable, retry later"
             return _error(503, reason, {"Retry-After": RETRY_AFTER_S})
-        return web.json_response({"accepted": [a.as_json() for a in accepted]}, status=202)
+        body = orjson.dumps({"accepted": [a.as_json() for a in accepted]})
+        return web.Response(body=body, status=202, content_type="application/json")
 
     async def _payloads(self, request: web.Request) -> list[Any]:
         payloads = decode_body(await request.read(), request.content_type)

@@ -352,12 +352,17 @@ class Observations:
         self._sum = 0.0
         self._values: list[float] = []
 
-    def add(self, value: float) -> None:
-        if self._counts and self._bounds is not None:
-            self._counts[bisect.bisect_left(self._bounds, value)] += 1
-            self._sum += value
-        else:
-            self._values.append(value)
+    def add_all(self, values: list[float]) -> None:
+        """Count `values` (seconds; a negative one, from clocks apart, counts as 0)."""
+        if not (self._counts and self._bounds is not None):
+            self._values += [max(0.0, value) for value in values]
+            return
+        bounds, counts, total = self._bounds, self._counts, 0.0
+        for value in values:
+            seconds = max(value, 0.0)
+            counts[bisect.bisect_left(bounds, seconds)] += 1
+            total += seconds
+        self._sum += total
 
     def flush(self) -> None:
         if self._counts:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -32,7 +33,7 @@ class Ref:
             return levels[self.topic_level] if self.topic_level < len(levels) else _MISSING
         value = payload
         for name in self.field_path:
-            if not isinstance(value, Mapping):
+            if not isinstance(value, dict):  # decoded JSON and msgpack maps are dicts
                 return _MISSING
             value = value.get(name, _MISSING)
             if value is _MISSING:
@@ -163,8 +164,13 @@ def condition_from(ref_text: str, match: FieldMatch) -> Condition:
 class Router:
     """Classifies events: the first rule whose topic filter and conditions hold wins."""
 
+    TOPIC_CACHE_SIZE = 4096
+
     def __init__(self, rules: Sequence[Rule]) -> None:
         self.rules = tuple(rules)
+        # Events on one topic meet the same topic filters: match them once per topic. Bounded,
+        # since device fleets bring topics without end (doorbell/<device>/...).
+        self._for_topic = functools.lru_cache(maxsize=self.TOPIC_CACHE_SIZE)(self._rules_for)
 
     @classmethod
     def from_config(cls, config: Config) -> Router:
@@ -183,10 +189,8 @@ class Router:
 
     def route(self, topic: str, payload: Any) -> Routed | None:
         """The class and key for an event on `topic`, or None when no rule matches."""
-        levels = topic.split("/")
-        for rule in self.rules:
-            if not topic_matches(rule.filter_levels, levels):
-                continue
+        levels, rules = self._for_topic(topic)
+        for rule in rules:
             if not all(cond.holds(levels, payload) for cond in rule.conditions):
                 continue
             cls = rule.template.render(levels, payload)
@@ -194,6 +198,11 @@ class Router:
                 continue
             return Routed(cls, _key_of(rule.key, levels, payload), rule.name)
         return None
+
+    def _rules_for(self, topic: str) -> tuple[tuple[str, ...], tuple[Rule, ...]]:
+        """The topic's levels and the rules whose topic filter it matches, in order."""
+        levels = tuple(topic.split("/"))
+        return levels, tuple(r for r in self.rules if topic_matches(r.filter_levels, levels))
 
 
 def _key_of(ref: Ref | None, levels: Sequence[str], payload: Any) -> str | None:

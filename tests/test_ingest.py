@@ -20,6 +20,22 @@ def test_a_json_array_is_a_batch() -> None:
     assert decode_body(b'[{"a": 1}, {"a": 2}]') == [{"a": 1}, {"a": 2}]
 
 
+@pytest.mark.parametrize(
+    ("number", "value"),
+    [
+        (b"18446744073709551615", 2**64 - 1),
+        (b"100000000000000000000000000000", 10**29),  # beyond 64 bits: an int, not a float
+        (b"-9223372036854775809", -(2**63) - 1),
+        (b"1e400", float("inf")),
+        (b"0.1", 0.1),
+    ],
+)
+def test_json_numbers_keep_their_exact_value(number: bytes, value: float) -> None:
+    [event] = decode_body(b'{"n": ' + number + b', "id": "x"}')
+    assert event["n"] == value
+    assert type(event["n"]) is type(value)
+
+
 def test_msgpack_bodies_are_read_by_content_type() -> None:
     body = msgpack.packb([{"a": 1}, {"b": b"\x01"}])
     assert decode_body(body, "application/msgpack") == [{"a": 1}, {"b": b"\x01"}]

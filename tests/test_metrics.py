@@ -73,8 +73,8 @@ def test_gathered_observations_export_exactly_what_observe_would() -> None:
     for value in values:
         direct.observe(value)
     batch = Observations(Metrics(gathered).latency.labels("c", "l"))
-    for value in values:
-        batch.add(value)
+    batch.add_all(values[:4])
+    batch.add_all(values[4:])
     batch.flush()
     batch.flush()  # a second flush adds nothing
     name = "switchyard_event_latency_seconds"
