@@ -2,9 +2,10 @@
 
 The class stream is pre-filled with e.g. 1,000,000 envelopes (server-side XADD loops). Then
 `python -m router run` is started as its own process with one class whose actor
-(bench.noop:Slow) awaits `delay_ms` per event, so the stream stays far bigger than what the
-process can take in. Its RSS (VmRSS from /proc) is sampled every half second; the reader
-fetching only as many entries as there are free slots is what must keep it flat.
+(bench.noop:Slow) awaits `delay_ms` per event (paced so that at most half the backlog is
+consumed while sampling), so the stream stays far bigger than what the process can take in.
+Its RSS (VmRSS from /proc) is sampled every half second; the reader fetching only as many
+entries as there are free slots is what must keep it flat.
 """
 
 from __future__ import annotations
@@ -38,9 +39,16 @@ SAMPLE_S = 0.5
 class MemorySettings:
     backlog: int = 1_000_000
     seconds: float = 30.0  # sampling time once consumption started (--soak sets it)
-    delay_ms: float = 50.0
+    min_delay_ms: float = 50.0
     concurrency: int = 256
     limit_mb: float = 150.0
+
+    @property
+    def delay_ms(self) -> float:
+        """The actor's time per event: slow enough that at most half the backlog is consumed
+        while sampling, so the process is measured with a huge backlog from start to end."""
+        paced = 1000 * self.concurrency * self.seconds * 2 / self.backlog
+        return round(max(self.min_delay_ms, paced), 1)
 
 
 def memory_config(url: str, s: MemorySettings) -> str:
@@ -113,7 +121,7 @@ async def run_memory(url: str, admin: Redis, s: MemorySettings, work: Path) -> d
     first, last = samples[0], samples[-1]
     rss_values = [sample["rss_mb"] for sample in samples]
     return {
-        "settings": asdict(s),
+        "settings": {**asdict(s), "delay_ms": s.delay_ms},
         "fill_seconds": round(filled, 2),
         "redis_used_mb": round(redis_mb, 1),
         "startup_seconds": round(startup, 3),
