@@ -205,6 +205,7 @@ class Service:
         self.scheduler = LaneScheduler(capacity, self.local_lanes(), self.clock)
         self.pools = {name: self._build_pool(name) for name in local}
         await self._start_task_group()
+        self._background.append(self._spawn("ingest:writer", self.ingest.writer.run))
         for name, pool in self.pools.items():
             self._pool_tasks.append(self._spawn(f"pool:{name}", pool.run, pool=pool))
         self._background.append(self._spawn("stats", self._stats_loop))

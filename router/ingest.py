@@ -26,6 +26,7 @@ from router.errors import ClassOverloaded, DecodeError, EventTooLarge, InvalidEv
 from router.metrics import Metrics
 from router.routing import Router
 from router.transport import Fields, Outgoing, StreamStats, Transport
+from router.writer import Writer
 
 # 19 digits in a row may not fit 64 bits (signed or not). Every digit read as "0", then a
 # substring search: two C-speed passes, where a regular expression costs ~1 ms per 100 kB.
@@ -140,6 +141,7 @@ class Ingest:
         self.config = config
         self.router = router
         self.transport = transport
+        self.writer = Writer(transport)  # the service runs `writer.run()`; else direct writes
         self.metrics = metrics
         self.clock = clock
         self.max_event_bytes = config.service.max_event_bytes
@@ -288,7 +290,7 @@ class Ingest:
 
     async def _write(self, batch: _Batch, source: str) -> None:
         """One round trip for the whole batch; metrics only once Redis has it."""
-        ids = await self.transport.publish(batch.entries, batch.kept)
+        ids = await self.writer.publish(batch.entries, batch.kept)
         written = (
             item.cls for item, stream_id in zip(batch.entries, ids, strict=True) if stream_id
         )
