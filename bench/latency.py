@@ -48,8 +48,10 @@ from bench.harness import (
 from bench.loadgen import make_event
 from bench.noop import Recorder
 from bench.throughput import CLASS, GROUP
+from router import keys
 from router.app import Service
-from router.config import Config, parse_config
+from router.config import Config, HttpConfig, parse_config
+from router.envelope import Envelope
 
 BARE_STREAM = "bench:{bare-latency}:stream"
 ACK = "switchyard_event_latency_seconds"
@@ -93,6 +95,11 @@ async def run_latency(url: str, admin: Redis, s: LatencySettings, logs: Path) ->
     bare = await run_bare(url, s.rate, s.seconds, s.target_ms / 1000)
     progress(f"bare loop paced at {s.rate:,.0f}/s: p50 {bare['latency'].get('p50_ms')} ms, "
              f"p99 {bare['latency'].get('p99_ms')} ms")  # fmt: skip
+    await admin.flushall()
+    direct = await run_direct(url, s)
+    ack = direct["ingest_to_ack"]
+    progress(f"switchyard, direct redis ingress: ingest->ack p50 {ack.get('p50_ms')} ms, "
+             f"p99 {ack.get('p99_ms')} ms")  # fmt: skip
     runs = []
     for batch in s.batches:
         checkpoint()
@@ -101,7 +108,58 @@ async def run_latency(url: str, admin: Redis, s: LatencySettings, logs: Path) ->
         ack = runs[-1]["ingest_to_ack"]
         progress(f"switchyard, {batch} event(s) per POST: ingest->ack p50 {ack.get('p50_ms')} "
                  f"ms, p99 {ack.get('p99_ms')} ms")  # fmt: skip
-    return {"settings": asdict(s), "bare": bare, "switchyard": runs}
+    return {"settings": asdict(s), "bare": bare, "direct": direct, "switchyard": runs}
+
+
+async def run_direct(url: str, s: LatencySettings) -> dict[str, Any]:
+    """Direct Redis ingress, paced like the bare loop: a producer in this process XADDs one
+    envelope at a time, stamped just before its XADD, into the class stream the Service reads."""
+    registry = CollectorRegistry()
+    config = latency_config(url, s).model_copy(update={"http": HttpConfig(enabled=False)})
+    service = Service(config, registry=registry)
+    refine_latency(service.metrics)
+    producer = Redis.from_url(url)
+    try:
+        async with running(service):
+            recorder = service.pools[CLASS].actor
+            assert isinstance(recorder, Recorder)
+            await _produce_envelopes(producer, s.rate, s.warmup_seconds)
+            await asyncio.sleep(0.2)  # the warm-up's last events are handled and acknowledged
+            recorder.waits.clear()
+            before = buckets(registry, ACK, CLASS)
+            watch = Watch.start()
+            async with loop_lag() as lags:
+                late = await _produce_envelopes(producer, s.rate, s.seconds)
+                wall, cpu = watch.elapsed()
+                await asyncio.sleep(0.2)  # the last events are handled and acknowledged
+            ack = bucket_delta(buckets(registry, ACK, CLASS), before)
+            waits = list(recorder.waits)
+    finally:
+        await to_the_end(producer.aclose())
+    return {
+        "events": int(s.rate * s.seconds),
+        "producer_late_max_ms": round(late * 1000, 3),
+        "ingest_to_handler_start": percentiles(waits),
+        "ingest_to_ack": summarise_buckets(ack, s.target_ms / 1000),
+        "loop_lag": percentiles(lags),
+        "cpu_share": round(cpu / wall, 3),
+    }
+
+
+async def _produce_envelopes(producer: Redis, rate: float, seconds: float) -> float:
+    """XADD envelopes one at a time on schedule; returns how late the producer fell at most."""
+    stream, late = keys.stream(CLASS), 0.0
+    started = time.perf_counter()
+    for seq in range(int(rate * seconds)):
+        checkpoint()
+        delay = started + seq / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        else:
+            late = max(late, -delay)
+        envelope = Envelope(f"direct-{seq}", CLASS, "bench", make_event(seq), ingest_ts=time.time())
+        await producer.xadd(stream, {keys.ENVELOPE_FIELD: envelope.encode()})
+    return late
 
 
 async def run_switchyard(url: str, s: LatencySettings, batch: int, logs: Path) -> dict[str, Any]:

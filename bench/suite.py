@@ -333,6 +333,14 @@ def print_latency(result: dict[str, Any]) -> None:
               (f"<={s['target_ms']:g} ms", 9)]  # fmt: skip
     rows = [["bare redis.asyncio loop, 1 process: XADD -> XACK (exact)",
              *_lat(bare["latency"], True), _f(bare["share_within"], ".1%")]]  # fmt: skip
+    if direct := result.get("direct"):
+        ack = direct["ingest_to_ack"]
+        rows += [
+            ["Switchyard, direct Redis ingress: ingest -> handler start (exact)",
+             *_lat(direct["ingest_to_handler_start"], True), ""],
+            ["Switchyard, direct Redis ingress: ingest -> ack (histogram)", *_lat(ack, False),
+             _f(ack.get("share_within"), ".1%")],
+        ]  # fmt: skip
     for run in result["switchyard"]:
         per = f"{run['events_per_post']} event{'s' if run['events_per_post'] > 1 else ''}/POST"
         ack = run["ingest_to_ack"]
@@ -353,6 +361,10 @@ def print_latency(result: dict[str, Any]) -> None:
               f"{run['accepted']:,}/{run['sent']:,} accepted; service CPU "
               f"{run['service_cpu_share']:.0%} of a core, sender {run['sender_cpu_share']:.0%}; "
               f"service loop lag p99 {_f(lag.get('p99_ms'), '.2f')} ms")  # fmt: skip
+    if direct:
+        print(f"  direct: XADD one envelope at a time from the service's process (like the bare "
+              f"loop); service CPU {direct['cpu_share']:.0%} of a core, loop lag p99 "
+              f"{_f(direct['loop_lag'].get('p99_ms'), '.2f')} ms")  # fmt: skip
     print(f"  bare loop CPU {bare['cpu_share']:.0%} of a core")
 
 
@@ -481,6 +493,14 @@ def targets(document: dict[str, Any], settings: SuiteSettings) -> list[dict[str,
         else:
             add(">= 10x the fastest peer, per process", "peers not measured", None)
     lat = document.get("latency", {})
+    if direct := lat.get("direct"):
+        share = direct["ingest_to_ack"].get("share_within")
+        add(f"p99 <= {settings.latency.target_ms:g} ms end to end at "
+            f"{settings.latency.rate:,.0f}/s, direct Redis ingress",
+            f"ingest->ack p99 {_f(direct['ingest_to_ack'].get('p99_ms'), '.2f')} ms "
+            f"({_f(share, '.2%')} within); bare loop p99 "
+            f"{_f(lat['bare']['latency'].get('p99_ms'), '.2f')} ms",
+            None if share is None else share >= 0.99)  # fmt: skip
     for run in lat.get("switchyard", []):
         ack = run["ingest_to_ack"]
         share = ack.get("share_within")
