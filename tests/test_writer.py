@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import cast
 
 import pytest
@@ -54,6 +55,30 @@ def writer_on(transport: GatedTransport, max_items: int = 2_000) -> Writer:
     return Writer(cast(Transport, transport), max_items=max_items, own_write_items=10)
 
 
+@dataclass
+class Busy:
+    """A running writer whose line is busy: one call ("first") written and not yet answered."""
+
+    transport: GatedTransport
+    writer: Writer
+    task: asyncio.Task[None]  # the writer's run()
+    first: asyncio.Task[list[bytes | None]]
+
+    def call(self, *names: str) -> asyncio.Task[list[bytes | None]]:
+        return asyncio.create_task(self.writer.publish(items(*names)))
+
+
+@contextlib.asynccontextmanager
+async def busy_line(max_items: int = 2_000) -> AsyncIterator[Busy]:
+    transport = GatedTransport()
+    writer = writer_on(transport, max_items)
+    async with running(writer) as task:
+        transport.gate.clear()
+        first = asyncio.create_task(writer.publish(items("first")))
+        await wait_for(lambda: len(transport.writes) == 1)
+        yield Busy(transport, writer, task, first)
+
+
 async def test_a_call_on_an_idle_line_is_written_at_once_by_itself() -> None:
     transport = GatedTransport()
     writer = writer_on(transport)
@@ -64,98 +89,71 @@ async def test_a_call_on_an_idle_line_is_written_at_once_by_itself() -> None:
 
 
 async def test_calls_made_while_a_write_is_in_flight_share_the_next_write() -> None:
-    transport = GatedTransport()
-    writer = writer_on(transport)
-    async with running(writer):
-        transport.gate.clear()
-        first = asyncio.create_task(writer.publish(items("a")))
-        await wait_for(lambda: len(transport.writes) == 1)
-        later = [asyncio.create_task(writer.publish(items(f"b{n}", f"c{n}"))) for n in range(3)]
-        await wait_for(lambda: len(transport.writes) == 2)
-        transport.gate.set()
-        assert await first == [b"a"]
+    async with busy_line() as line:
+        later = [line.call(f"b{n}", f"c{n}") for n in range(3)]
+        await wait_for(lambda: len(line.transport.writes) == 2)
+        line.transport.gate.set()
+        assert await line.first == [b"first"]
         assert [await call for call in later] == [[b"b0", b"c0"], [b"b1", b"c1"], [b"b2", b"c2"]]
-    assert [len(write) for write in transport.writes] == [1, 6]
+    assert [len(write) for write in line.transport.writes] == [1, 6]
 
 
 async def test_a_write_carries_at_most_max_items_events() -> None:
-    transport = GatedTransport()
-    writer = writer_on(transport, max_items=4)
-    async with running(writer):
-        transport.gate.clear()
-        calls = [asyncio.create_task(writer.publish(items("x", "y", "z"))) for _ in range(3)]
-        await wait_for(lambda: len(transport.writes) == 2)
-        transport.gate.set()
-        await asyncio.gather(*calls)
-    assert [len(write) for write in transport.writes] == [3, 3, 3]
+    async with busy_line(max_items=4) as line:
+        calls = [line.call("x", "y", "z") for _ in range(3)]
+        await wait_for(lambda: len(line.transport.writes) == 2)
+        line.transport.gate.set()
+        await asyncio.gather(line.first, *calls)
+    assert [len(write) for write in line.transport.writes] == [1, 3, 3, 3]
 
 
 async def test_a_failed_write_fails_every_call_in_it_and_the_writer_goes_on() -> None:
-    transport = GatedTransport()
-    writer = writer_on(transport)
-    async with running(writer):
-        transport.gate.clear()
-        transport.failure = ConnectionError("redis went away")
-        calls = [asyncio.create_task(writer.publish(items(str(n)))) for n in range(4)]
-        await wait_for(lambda: len(transport.writes) == 2)  # the first alone, then the rest
-        transport.gate.set()
-        outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    async with busy_line() as line:
+        line.transport.failure = ConnectionError("redis went away")
+        calls = [line.call(str(n)) for n in range(3)]
+        await wait_for(lambda: len(line.transport.writes) == 2)
+        line.transport.gate.set()
+        outcomes = await asyncio.gather(line.first, *calls, return_exceptions=True)
         assert all(isinstance(outcome, ConnectionError) for outcome in outcomes)
-        transport.failure = None
-        assert await writer.publish(items("after")) == [b"after"]
+        line.transport.failure = None
+        assert await line.writer.publish(items("after")) == [b"after"]
 
 
 async def test_a_caller_that_gave_up_while_queued_is_not_written() -> None:
-    transport = GatedTransport()
-    writer = writer_on(transport)
-    async with running(writer):
-        transport.gate.clear()
-        first = asyncio.create_task(writer.publish(items("first")))
-        await wait_for(lambda: len(transport.writes) == 1)
-        second = asyncio.create_task(writer.publish(items("second")))
-        await wait_for(lambda: len(transport.writes) == 2)  # the writer's own write, in flight
-        abandoned = asyncio.create_task(writer.publish(items("abandoned")))
-        kept = asyncio.create_task(writer.publish(items("kept")))
-        await wait_for(lambda: writer.queued == 2)
+    async with busy_line() as line:
+        second = line.call("second")
+        await wait_for(lambda: len(line.transport.writes) == 2)  # the writer's own, in flight
+        abandoned, kept = line.call("abandoned"), line.call("kept")
+        await wait_for(lambda: line.writer.queued == 2)
         abandoned.cancel()
-        transport.gate.set()
-        await asyncio.gather(first, second)
+        line.transport.gate.set()
+        await asyncio.gather(line.first, second)
         assert await kept == [b"kept"]
-    assert transport.writes == [items("first"), items("second"), items("kept")]
+    assert line.transport.writes == [items("first"), items("second"), items("kept")]
 
 
 async def test_calls_still_queued_at_stop_fail_instead_of_hanging() -> None:
-    transport = GatedTransport()
-    writer = writer_on(transport)
-    transport.gate.clear()
-    async with running(writer) as task:
-        first = asyncio.create_task(writer.publish(items("first")))
-        await wait_for(lambda: len(transport.writes) == 1)
-        second = asyncio.create_task(writer.publish(items("second")))
-        await wait_for(lambda: len(transport.writes) == 2)
-        queued = asyncio.create_task(writer.publish(items("queued")))
-        await wait_for(lambda: writer.queued == 1)
-        task.cancel()
+    async with busy_line() as line:
+        second = line.call("second")
+        await wait_for(lambda: len(line.transport.writes) == 2)
+        queued = line.call("queued")
+        await wait_for(lambda: line.writer.queued == 1)
+        line.task.cancel()
         with pytest.raises(ConnectionError, match="interrupted"):
             await second
         with pytest.raises(ConnectionError, match="stopping"):
             await queued
-        transport.gate.set()
-        assert await first == [b"first"]  # written from its caller's task: not the writer's
+        line.transport.gate.set()
+        assert await line.first == [b"first"]  # written from its caller's task: not the writer's
 
 
 async def test_a_big_call_writes_on_its_own_beside_the_queue() -> None:
-    transport = GatedTransport()
-    writer = writer_on(transport)
     big = items(*(str(n) for n in range(10)))
-    async with running(writer):
-        transport.gate.clear()
-        small = asyncio.create_task(writer.publish(items("small")))
-        await wait_for(lambda: len(transport.writes) == 1)
-        alone = asyncio.create_task(writer.publish(big))
-        await wait_for(lambda: len(transport.writes) == 2)  # not queued behind the first
-        transport.gate.set()
-        assert await small == [b"small"]
+    async with busy_line() as line:
+        alone = asyncio.create_task(line.writer.publish(big))
+        await wait_for(lambda: len(line.transport.writes) == 2)  # not queued behind the first
+        line.transport.gate.set()
+        assert await line.first == [b"first"]
         assert await alone == [item.data for item in big]
 
 
