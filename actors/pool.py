@@ -25,7 +25,7 @@ from actors.api import Actor
 from actors.context import EventContext, Outputs
 from router.backoff import Backoff
 from router.clock import Clock
-from router.config import ClassConfig
+from router.config import ClassConfig, ShedConfig
 from router.deadletters import failure_fields
 from router.envelope import Envelope
 from router.errors import ActorLoadError, DecodeError, PoisonEntry
@@ -143,9 +143,7 @@ class Pool:
         self.timeout_s = config.timeout_ms / 1000 if config.timeout_ms else None
         # The actor's entry point, called without a coroutine of the pool's own around it.
         self._invoke = self._handle_many if config.mode == "batch" else self._handle_one
-        shed = config.shed
-        expiring = shed is not None and shed.action == "expire" and shed.max_age_ms is not None
-        self._max_age_s = shed.max_age_ms / 1000 if shed and shed.max_age_ms and expiring else None
+        self._max_age_s = _expiry_s(config.shed)
         self.running = False
         self._held: set[bytes] = set()  # entry ids fetched and not yet settled
         self._stopping = asyncio.Event()
@@ -613,6 +611,13 @@ class Pool:
             "inflight": self.inflight,
             "running": self.running,
         }
+
+
+def _expiry_s(shed: ShedConfig | None) -> float | None:
+    """The age in seconds past which events skip the handler (`shed.action: expire`)."""
+    if shed is None or shed.action != "expire" or shed.max_age_ms is None:
+        return None
+    return shed.max_age_ms / 1000
 
 
 def _undecodable(

@@ -12,7 +12,8 @@ Parts (bench/README.md says what each figure means):
   throughput  bench.throughput's scenarios (bare redis.asyncio loop, Switchyard e2e over HTTP,
               Switchyard consume only), then every peer and Switchyard draining N pre-enqueued
               no-op tasks with one worker process
-  latency     single events POSTed at 2,000/s for 10 s: ingest to handler start and to ack
+  latency     2,000 events/s for 10 s, ingest to handler start and to ack: XADDed directly,
+              POSTed one and ten at a time, and ten at a time with the lane in a worker process
   priority    a flooded low lane and a high lane at 50 events/s, in Switchyard; then Celery
               and Dramatiq with priorities, a low-priority backlog and high-priority tasks
   memory      the RSS of a `switchyard run` process consuming a 1,000,000-entry backlog slowly
@@ -251,6 +252,10 @@ def _x(value: float | None, spec: str = ".2f") -> str:
 
 
 def _table(header: Sequence[tuple[str, int]], rows: Sequence[Sequence[str]]) -> None:
+    """Columns of the given widths (negative: left-aligned); the first grows to its longest."""
+    (name, width), *rest = header
+    longest = max([len(name), *(len(row[0]) for row in rows)])
+    header = [(name, -max(-width, longest) if width < 0 else max(width, longest)), *rest]
     line = " ".join(f"{name:>{width}}" if width > 0 else f"{name:<{-width}}"
                     for name, width in header)  # fmt: skip
     print(line)
@@ -342,11 +347,12 @@ def print_latency(result: dict[str, Any]) -> None:
              _f(ack.get("share_within"), ".1%")],
         ]  # fmt: skip
     for run in result["switchyard"]:
-        per = f"{run['events_per_post']} event{'s' if run['events_per_post'] > 1 else ''}/POST"
+        per = _per_post(run)
         ack = run["ingest_to_ack"]
+        if "ingest_to_handler_start" in run:  # not with a worker process: its actor is there
+            rows.append([f"Switchyard, {per}: ingest -> handler start (exact)",
+                         *_lat(run["ingest_to_handler_start"], True), ""])  # fmt: skip
         rows += [
-            [f"Switchyard, {per}: ingest -> handler start (exact)",
-             *_lat(run["ingest_to_handler_start"], True), ""],
             [f"Switchyard, {per}: ingest -> ack (histogram)", *_lat(ack, False),
              _f(ack.get("share_within"), ".1%")],
             [f"Switchyard, {per}: send -> ack (histogram, incl. HTTP)",
@@ -356,16 +362,22 @@ def print_latency(result: dict[str, Any]) -> None:
         ]  # fmt: skip
     _table(header, rows)
     for run in result["switchyard"]:
-        lag = run["loop_lag"]
-        print(f"  {run['events_per_post']}/POST: {run['posts_per_s']:,.0f} POSTs/s, "
+        lag = run.get("loop_lag", {}).get("p99_ms")
+        print(f"  {_per_post(run)}: {run['posts_per_s']:,.0f} POSTs/s, "
               f"{run['accepted']:,}/{run['sent']:,} accepted; service CPU "
-              f"{run['service_cpu_share']:.0%} of a core, sender {run['sender_cpu_share']:.0%}; "
-              f"service loop lag p99 {_f(lag.get('p99_ms'), '.2f')} ms")  # fmt: skip
+              f"{run['service_cpu_share']:.0%} of a core, sender {run['sender_cpu_share']:.0%}"
+              + ("" if lag is None else f"; service loop lag p99 {_f(lag, '.2f')} ms"))  # fmt: skip
     if direct:
         print(f"  direct: XADD one envelope at a time from the service's process (like the bare "
               f"loop); service CPU {direct['cpu_share']:.0%} of a core, loop lag p99 "
               f"{_f(direct['loop_lag'].get('p99_ms'), '.2f')} ms")  # fmt: skip
     print(f"  bare loop CPU {bare['cpu_share']:.0%} of a core")
+
+
+def _per_post(run: dict[str, Any]) -> str:
+    count = run["events_per_post"]
+    where = ", lane in a worker" if run.get("lane_workers") else ""
+    return f"{count} event{'s' if count > 1 else ''}/POST{where}"
 
 
 def print_priority(result: dict[str, Any]) -> None:
@@ -505,9 +517,8 @@ def targets(document: dict[str, Any], settings: SuiteSettings) -> list[dict[str,
         ack = run["ingest_to_ack"]
         share = ack.get("share_within")
         add(f"p99 <= {settings.latency.target_ms:g} ms end to end at "
-            f"{settings.latency.rate:,.0f}/s, {run['events_per_post']} event(s) per POST",
+            f"{settings.latency.rate:,.0f}/s, {_per_post(run)}",
             f"ingest->ack p99 {_f(ack.get('p99_ms'), '.2f')} ms ({_f(share, '.2%')} within); "
-            f"handler start p99 {_f(run['ingest_to_handler_start'].get('p99_ms'), '.2f')} ms; "
             f"bare loop p99 {_f(lat['bare']['latency'].get('p99_ms'), '.2f')} ms",
             None if share is None else share >= 0.99)  # fmt: skip
     pr = document.get("priority", {}).get("switchyard", {})

@@ -141,28 +141,42 @@ class Transport:
         by_class: dict[str, list[int]] = defaultdict(list)
         for index, item in enumerate(items):
             by_class[item.cls].append(index)
-        now_ms = str(int(time.time() * 1000))
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for cls, indexes in by_class.items():
-                batch: list[str | bytes] = []
-                for index in indexes:
-                    item = items[index]
-                    due = "" if item.due is None else str(int(item.due * 1000))
-                    batch += [item.dedup_id or "", due, item.data]
-                # Strings, not msgpack's bin type: Redis's Lua msgpack reads only strings.
-                packed = msgpack.packb(batch, use_bin_type=False)
-                class_keys = [keys.stream(cls), keys.seen(cls), keys.delayed(cls)]
-                # EVAL, not a registered script: redis-py checks SCRIPT EXISTS before every
-                # pipeline carrying one, a second round trip; Redis caches the compiled body.
-                pipe.eval(_ENQUEUE, 3, *class_keys, now_ms, self.dedup_window_ms, packed)
-            for stream, fields in extra:
-                pipe.xadd(stream, _redis_fields(fields))
-            replies = await pipe.execute()
+        now_ms = int(time.time() * 1000)
+        calls = [
+            self._enqueue_args(cls, [items[i] for i in at], now_ms) for cls, at in by_class.items()
+        ]
+        replies: list[Any]
+        if len(calls) == 1 and not extra:  # the common case: one command, no pipeline to build
+            replies = [await self.redis.eval(*calls[0])]
+        else:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for args in calls:
+                    pipe.eval(*args)
+                for stream, fields in extra:
+                    pipe.xadd(stream, _redis_fields(fields))
+                replies = await pipe.execute()
         ids: list[bytes | None] = [None] * len(items)
         for indexes, reply in zip(by_class.values(), replies, strict=False):
             for index, stream_id in zip(indexes, reply, strict=True):
                 ids[index] = stream_id or None
         return ids
+
+    def _enqueue_args(
+        self, cls: str, items: Sequence[Outgoing], now_ms: int
+    ) -> tuple[str, int, str, str, str, int, int, bytes]:
+        """EVAL arguments that write `items` into `cls`.
+
+        EVAL, not a registered script: redis-py checks SCRIPT EXISTS before every pipeline
+        carrying one, a second round trip; Redis caches the compiled body anyway.
+        """
+        batch: list[str | bytes] = []
+        for item in items:
+            due = "" if item.due is None else str(int(item.due * 1000))
+            batch += [item.dedup_id or "", due, item.data]
+        # Strings, not msgpack's bin type: Redis's Lua msgpack reads only strings.
+        packed: bytes = msgpack.packb(batch, use_bin_type=False)
+        stream, seen, delayed = keys.stream(cls), keys.seen(cls), keys.delayed(cls)
+        return _ENQUEUE, 3, stream, seen, delayed, now_ms, self.dedup_window_ms, packed
 
     async def settle(
         self,
@@ -178,7 +192,10 @@ class Transport:
         """
         if not (entry_ids or retries or dead):
             return
-        async with self.redis.pipeline(transaction=bool(retries or dead)) as pipe:
+        if not (retries or dead):  # the common case: one command, no pipeline to build
+            await self.redis.xack(keys.stream(cls), self.group, *entry_ids)
+            return
+        async with self.redis.pipeline(transaction=True) as pipe:
             if retries:
                 pipe.zadd(keys.delayed(cls), {data: due * 1000 for due, data in retries})
             for fields in dead:
