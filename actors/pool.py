@@ -24,7 +24,7 @@ import structlog
 from actors.api import Actor
 from actors.context import EventContext, Outputs
 from router.backoff import Backoff
-from router.clock import Clock
+from router.clock import Clock, wait_set
 from router.config import ClassConfig, ShedConfig
 from router.deadletters import failure_fields
 from router.envelope import Envelope
@@ -215,8 +215,7 @@ class Pool:
             await self._slot_freed.wait()
 
     async def _pause(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+        await wait_set(self._stopping, seconds)
 
     # --- reading ---
 
@@ -598,10 +597,7 @@ class Pool:
             # Sleep until the next due event, and wake early when this pool schedules a retry;
             # the poll bound catches what other instances and classes schedule.
             wait = PROMOTE_POLL_S if next_due is None else next_due - self.clock.wall()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._scheduled.wait(), min(PROMOTE_POLL_S, max(0.005, wait))
-                )
+            await wait_set(self._scheduled, min(PROMOTE_POLL_S, max(0.005, wait)))
 
     def snapshot(self) -> dict[str, Any]:
         return {

@@ -446,7 +446,8 @@ class Service:
         """Why this process should not receive traffic now; empty when ready."""
         problems = []
         try:
-            await asyncio.wait_for(self.transport.ping(), timeout=1.0)
+            async with asyncio.timeout(1.0):
+                await self.transport.ping()
         except UNAVAILABLE as exc:
             problems.append(f"redis unreachable: {exc!r}")
         if self.mqtt is not None and not self.mqtt.connected:

@@ -21,7 +21,8 @@ from router.mqtt import MqttError, MqttPublisher
 from router.status import Reporter, render
 
 if TYPE_CHECKING:
-    from router.app import Service
+    from router.clock import wait_set
+from router.app import Service
 
 MUSIC_ACTIONS = (
     ("skip_song", 30), ("change_song", 25), ("like_song", 15), ("add_to_playlist", 10),
@@ -132,8 +133,7 @@ async def run_demo(
             group.create_task(_simulate(senders, options.rate), name="demo:simulator"),
             group.create_task(_report(service, reporter, options.every, out), name="demo:report"),
         ]
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=options.duration)
+        await wait_set(stop, options.duration)
         for task in tasks:
             task.cancel()
     _print_table(service, whole_run, "whole run", out)

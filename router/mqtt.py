@@ -28,6 +28,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from router.backoff import Backoff
+from router.clock import wait_set
 from router.config import MqttConfig
 from router.errors import ClassOverloaded
 from router.ingest import Ingest
@@ -189,10 +190,7 @@ class MqttIngress:
             self._messages.labels("kept").inc(kept)
 
     async def _pause(self, seconds: float) -> None:
-        try:
-            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
-        except TimeoutError:
-            return
+        await wait_set(self._stopping, seconds)
 
     def _set_connected(self, connected: bool) -> None:
         self.connected = connected

@@ -33,6 +33,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.metrics_core import Metric
 
 from router.backoff import Backoff
+from router.clock import wait_set
 from router.config import Config
 from router.embedded import free_port, kill_process_group, parent_death_hook, signal_process
 from router.exposition import lasting, merge, parse
@@ -238,8 +239,7 @@ class Workers:
             await proc.stdin.wait_closed()  # else it exited before reading: its exit code says why
 
     async def _pause(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+        await wait_set(self._stopping, seconds)
 
     # --- what the workers report ---
 
