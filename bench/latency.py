@@ -105,20 +105,15 @@ async def run_latency(url: str, admin: Redis, s: LatencySettings, logs: Path) ->
     progress(f"switchyard, direct redis ingress: ingest->ack p50 {ack.get('p50_ms')} ms, "
              f"p99 {ack.get('p99_ms')} ms")  # fmt: skip
     runs = []
-    for batch in s.batches:
+    plan = [(run_switchyard, b, "") for b in s.batches]
+    plan += [(run_with_worker, b, ", lane in a worker process") for b in s.worker_batches]
+    for runner, batch, where in plan:
         checkpoint()
         await admin.flushall()
-        runs.append(await run_switchyard(url, s, batch, logs))
+        runs.append(await runner(url, s, batch, logs))
         ack = runs[-1]["ingest_to_ack"]
-        progress(f"switchyard, {batch} event(s) per POST: ingest->ack p50 {ack.get('p50_ms')} "
-                 f"ms, p99 {ack.get('p99_ms')} ms")  # fmt: skip
-    for batch in s.worker_batches:
-        checkpoint()
-        await admin.flushall()
-        runs.append(await run_with_worker(url, s, batch, logs))
-        ack = runs[-1]["ingest_to_ack"]
-        progress(f"switchyard, {batch} event(s) per POST, lane in a worker process: ingest->ack "
-                 f"p50 {ack.get('p50_ms')} ms, p99 {ack.get('p99_ms')} ms")  # fmt: skip
+        progress(f"switchyard, {batch} event(s) per POST{where}: ingest->ack p50 "
+                 f"{ack.get('p50_ms')} ms, p99 {ack.get('p99_ms')} ms")  # fmt: skip
     return {"settings": asdict(s), "bare": bare, "direct": direct, "switchyard": runs}
 
 
