@@ -35,7 +35,7 @@ from router.config import Config, LaneConfig
 from router.embedded import EmbeddedRedis
 from router.errors import EmbeddedServerError
 from router.exposition import merge, parse, render
-from router.http import build_app, start_site
+from router.http import build_app, build_worker_app, start_site
 from router.ingest import Ingest
 from router.metrics import Metrics
 from router.mqtt import MqttIngress
@@ -44,7 +44,7 @@ from router.routing import Router
 from router.scheduler import LaneScheduler
 from router.status import Reporter, instance_key
 from router.transport import UNAVAILABLE, StreamStats, Transport
-from router.workers import HOST, Assignment, Workers, worker_app
+from router.workers import HOST, Assignment, Workers
 
 log = structlog.get_logger("switchyard.service")
 
@@ -265,7 +265,7 @@ class Service:
 
     async def _start_http(self) -> None:
         if self.assignment is not None:
-            self._runner, _ = await start_site(worker_app(self), HOST, self.http_port)
+            self._runner, _ = await start_site(build_worker_app(self), HOST, self.http_port)
         elif self.config.http.enabled:
             self._runner, self.http_port = await start_site(
                 build_app(self), self.config.http.host, self.http_port

@@ -34,6 +34,16 @@ def build_app(service: Service) -> web.Application:
     return app
 
 
+def build_worker_app(service: Service) -> web.Application:
+    """What a lane worker answers its parent: its own metrics, readiness and pools."""
+    app = web.Application()
+    views = _Views(service)
+    app.router.add_get("/metrics", views.metrics)
+    app.router.add_get("/readyz", views.readyz)
+    app.router.add_get("/classes", views.pools)
+    return app
+
+
 class _Views:
     def __init__(self, service: Service) -> None:
         self.service = service
@@ -88,6 +98,11 @@ class _Views:
 
     async def classes(self, request: web.Request) -> web.Response:
         return web.json_response(await self.service.class_views())
+
+    async def pools(self, request: web.Request) -> web.Response:
+        """This process's pools alone: no Redis round trip (a worker's parent adds those)."""
+        pools = self.service.pools.items()
+        return web.json_response({name: pool.snapshot() for name, pool in pools})
 
 
 def _error(status: int, reason: str, headers: dict[str, str] | None = None) -> web.Response:

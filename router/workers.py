@@ -24,12 +24,10 @@ import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiohttp
 import structlog
-from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.metrics_core import Metric
 
 from router.backoff import Backoff
@@ -38,9 +36,6 @@ from router.config import Config
 from router.embedded import free_port, kill_process_group, parent_death_hook, signal_process
 from router.exposition import lasting, merge, parse
 from router.metrics import Metrics
-
-if TYPE_CHECKING:
-    from router.app import Service
 
 log = structlog.get_logger("switchyard.workers")
 
@@ -351,25 +346,3 @@ def claim_stdout() -> Callable[[], None]:
         ready.close()
 
     return announce
-
-
-def worker_app(service: Service) -> web.Application:
-    """What a worker answers its parent: its metrics, its readiness and its pools."""
-
-    async def metrics(request: web.Request) -> web.Response:
-        body = generate_latest(service.metrics.registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    async def readyz(request: web.Request) -> web.Response:
-        problems = await service.readiness_problems()
-        status = 503 if problems else 200
-        return web.json_response({"ready": not problems, "problems": problems}, status=status)
-
-    async def classes(request: web.Request) -> web.Response:
-        return web.json_response({name: pool.snapshot() for name, pool in service.pools.items()})
-
-    app = web.Application()
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/classes", classes)
-    return app

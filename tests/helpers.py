@@ -22,6 +22,38 @@ from router.config import Config
 GROUP = "switchyard"
 
 
+def routed_class(
+    cls: str,
+    actor: str,
+    options: str,
+    *,
+    mode: str = "queue",
+    concurrency: int = 4,
+    settings: str = "",
+) -> str:
+    """`routes:` and `classes:` for one class in lane `high`, fed by `<cls>/+` and keyed by
+    payload.key. `options` is the inside of the actor's options map; `settings` more class
+    keys, one per line."""
+    more = "".join(f"\n    {line.strip()}" for line in settings.splitlines() if line.strip())
+    return f"""
+routes:
+  - topic: {cls}/+
+    class: {cls}
+    key: key
+classes:
+  {cls}:
+    lane: high
+    actor: {actor}
+    mode: {mode}
+    concurrency: {concurrency}{more}
+    options: {{{options}}}
+"""
+
+
+# `things/<id>` events, keyed by payload.key, recorded by the test actor "things".
+THINGS = routed_class("things", "actors_for_tests:Recorder", "name: things")
+
+
 # The `serve` fixture (conftest.py): `async with serve(config) as service:`.
 class Serve(Protocol):
     """The `serve` fixture: `async with serve(config[, clock]) as service:`."""

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from actors_for_tests import Probe, probe
-from helpers import Serve, client_id, connected, numbers, publish, subscribed
+from helpers import THINGS, Serve, client_id, connected, numbers, publish, subscribed
 from servers import BrokerServer, mqtt_client, mqtt_service_yaml, process_alive, wait_for
 
 from router.app import Service
@@ -18,20 +18,6 @@ from router.broker import EmbeddedBroker
 from router.config import Config, parse_config
 
 pytestmark = pytest.mark.integration
-
-THINGS = """
-routes:
-  - topic: things/+
-    class: things
-    key: key
-classes:
-  things:
-    lane: high
-    actor: actors_for_tests:Recorder
-    mode: queue
-    concurrency: 4
-    options: {name: things}
-"""
 
 
 def make_config(redis_url: str, url: str, protocol: str, ident: str) -> Config:

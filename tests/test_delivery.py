@@ -19,7 +19,16 @@ import aiohttp
 import pytest
 import pytest_asyncio
 from actors_for_tests import probe, runs
-from helpers import GROUP, Serve, pending, post_accepted, processed, sample, stream_entries
+from helpers import (
+    GROUP,
+    Serve,
+    pending,
+    post_accepted,
+    processed,
+    routed_class,
+    sample,
+    stream_entries,
+)
 from redis.asyncio import Redis
 from servers import wait_for
 
@@ -53,20 +62,13 @@ def work_class(
     options: str = "", settings: str = "", name: str = "work", concurrency: int = 2
 ) -> str:
     """Routes `work/<x>` to class `work`, handled by a Steered actor recorded as `name`."""
-    return f"""
-routes:
-  - topic: work/+
-    class: work
-    key: key
-classes:
-  work:
-    lane: high
-    actor: actors_for_tests:Steered
-    mode: queue
-    concurrency: {concurrency}
-    options: {{name: {name}{", " + options if options else ""}}}
-    {settings}
-"""
+    return routed_class(
+        "work",
+        "actors_for_tests:Steered",
+        f"name: {name}{', ' + options if options else ''}",
+        concurrency=concurrency,
+        settings=settings,
+    )
 
 
 def downstream_class(cls: str, settings: str = "") -> str:

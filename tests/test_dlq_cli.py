@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 from actors_for_tests import probe, runs
-from helpers import GROUP, Serve, post_accepted, processed
+from helpers import GROUP, Serve, post_accepted, processed, routed_class
 from redis.asyncio import Redis
 from servers import wait_for
 
@@ -38,24 +38,21 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("probes", "steere
 @pytest.fixture
 def config_file(tmp_path: Path, redis_url: str) -> Path:
     path = tmp_path / "switchyard.yaml"
-    path.write_text(f"""
+    path.write_text(
+        f"""
 service: {{drain_timeout_s: 5}}
 redis: {{url: "{redis_url}", block_ms: 50, stats_interval_s: 0.2}}
 http: {{port: 0}}
 lanes: [{{name: high}}]
-routes:
-  - topic: work/+
-    class: work
-    key: key
-classes:
-  work:
-    lane: high
-    actor: actors_for_tests:Steered
-    mode: queue
-    concurrency: 2
-    retry: {{max_attempts: 1}}
-    options: {{name: work}}
-""")
+"""
+        + routed_class(
+            "work",
+            "actors_for_tests:Steered",
+            "name: work",
+            concurrency=2,
+            settings="retry: {max_attempts: 1}",
+        )
+    )
     return path
 
 

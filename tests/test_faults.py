@@ -25,7 +25,7 @@ from typing import Any
 import aiohttp
 import pytest
 import pytest_asyncio
-from helpers import Serve, client_id, pending, subscribed
+from helpers import THINGS, Serve, client_id, pending, routed_class, subscribed
 from redis.asyncio import Redis
 from servers import (
     BrokerServer,
@@ -60,19 +60,13 @@ service: {{drain_timeout_s: {drain_timeout_s}, log_format: json, log_level: info
 redis: {{url: "{redis_url}", block_ms: 50, stats_interval_s: 0.2}}
 http: {{port: {http_port}}}
 lanes: [{{name: high}}]
-routes:
-  - topic: work/+
-    class: work
-    key: key
-classes:
-  work:
-    lane: high
-    actor: actors_for_tests:SlowForward
-    mode: queue
-    concurrency: {concurrency}
-    claim_idle_ms: {claim_idle_ms}
-    options: {{stream: "{HANDLED}", sleep_s: {sleep_s}}}
-"""
+""" + routed_class(
+        "work",
+        "actors_for_tests:SlowForward",
+        f'stream: "{HANDLED}", sleep_s: {sleep_s}',
+        concurrency=concurrency,
+        settings=f"claim_idle_ms: {claim_idle_ms}",
+    )
 
 
 @pytest.fixture
@@ -437,18 +431,6 @@ async def test_a_drain_past_drain_timeout_exits_0_and_a_restart_reclaims_the_unf
 
 # --- a poison message at the ingress ---
 
-THINGS = """
-routes:
-  - topic: things/+
-    class: things
-    key: key
-classes:
-  things:
-    lane: high
-    actor: actors_for_tests:Recorder
-    mode: queue
-    options: {name: things}
-"""
 
 # Bodies that break the decoder instead of being refused by it (see test_properties.py).
 BREAKERS = {

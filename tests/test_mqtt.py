@@ -18,6 +18,7 @@ import msgpack
 import pytest
 from actors_for_tests import Probe, probe
 from helpers import (
+    THINGS,
     Serve,
     client_id,
     connected,
@@ -39,21 +40,6 @@ from router.config import Config, MqttConfig, parse_config
 from router.ingest import Ingest
 from router.metrics import Metrics
 from router.mqtt import MqttIngress, _queue_type
-
-# `things/<id>` events, keyed by payload.key, recorded by the test actor "things".
-THINGS = """
-routes:
-  - topic: things/+
-    class: things
-    key: key
-classes:
-  things:
-    lane: high
-    actor: actors_for_tests:Recorder
-    mode: queue
-    concurrency: 4
-    options: {name: things}
-"""
 
 
 def make_config(

@@ -15,7 +15,7 @@ import aiohttp
 import msgpack
 import pytest
 from actors_for_tests import Probe, probe
-from helpers import Serve, client_id, connected, processed, publish, sample, subscribed
+from helpers import THINGS, Serve, client_id, connected, processed, publish, sample, subscribed
 from redis.asyncio import Redis
 from servers import (
     BrokerServer,
@@ -36,19 +36,6 @@ pytestmark = pytest.mark.integration
 HELD = "redis unavailable, holding mqtt messages"
 MQTT_THINGS = {"class": "things", "source": "mqtt"}
 
-RECORDED = """
-routes:
-  - topic: things/+
-    class: things
-    key: key
-classes:
-  things:
-    lane: high
-    actor: actors_for_tests:Recorder
-    mode: queue
-    concurrency: 4
-    options: {name: things}
-"""
 
 # For a service in a child process: a built-in actor that leaves its trace in Redis.
 FORWARDED = """
@@ -74,7 +61,7 @@ def make_config(redis_url: str, broker: BrokerServer, ident: str, inflight: int 
             client_id=ident,
             protocol=broker.protocol,
             inflight=inflight,
-            body=RECORDED,
+            body=THINGS,
         )
     )
 

@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 from actors_for_tests import probe
-from helpers import GROUP, Serve, pending, post_accepted, processed, stream_entries
+from helpers import GROUP, Serve, pending, post_accepted, processed, routed_class, stream_entries
 from redis.asyncio import Redis
 from servers import wait_for
 
@@ -36,19 +36,14 @@ lanes: [{{name: high}}, {{name: low}}]
 
 def one_class(mode: str, concurrency: int, extra: str = "", options: str = "") -> str:
     """Routes `work/<anything>` to class `work` (key: payload.key), recorded as "work"."""
-    return f"""
-routes:
-  - topic: work/+
-    class: work
-    key: key
-classes:
-  work:
-    lane: high
-    actor: actors_for_tests:Recorder
-    mode: {mode}
-    concurrency: {concurrency}
-    options: {{name: work{options}}}
-{extra}"""
+    return routed_class(
+        "work",
+        "actors_for_tests:Recorder",
+        f"name: work{options}",
+        mode=mode,
+        concurrency=concurrency,
+        settings=extra,
+    )
 
 
 async def undelivered(redis: Redis, cls: str) -> int:

@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 from actors_for_tests import probe
-from helpers import Serve, processed, sample
+from helpers import Serve, processed, routed_class, sample
 from redis.asyncio import Redis
 from servers import RedisServer, wait_for
 
@@ -24,23 +24,15 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("probes")]
 
 
 def make_config(redis_url: str, concurrency: int = 4) -> Config:
-    return parse_config(f"""
+    return parse_config(
+        f"""
 service: {{drain_timeout_s: 10}}
 redis: {{url: "{redis_url}", block_ms: 50, stats_interval_s: 0.2}}
 http: {{port: 0}}
 lanes: [{{name: high}}]
-routes:
-  - topic: work/+
-    class: work
-    key: key
-classes:
-  work:
-    lane: high
-    actor: actors_for_tests:Recorder
-    mode: queue
-    concurrency: {concurrency}
-    options: {{name: work}}
-""")
+"""
+        + routed_class("work", "actors_for_tests:Recorder", "name: work", concurrency=concurrency)
+    )
 
 
 async def post(

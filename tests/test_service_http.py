@@ -13,7 +13,7 @@ import aiohttp
 import msgpack
 import pytest
 from actors_for_tests import Probe, probe
-from helpers import Serve, post_events, processed, sample, stream_entries
+from helpers import THINGS, Serve, post_events, processed, sample, stream_entries
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 from servers import wait_for
@@ -25,21 +25,6 @@ from router.config import Config, load_config, parse_config
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("probes")]
 
 REPO = Path(__file__).resolve().parent.parent
-
-# One class for most tests: `things/<id>` events, keyed by payload.key, recorded as "things".
-THINGS = """
-routes:
-  - topic: things/+
-    class: things
-    key: key
-classes:
-  things:
-    lane: high
-    actor: actors_for_tests:Recorder
-    mode: queue
-    concurrency: 4
-    options: {name: things}
-"""
 
 
 def make_config(redis_url: str, body: str = THINGS, service: str = "") -> Config:
