@@ -34,7 +34,7 @@ check: $(STAMP)
 	$(VENV)/bin/mypy
 
 bench: $(STAMP)  ## the short benchmark suite (peers install into bench/.peers-venv on first use)
-	$(PY) -m bench.suite --quick --json bench/results-quick.json
+	$(PY) -m bench.suite --quick --json bench/results-quick.json $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .switchyard .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import structlog
+if TYPE_CHECKING:
+    import structlog
 
-from router.envelope import Envelope
+    from router.envelope import Envelope
 
 StreamFields = Mapping[str, str | bytes | int | float]
 

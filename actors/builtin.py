@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 
 from actors.api import Actor, Context
-from router.envelope import Envelope
+
+if TYPE_CHECKING:
+    from router.envelope import Envelope
 
 
 class Log(Actor):

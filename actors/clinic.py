@@ -6,12 +6,15 @@ arrival (batch) -> registration (queue) -> vaccination (stream) -> monitoring (b
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from actors.api import Actor, Context
-from router.envelope import Envelope
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from router.envelope import Envelope
 
 REQUIRED_REGISTRATION = ("patient_id", "name", "birth_date")
 

@@ -9,14 +9,16 @@ so the repeat does not double anything downstream.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import structlog
-
-from actors.api import StreamFields
 from router.envelope import Envelope, child_event_id
 from router.errors import UnknownTarget
-from router.ingest import Ingest
+
+if TYPE_CHECKING:
+    import structlog
+
+    from actors.api import StreamFields
+    from router.ingest import Ingest
 
 
 @dataclass(slots=True)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from actors.api import Actor, Context
-from router.envelope import Envelope
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from router.envelope import Envelope
 
 
 def _device(event: Envelope) -> str:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from actors.api import Actor, Context
-from router.envelope import Envelope
+
+if TYPE_CHECKING:
+    from router.envelope import Envelope
 
 # What analytics reads later: who did what, when, where in the app, on what, to which track.
 LOG_FIELDS = (

@@ -15,9 +15,8 @@ import contextlib
 import importlib
 import random
 from collections import Counter, deque
-from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -25,14 +24,19 @@ from actors.api import Actor
 from actors.context import EventContext, Outputs
 from router.backoff import Backoff
 from router.clock import Clock, wait_set
-from router.config import ClassConfig, ShedConfig
 from router.deadletters import failure_fields
 from router.envelope import Envelope
 from router.errors import ActorLoadError, DecodeError, PoisonEntry
-from router.ingest import Ingest
 from router.metrics import Metrics, Observations, SlaWindow
-from router.scheduler import LaneScheduler
 from router.transport import UNAVAILABLE, Fields, Outgoing, Transport
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Coroutine
+
+    from router.config import ClassConfig, ShedConfig
+    from router.ingest import Ingest
+    from router.scheduler import LaneScheduler
+from router.tasks import cancel_and_wait, until_stopped
 
 Entry = tuple[bytes, Envelope]
 PROMOTE_POLL_S = 0.25  # how soon a delayed event scheduled elsewhere is noticed
@@ -191,8 +195,7 @@ class Pool:
                 helpers.append(group.create_task(self._promoter(), name=f"pool:{self.cls}:delay"))
                 await self._reader()
                 await self._wait_idle()
-                for task in helpers:
-                    task.cancel()
+                await cancel_and_wait(*helpers)
         finally:
             self.running = False
             await self.actor.stop()
@@ -262,18 +265,7 @@ class Pool:
 
     async def _until_stopped(self, waiting: Coroutine[Any, Any, int]) -> int | None:
         """The result of `waiting`, or None when the pool is told to stop first."""
-        task = asyncio.ensure_future(waiting)
-        stopper = asyncio.ensure_future(self._stopping.wait())
-        try:
-            await asyncio.wait((task, stopper), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopper.cancel()
-        if task.done():
-            return task.result()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        return None
+        return await until_stopped(waiting, self._stopping)
 
     async def _fetch(self, count: int, block_ms: int) -> list[Entry]:
         """Read new entries; ones that are not envelopes go straight to the dead letters."""

@@ -18,13 +18,16 @@ import contextlib
 import json
 import sys
 import time
-from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
 
 from bench.harness import envelopes
 from bench.loadgen import stdin_reader, tell_parent
 from router import keys
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 
 async def run(url: str, cls: str, lane: str, batch: int, rate: float) -> int:

@@ -18,7 +18,6 @@ import platform
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -34,6 +33,8 @@ from router.envelope import Envelope, new_event_id
 from router.metrics import Metrics, histogram_buckets, quantile
 
 if TYPE_CHECKING:  # the child processes (bench.paced, bench.flood) need not load the service
+    from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+
     from router.app import Service
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

@@ -18,13 +18,11 @@ import json
 import sys
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import msgpack
 from prometheus_client import CollectorRegistry
-from prometheus_client.metrics_core import Metric
 from redis.asyncio import Redis
 
 from bench.harness import (
@@ -55,6 +53,11 @@ from router.app import Service
 from router.config import Config, HttpConfig, parse_config
 from router.envelope import Envelope
 from router.exposition import parse
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from prometheus_client.metrics_core import Metric
 
 BARE_STREAM = "bench:{bare-latency}:stream"
 ACK = "switchyard_event_latency_seconds"

@@ -18,10 +18,13 @@ import contextlib
 import json
 import sys
 import time
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import aiohttp
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 ACTIONS = ("like_song", "skip_song", "change_song", "add_to_playlist")
 MAX_RETRIES = 50

@@ -14,10 +14,7 @@ import asyncio
 import sys
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any
-
-from redis.asyncio import Redis
+from typing import TYPE_CHECKING, Any
 
 from bench.harness import (
     BenchError,
@@ -29,6 +26,11 @@ from bench.harness import (
     progress,
     rss_mb,
 )
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from redis.asyncio import Redis
 
 CLASS = "bench.slow"
 GROUP = "bench"

@@ -23,9 +23,8 @@ import multiprocessing
 import statistics
 import tempfile
 import time
-from multiprocessing.context import SpawnProcess
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiomqtt
 from paho.mqtt import client as paho
@@ -37,6 +36,9 @@ from router.broker import EmbeddedBroker
 from router.config import Config, parse_config
 from router.embedded import EmbeddedRedis
 from router.logs import configure_logging
+
+if TYPE_CHECKING:
+    from multiprocessing.context import SpawnProcess
 
 TOPIC = "bench/{n}/reading"
 FILTER = "bench/+/reading"

@@ -22,13 +22,15 @@ import contextlib
 import json
 import sys
 import time
-from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
 from bench.harness import percentiles
 from bench.loadgen import make_event, ready_for_go, tell_parent
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 MAX_ERRORS_KEPT = 5
 HEADERS = {"Content-Type": "application/json"}

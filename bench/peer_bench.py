@@ -16,13 +16,10 @@ import asyncio
 import json
 import statistics
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
-from redis.asyncio import Redis
 
 from bench.harness import (
     BenchError,
@@ -40,6 +37,12 @@ from bench.harness import (
 )
 from bench.throughput import CLASS, service_config
 from router.app import Service
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from pathlib import Path
+
+    from redis.asyncio import Redis
 
 DONE_KEY = "bench:peers:done"  # as in bench/peers/common.py
 HIGH_KEY = "bench:peers:high"

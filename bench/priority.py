@@ -16,11 +16,9 @@ import json
 import sys
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
-from redis.asyncio import Redis
 
 from bench.harness import (
     Watch,
@@ -44,6 +42,11 @@ from bench.noop import Recorder
 from bench.throughput import GROUP
 from router.app import Service
 from router.config import Config, parse_config
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from redis.asyncio import Redis
 
 HIGH, LOW = "bench.high", "bench.low"
 

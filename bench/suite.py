@@ -31,10 +31,9 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
 
@@ -47,6 +46,9 @@ from bench.peers_env import DEFAULT_VENV, PeersEnv, ensure
 from bench.priority import PrioritySettings, run_switchyard
 from router.embedded import EmbeddedRedis
 from router.logs import configure_logging
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Sequence
 
 PARTS = ("throughput", "latency", "priority", "memory")
 DEFAULT_PEER_RATE = 2_000.0  # a peer's drain rate when the throughput part did not run

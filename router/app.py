@@ -16,11 +16,9 @@ import contextlib
 import os
 import socket
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
-from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
@@ -31,7 +29,6 @@ from router import keys
 from router.backoff import Backoff
 from router.broker import EmbeddedBroker
 from router.clock import Clock, SystemClock
-from router.config import Config, LaneConfig
 from router.embedded import EmbeddedRedis
 from router.errors import EmbeddedServerError
 from router.exposition import merge, parse, render
@@ -43,8 +40,16 @@ from router.retention import Retention
 from router.routing import Router
 from router.scheduler import LaneScheduler
 from router.status import Reporter, instance_key
+from router.tasks import cancel_and_wait
 from router.transport import UNAVAILABLE, StreamStats, Transport
 from router.workers import HOST, Assignment, Workers
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from aiohttp import web
+
+    from router.config import Config, LaneConfig
 
 log = structlog.get_logger("switchyard.service")
 
@@ -359,14 +364,10 @@ class Service:
         log.info("switchyard stopped", drained=drained, workers_clean=self._workers_clean)
 
     async def _cancel_tasks(self) -> None:
-        """Cancel every task, again until each is done: on Python 3.11 a cancel that lands
-        as `asyncio.wait_for` completes can be lost (fixed in 3.12), and redis-py uses it."""
+        """Cancel every task of the service until each is done, then end their TaskGroup."""
         tasks = [*self._pool_tasks, *self._background]
         tasks += [t for t in (self._mqtt_task, self._workers_task) if t is not None]
-        while pending := [task for task in tasks if not task.done()]:
-            for task in pending:
-                task.cancel()
-            await asyncio.wait(pending, timeout=1.0)
+        await cancel_and_wait(*tasks)
         self._release_group.set()
         if self._group_task is not None:
             await self._group_task

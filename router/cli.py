@@ -11,9 +11,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from pydantic import ValidationError
@@ -31,6 +30,9 @@ from router.mqtt import MqttError, MqttPublisher
 from router.status import collect as collect_status
 from router.transport import UNAVAILABLE, Transport
 from router.workers import Assignment, claim_stdout, read_config
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Sequence
 
 DEFAULT_CONFIG = os.environ.get("SWITCHYARD_CONFIG", "config.yaml")
 EXIT_CONFIG = 2
@@ -209,9 +211,12 @@ def _demo(args: argparse.Namespace) -> int:
     if config is None:
         return EXIT_CONFIG
     _configure_logging(config, default_level="warning")
-    return _serve(
+    code = _serve(
         config, demo=DemoOptions(rate=args.rate, duration=args.duration, every=args.every)
     )
+    outcome = "stopped cleanly" if code == 0 else f"stopped with exit code {code}"
+    print(f"switchyard demo: {outcome}", flush=True)
+    return code
 
 
 def _configure_logging(config: Config, default_level: str | None = None) -> None:
@@ -319,7 +324,7 @@ def _publish_http(args: argparse.Namespace) -> int:
     )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
-            print(response.read().decode())
+            print(json.dumps(json.loads(response.read())))  # spaced, for people to read
             return 0
     except urllib.error.HTTPError as exc:
         print(f"switchyard: {exc.code} {exc.read().decode()}", file=sys.stderr)

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from router.errors import ConfigError, ConfigIssue
 from router.routing import parse_ref, parse_template, possible_classes, validate_topic_filter
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
 
 YamlPath = tuple[str | int, ...]
 

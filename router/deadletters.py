@@ -11,16 +11,19 @@ fixed actor can replay them. Unrouted and rejected ingress events have streams o
 from __future__ import annotations
 
 import traceback
-from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-from redis.asyncio import Redis
+from typing import TYPE_CHECKING, Any
 
 from router import keys
 from router.envelope import Envelope
 from router.errors import DecodeError
-from router.transport import Fields, Transport
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Sequence
+
+    from redis.asyncio import Redis
+
+    from router.transport import Fields, Transport
 
 LIST_LIMIT = 1_000
 

@@ -10,19 +10,21 @@ import contextlib
 import json
 import random
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
 import aiohttp
 
+from router.clock import wait_set
 from router.mqtt import MqttError, MqttPublisher
 from router.status import Reporter, render
+from router.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
-    from router.clock import wait_set
-from router.app import Service
+    from collections.abc import Iterator
+
+    from router.app import Service
 
 MUSIC_ACTIONS = (
     ("skip_song", 30), ("change_song", 25), ("like_song", 15), ("add_to_playlist", 10),
@@ -134,8 +136,7 @@ async def run_demo(
             group.create_task(_report(service, reporter, options.every, out), name="demo:report"),
         ]
         await wait_set(stop, options.duration)
-        for task in tasks:
-            task.cancel()
+        await cancel_and_wait(*tasks)
     _print_table(service, whole_run, "whole run", out)
 
 

@@ -12,9 +12,8 @@ import shutil
 import signal
 import socket
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
@@ -22,6 +21,9 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from router.errors import EmbeddedServerError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = [
     "EmbeddedRedis",

@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
-from prometheus_client.samples import Sample
+
+if TYPE_CHECKING:
+    from prometheus_client.samples import Sample
 
 Combine = Callable[[float, float], float]
 SampleKey = tuple[str, tuple[tuple[str, str], ...]]

@@ -10,23 +10,26 @@ import functools
 import json
 import math
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 import orjson
 
 from router import keys
-from router.clock import Clock
-from router.config import Config
 from router.envelope import Envelope, new_event_id
 from router.errors import ClassOverloaded, DecodeError, EventTooLarge, InvalidEvent
-from router.metrics import Metrics
-from router.routing import Router
 from router.transport import Fields, Outgoing, StreamStats, Transport
 from router.writer import Writer
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+
+    from router.clock import Clock
+    from router.config import Config
+    from router.metrics import Metrics
+    from router.routing import Router
 
 # 19 digits in a row may not fit 64 bits (signed or not). Every digit read as "0", then a
 # substring search: two C-speed passes, where a regular expression costs ~1 ms per 100 kB.

@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import aiomqtt
@@ -29,11 +28,16 @@ from paho.mqtt.properties import Properties
 
 from router.backoff import Backoff
 from router.clock import wait_set
-from router.config import MqttConfig
 from router.errors import ClassOverloaded
-from router.ingest import Ingest
-from router.metrics import Metrics
+from router.tasks import until_stopped
 from router.transport import UNAVAILABLE
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Sequence
+
+    from router.config import MqttConfig
+    from router.ingest import Ingest
+    from router.metrics import Metrics
 
 log = structlog.get_logger("switchyard.mqtt")
 MqttError = aiomqtt.MqttError
@@ -152,19 +156,9 @@ class MqttIngress:
             await self._write(batch)
             acks.ack(batch)
 
-    async def _next(self, messages: Any) -> aiomqtt.Message | None:
+    async def _next(self, messages: AsyncIterator[aiomqtt.Message]) -> aiomqtt.Message | None:
         """The next message, or None once `stop()` was called."""
-        getter = asyncio.ensure_future(anext(messages))
-        stopper = asyncio.ensure_future(self._stopping.wait())
-        try:
-            await asyncio.wait((getter, stopper), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopper.cancel()
-        if getter.done():
-            message: aiomqtt.Message = getter.result()
-            return message
-        getter.cancel()
-        return None
+        return await until_stopped(anext(messages), self._stopping)
 
     async def _write(self, batch: list[aiomqtt.Message]) -> None:
         """Write a batch through ingest, retrying while Redis is away; nothing is acked before."""

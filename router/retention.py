@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from router import keys
-from router.config import Config
-from router.metrics import Metrics
 from router.transport import UNAVAILABLE, Transport
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from router.config import Config
+    from router.metrics import Metrics
 
 log = structlog.get_logger("switchyard.retention")
 

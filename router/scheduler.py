@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from router.clock import Clock
-from router.config import LaneConfig
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from router.clock import Clock
+    from router.config import LaneConfig
 
 
 @dataclass(slots=True)

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
-from redis.asyncio import Redis
+from typing import TYPE_CHECKING, Any
 
 from router import keys
-from router.config import ClassConfig, Config
 from router.metrics import Metrics, finished_by_class, quantile
 from router.transport import StreamStats, Transport
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from redis.asyncio import Redis
+
+    from router.config import ClassConfig, Config
 
 REPORT_TTL_FACTOR = 3  # a report outlives three stats intervals, then the instance counts as gone
 

@@ -22,20 +22,24 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import structlog
-from prometheus_client.metrics_core import Metric
 
 from router.backoff import Backoff
 from router.clock import wait_set
 from router.config import Config
 from router.embedded import free_port, kill_process_group, parent_death_hook, signal_process
 from router.exposition import lasting, merge, parse
-from router.metrics import Metrics
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from prometheus_client.metrics_core import Metric
+
+    from router.metrics import Metrics
 
 log = structlog.get_logger("switchyard.workers")
 

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from router.transport import Fields, Outgoing, Transport
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Sequence
+
+    from router.transport import Fields, Outgoing, Transport
 
 Ids = list[bytes | None]
 T = TypeVar("T")

@@ -17,12 +17,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from actors.api import Actor, Context
-from router.envelope import Envelope
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from router.envelope import Envelope
 
 
 class HandlerFailed(Exception):

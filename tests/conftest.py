@@ -4,22 +4,27 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import actors_for_tests
 import aiohttp
 import pytest
 import pytest_asyncio
 import redis as sync_redis
-from helpers import Serve
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 from servers import BrokerServer, RedisServer
 
 from router.app import Service
-from router.clock import Clock
-from router.config import Config
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator
+    from pathlib import Path
+
+    from helpers import Serve
+
+    from router.clock import Clock
+    from router.config import Config
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

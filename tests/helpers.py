@@ -6,18 +6,22 @@ from __future__ import annotations
 
 import json
 import uuid
-from contextlib import AbstractAsyncContextManager
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import aiohttp
-from actors_for_tests import Probe
-from redis.asyncio import Redis
 from servers import BrokerServer, mqtt_client, wait_for
 
 from router import keys
-from router.app import Service
-from router.clock import Clock
-from router.config import Config
+
+if TYPE_CHECKING:
+    from contextlib import AbstractAsyncContextManager
+
+    import aiohttp
+    from actors_for_tests import Probe
+    from redis.asyncio import Redis
+
+    from router.app import Service
+    from router.clock import Clock
+    from router.config import Config
 
 GROUP = "switchyard"
 

@@ -9,15 +9,17 @@ import json
 import shutil
 import socket
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 from urllib.parse import urlsplit
 
 import aiomqtt
 
 from router.broker import BrokerKind, EmbeddedBroker
 from router.embedded import EmbeddedRedis, find_redis_server
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 __all__ = [
     "BrokerServer",

@@ -6,16 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from actors_for_tests import Probe, probe
 from helpers import THINGS, Serve, client_id, connected, numbers, publish, subscribed
 from servers import BrokerServer, mqtt_client, mqtt_service_yaml, process_alive, wait_for
 
-from router.app import Service
 from router.broker import EmbeddedBroker
 from router.config import Config, parse_config
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from router.app import Service
 
 pytestmark = pytest.mark.integration
 

@@ -12,10 +12,8 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import pytest
 import pytest_asyncio
 from actors_for_tests import probe, runs
@@ -29,13 +27,18 @@ from helpers import (
     sample,
     stream_entries,
 )
-from redis.asyncio import Redis
 from servers import wait_for
 
 from router import keys
 from router.config import Config, parse_config
 from router.envelope import Envelope, new_event_id
 from router.transport import Outgoing, Transport
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    import aiohttp
+    from redis.asyncio import Redis
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("probes", "steered_runs")]
 

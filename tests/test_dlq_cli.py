@@ -11,26 +11,30 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import pytest
 import pytest_asyncio
 from actors_for_tests import probe, runs
 from helpers import GROUP, Serve, post_accepted, processed, routed_class
-from redis.asyncio import Redis
 from servers import wait_for
 
 from router import keys
-from router.app import Service
 from router.cli import main
 from router.config import load_config
 from router.deadletters import LIST_LIMIT, DeadLetters, failure_fields
 from router.envelope import Envelope
 from router.transport import Transport
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+    from pathlib import Path
+
+    import aiohttp
+    from redis.asyncio import Redis
+
+    from router.app import Service
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("probes", "steered_runs")]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import textwrap
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from redis.asyncio import Redis
@@ -13,6 +13,9 @@ from servers import process_alive, wait_for
 
 from router.embedded import EmbeddedRedis, find_redis_server
 from router.errors import EmbeddedServerError
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 pytestmark = pytest.mark.integration
 

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import aiomqtt
 import msgpack
@@ -30,16 +29,21 @@ from helpers import (
     subscribed,
 )
 from prometheus_client import CollectorRegistry
-from redis.asyncio import Redis
 from servers import BrokerServer, mqtt_client, mqtt_service_yaml, process_alive, wait_for
 
 from router import keys
-from router.app import Service
 from router.cli import main as cli_main
 from router.config import Config, MqttConfig, parse_config
-from router.ingest import Ingest
 from router.metrics import Metrics
 from router.mqtt import MqttIngress, _queue_type
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from redis.asyncio import Redis
+
+    from router.app import Service
+    from router.ingest import Ingest
 
 
 def make_config(

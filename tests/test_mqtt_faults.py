@@ -7,9 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Awaitable, Callable
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import msgpack
@@ -30,6 +28,10 @@ from servers import (
 from router import keys
 from router.config import Config, parse_config
 from router.envelope import Envelope
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+    from pathlib import Path
 
 pytestmark = pytest.mark.integration
 

@@ -7,18 +7,20 @@ what they handled and can be held on a gate, so that what is "in flight" is exac
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import pytest
 from actors_for_tests import probe
 from helpers import GROUP, Serve, pending, post_accepted, processed, routed_class, stream_entries
-from redis.asyncio import Redis
 from servers import wait_for
 
 from router import keys
 from router.config import Config, parse_config
 from router.envelope import Envelope
+
+if TYPE_CHECKING:
+    import aiohttp
+    from redis.asyncio import Redis
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("probes")]
 

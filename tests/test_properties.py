@@ -9,9 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import msgpack
 import pytest
@@ -27,7 +26,11 @@ from router.errors import DecodeError, InvalidEvent
 from router.ingest import Ingest, decode_body
 from router.metrics import Metrics
 from router.routing import Router
-from router.transport import Fields, Outgoing, Transport
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from router.transport import Fields, Outgoing, Transport
 
 CONFIG_YAML = Path(__file__).resolve().parent.parent / "config.yaml"
 CONTENT_TYPES = [None, "application/json", "application/msgpack"]
@@ -228,7 +231,7 @@ def ingest_for(config: Config) -> tuple[Ingest, RecordingTransport, Metrics]:
     transport = RecordingTransport()
     metrics = Metrics(CollectorRegistry())
     ingest = Ingest(
-        config, Router.from_config(config), cast(Transport, transport), metrics, SystemClock()
+        config, Router.from_config(config), cast("Transport", transport), metrics, SystemClock()
     )
     return ingest, transport, metrics
 

@@ -7,9 +7,8 @@ when it is back, events are accepted again and nothing accepted before the outag
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import pytest
 from actors_for_tests import probe
 from helpers import Serve, processed, routed_class, sample
@@ -17,8 +16,12 @@ from redis.asyncio import Redis
 from servers import RedisServer, wait_for
 
 from router import keys
-from router.app import Service
 from router.config import Config, parse_config
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from router.app import Service
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("probes")]
 

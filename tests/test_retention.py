@@ -3,13 +3,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import pytest_asyncio
 from prometheus_client import CollectorRegistry
-from redis.asyncio import Redis
 from servers import wait_for
 
 from router import keys
@@ -18,6 +16,11 @@ from router.envelope import Envelope, new_event_id
 from router.metrics import Metrics
 from router.retention import Retention
 from router.transport import Transport
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from redis.asyncio import Redis
 
 pytestmark = pytest.mark.integration
 

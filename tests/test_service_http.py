@@ -8,19 +8,22 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import aiohttp
 import msgpack
 import pytest
 from actors_for_tests import Probe, probe
 from helpers import THINGS, Serve, post_events, processed, sample, stream_entries
 from prometheus_client import CollectorRegistry
-from redis.asyncio import Redis
 from servers import wait_for
 
 from router import keys
 from router.app import Service
 from router.config import Config, load_config, parse_config
+
+if TYPE_CHECKING:
+    import aiohttp
+    from redis.asyncio import Redis
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("probes")]
 

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import pytest
 from actors_for_tests import probe
 from helpers import Serve, post_events, sample
-from redis.asyncio import Redis
 from servers import wait_for
 
 from router import keys
 from router.cli import main
 from router.config import Config, parse_config
 from router.testing import FakeClock
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import aiohttp
+    from redis.asyncio import Redis
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("probes")]
 

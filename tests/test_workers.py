@@ -12,14 +12,12 @@ import signal
 import subprocess
 from collections import Counter as Tally
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import pytest
 from helpers import Serve, pending, post_accepted, processed, sample
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-from redis.asyncio import Redis
 from servers import ServiceProcess, process_alive, wait_for
 
 from router.app import Service
@@ -28,6 +26,10 @@ from router.config import Config, parse_config
 from router.errors import ConfigError
 from router.exposition import lasting, merge, parse, render
 from router.workers import Assignment, Worker
+
+if TYPE_CHECKING:
+    import aiohttp
+    from redis.asyncio import Redis
 
 HANDLED = "test:handled"
 TESTS_DIR = Path(__file__).resolve().parent

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import pytest
 from servers import wait_for
 
 from router.transport import Fields, Outgoing, Transport
 from router.writer import Writer
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Sequence
 
 
 class GatedTransport:
@@ -52,7 +54,7 @@ async def running(writer: Writer) -> AsyncIterator[asyncio.Task[None]]:
 
 
 def writer_on(transport: GatedTransport, max_items: int = 2_000) -> Writer:
-    return Writer(cast(Transport, transport), max_items=max_items, own_write_items=10)
+    return Writer(cast("Transport", transport), max_items=max_items, own_write_items=10)
 
 
 @dataclass

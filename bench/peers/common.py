@@ -22,10 +22,12 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 # Set by bench.peer_bench to its private server; no fallback, so never the machine's 6379.
 URL: str = os.environ.get("BENCH_REDIS_URL") or sys.exit("BENCH_REDIS_URL is not set")

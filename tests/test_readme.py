@@ -1,0 +1,457 @@
+"""The README, run as a user runs it: `make run` first, then every command it shows.
+
+The commands are read from README.md itself (`tests/readme.py`). Each must match one check
+below, so a README line that stops working fails `make test`, and a new line that nothing
+checks fails `test_every_readme_command_has_a_check`.
+
+The service commands run in a project directory of their own: a temporary directory holding
+links to this checkout's Makefile, pyproject.toml, config.yaml, actors and .venv. So
+`.switchyard/` and the embedded servers are the test's, and the one change made to a README
+command is the HTTP port (`localhost:8080` becomes the test's free port; `switchyard publish`
+reads it from SWITCHYARD_URL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from readme import Command, readme_commands
+from servers import BrokerServer, RedisServer, free_port, wait_for
+
+from router.config import load_config
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+
+REPO = Path(__file__).resolve().parent.parent
+README = REPO / "README.md"
+CLASSES = sorted(load_config(REPO / "config.yaml").classes)
+LINKED = ("Makefile", "pyproject.toml", "config.yaml", ".venv")
+TABLE_LINE = re.compile(r"^(?P<cls>[a-z][\w.-]+)\s+(?:\S+\s+){7}(?P<rate>[\d.]+)\s", re.M)
+
+
+# --- running commands ---
+
+
+@dataclass(slots=True)
+class Ran:
+    """A finished command: its exit code and output."""
+
+    command: str
+    code: int
+    out: str
+    err: str
+
+    def ok(self) -> Ran:
+        """Insist that it exited 0 and printed no traceback; returns itself."""
+        assert self.code == 0, f"{self.command!r} exited {self.code}:\n{self.out}\n{self.err}"
+        assert "Traceback" not in self.out + self.err, f"{self.command!r}:\n{self.err}"
+        return self
+
+
+@dataclass(slots=True)
+class Project:
+    """A project directory for one test, and the environment its commands run with."""
+
+    root: Path
+    port: int
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def run(self, command: str, timeout: float = 60, **env: str) -> Ran:  # noqa: ASYNC109
+        """`command` in bash, as typed into a terminal in the project directory."""
+        text = command.replace("localhost:8080", f"localhost:{self.port}")
+        proc = await asyncio.create_subprocess_exec(
+            "bash", "-c", text, cwd=self.root, env={**self.env, **env},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            async with asyncio.timeout(timeout):
+                out, err = await proc.communicate()
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        assert proc.returncode is not None
+        return Ran(command, proc.returncode, out.decode(), err.decode())
+
+    async def interrupted(self, command: str, seen: str, timeout: float = 30) -> Ran:  # noqa: ASYNC109
+        """`command` in a terminal of its own, Ctrl-C'd once `seen` is in its output."""
+        async with self.started(command) as proc:
+            await proc.wait_output(seen, timeout)
+            return await proc.interrupt()
+
+    @contextlib.asynccontextmanager
+    async def started(self, command: str, **env: str) -> AsyncIterator[Running]:
+        """`command` running in the background, its own process group as in a terminal."""
+        proc = await asyncio.create_subprocess_exec(
+            "bash", "-c", command, cwd=self.root, env={**self.env, **env},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        running = Running(command, proc)
+        try:
+            yield running
+        finally:
+            await running.close()
+
+    def leftovers(self) -> list[str]:
+        """Processes still working in the project directory (the service, its servers)."""
+        found = []
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            with contextlib.suppress(OSError):
+                if Path(os.readlink(proc / "cwd")).is_relative_to(self.root):
+                    found.append(f"{proc.name}: {(proc / 'cmdline').read_text()!r}")
+        return found
+
+
+class Running:
+    """A background command whose output is read as it comes."""
+
+    def __init__(self, command: str, proc: asyncio.subprocess.Process) -> None:
+        self.command = command
+        self.proc = proc
+        self.output = ""
+        self._changed = asyncio.Event()
+        self._reader = asyncio.create_task(self._read(), name=f"read:{command}")
+
+    async def _read(self) -> None:
+        assert self.proc.stdout is not None
+        async for line in self.proc.stdout:
+            self.output += line.decode(errors="replace")
+            self._changed.set()
+
+    async def wait_output(self, pattern: str, timeout: float) -> None:  # noqa: ASYNC109
+        await self.until(lambda text: re.search(pattern, text) is not None, timeout)
+
+    async def until(self, predicate: Callable[[str], bool], timeout: float) -> None:  # noqa: ASYNC109
+        """Wait until the output so far satisfies `predicate`."""
+        try:
+            async with asyncio.timeout(timeout):
+                while not predicate(self.output):
+                    if self.proc.returncode is not None or self._reader.done():
+                        raise AssertionError(f"{self.command!r} ended:\n{self.output[-3000:]}")
+                    self._changed.clear()
+                    await self._changed.wait()
+        except TimeoutError:
+            raise AssertionError(
+                f"{self.command!r}: not seen within {timeout}s:\n{self.output[-3000:]}"
+            ) from None
+
+    async def interrupt(self, timeout: float = 30) -> Ran:  # noqa: ASYNC109
+        """Ctrl-C: SIGINT to the whole process group, then wait for the exit."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGINT)
+        async with asyncio.timeout(timeout):
+            code = await self.proc.wait()
+            await self._reader
+        return Ran(self.command, code, self.output, "")
+
+    async def close(self) -> None:
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            await self.proc.wait()
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    """A fresh project directory linked to this checkout, with a free HTTP port."""
+    stale = subprocess.run(
+        ["make", "-q", ".venv/.installed"], cwd=REPO, capture_output=True, check=False
+    )
+    if stale.returncode != 0:
+        pytest.fail("the venv is older than pyproject.toml: run `make test`, which refreshes it")
+    root = tmp_path / "project"
+    root.mkdir()
+    for name in LINKED:
+        (root / name).symlink_to(REPO / name)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHYARD_")}
+    env |= {"SWITCHYARD_HTTP_PORT": str(port), "SWITCHYARD_URL": f"http://127.0.0.1:{port}"}
+    env.pop("MAKEFLAGS", None)  # the suite may itself run under make
+    env.pop("MAKELEVEL", None)
+    return Project(root, port, env)
+
+
+# --- what the service says ---
+
+
+async def metrics(project: Project) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The service's /metrics samples by (name, sorted labels)."""
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{project.url}/metrics") as response,
+    ):
+        text = await response.text()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+async def handled(project: Project, cls: str, outcome: str = "ok", at_least: int = 1) -> None:
+    """Wait until the service counts `at_least` events of `cls` finished with `outcome`."""
+    key = ("switchyard_events_processed_total", (("class", cls), ("outcome", outcome)))
+
+    async def enough() -> bool:
+        return (await metrics(project)).get(key, 0) >= at_least
+
+    await wait_for(enough, timeout=30, interval=0.2, message=f"{at_least} {cls} {outcome}")
+
+
+async def ready(project: Project) -> None:
+    async def answers() -> bool:
+        try:
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(f"{project.url}/readyz") as response,
+            ):
+                return response.status == 200
+        except aiohttp.ClientError:
+            return False
+
+    await wait_for(answers, timeout=30, interval=0.2, message="the service's /readyz")
+
+
+def rates(table: str) -> dict[str, float]:
+    """Per class, the rate column of the last status table in `table`."""
+    return {m["cls"]: float(m["rate"]) for m in TABLE_LINE.finditer(table) if m["cls"] in CLASSES}
+
+
+def flowing(output: str) -> bool:
+    """Whether one status table so far shows every class of the three workloads handling."""
+    return any(
+        all(rates(table).get(cls, 0) > 0 for cls in CLASSES)
+        for table in output.split("instance(s) reporting")[1:]
+    )
+
+
+# --- the checks: what the README promises for each command ---
+
+Verify = Callable[[Ran, Project], Awaitable[None]]
+
+
+def accepted(output: str) -> list[str]:
+    """The classes of a 202 reply, in order."""
+    return [a["class"] for a in json.loads(output)["accepted"]]
+
+
+async def published_over_http(ran: Ran, project: Project) -> None:
+    assert accepted(ran.out) == ["doorbell.button_press"]
+    await handled(project, "doorbell.button_press")
+
+
+async def published_over_mqtt(ran: Ran, project: Project) -> None:
+    assert "published to doorbell/front-door/motion_detected at QoS 1" in ran.out
+    await handled(project, "doorbell.motion")
+
+
+async def music_posted(ran: Ran, project: Project) -> None:
+    assert accepted(ran.out) == ["music.skip_song", "music.like_song"]
+    await handled(project, "music.skip_song")
+    await handled(project, "music.like_song")
+
+
+async def patient_arrived(ran: Ran, project: Project) -> None:
+    assert accepted(ran.out) == ["clinic.arrival"]
+    await handled(project, "clinic.vaccination")  # screened, registered, then vaccinated
+
+
+async def status_table(ran: Ran, project: Project) -> None:
+    assert "1 instance(s) reporting" in ran.out
+    assert set(rates(ran.out)) == set(CLASSES)
+
+
+async def classes_view(ran: Ran, project: Project) -> None:
+    assert sorted(json.loads(ran.out)) == CLASSES
+
+
+async def compliance_lines(ran: Ran, project: Project) -> None:
+    lines = [line for line in ran.out.splitlines() if line.startswith("switchyard_sla_compl")]
+    assert {re.search(r'class="([^"]+)"', line)[1] for line in lines} == set(CLASSES)  # type: ignore[index]
+
+
+async def dead_lettered(ran: Ran, project: Project) -> None:
+    assert accepted(ran.out) == ["clinic.registration"]
+    await handled(project, "clinic.registration", "dead")  # after 3 attempts
+
+
+async def dead_letter_listed(ran: Ran, project: Project) -> None:
+    assert "handler_error" in ran.out
+    assert "registration is missing name" in ran.out
+    assert ran.out.rstrip().endswith("1 dead letter(s)")
+
+
+async def dead_letter_replayed(ran: Ran, project: Project) -> None:
+    assert "replayed 1 into clinic.registration" in ran.out
+    await handled(project, "clinic.registration", "retried", at_least=3)  # it fails again
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """What the README promises for the commands matching `pattern`: verified after the
+    command ran in the walk-through, or by the test named in `covered_by`."""
+
+    pattern: str
+    verify: Verify | None = None
+    covered_by: str = ""
+    interrupt_after: str | None = None  # runs until this is printed, then Ctrl-C
+
+    def matches(self, command: Command) -> bool:
+        return re.search(self.pattern, command.words) is not None
+
+
+CHECKS = (
+    Check(r"^make run$", covered_by="test_make_run_shows_every_class_flowing_and_stops_on_ctrl_c"),
+    Check(r"^make test$", covered_by="the command that runs this suite: CI's .ci/run"),
+    Check(r"^make serve$", covered_by="test_the_walk_through"),
+    Check(r"^make check$", covered_by="test_make_check_unit_and_bench_run"),
+    Check(r"^make unit$", covered_by="test_make_check_unit_and_bench_run"),
+    Check(r"^make bench$", covered_by="test_make_check_unit_and_bench_run"),
+    Check(
+        r"^SWITCHYARD_REDIS_URL=\S+ SWITCHYARD_MQTT_URL=\S+ make serve$",
+        covered_by="test_make_serve_on_your_own_redis_and_broker",
+    ),
+    Check(r"publish doorbell/front-door/button_press", published_over_http),
+    Check(r"publish doorbell/front-door/motion_detected .* --url", published_over_mqtt),
+    Check(r"curl .*/events/music/10/events", music_posted),
+    Check(r"curl .*/events/clinic/arrival", patient_arrived),
+    Check(r"switchyard status$", status_table),
+    Check(r"switchyard status --watch$", status_table, interrupt_after="instance\\(s\\) reporting"),
+    Check(r"curl .*/classes \| python3 -m json.tool$", classes_view),
+    Check(r"curl .*/metrics \| grep switchyard_sla_compliance_ratio$", compliance_lines),
+    Check(r"curl .*/events/clinic/registration", dead_lettered),
+    Check(r"dlq list --class clinic.registration$", dead_letter_listed),
+    Check(r"dlq replay --class clinic.registration --all$", dead_letter_replayed),
+)
+
+
+def check_of(command: Command) -> Check:
+    [check] = [check for check in CHECKS if check.matches(command)]
+    return check
+
+
+def test_every_readme_command_has_a_check() -> None:
+    commands = readme_commands(README.read_text())
+    assert len(commands) >= len(CHECKS)
+    for command in commands:
+        found = [check for check in CHECKS if check.matches(command)]
+        assert len(found) == 1, f"README command {command.words!r} matches {len(found)} checks"
+    for check in CHECKS:
+        assert any(check.matches(c) for c in commands), f"{check.pattern!r}: not in the README"
+        if check.covered_by.startswith("test_"):
+            assert callable(globals().get(check.covered_by)), check.covered_by
+
+
+# --- the commands ---
+
+
+async def test_make_run_shows_every_class_flowing_and_stops_on_ctrl_c(project: Project) -> None:
+    """The README's first command: the demo on embedded servers, then Ctrl-C."""
+    observation = {"SWITCHYARD_CLINIC_OBSERVATION_S": "1"}  # so departures show in seconds
+    async with project.started("make run", **observation) as demo:
+        await demo.until(flowing, timeout=60)
+        stopped = await demo.interrupt()
+
+    assert "Traceback" not in stopped.out, stopped.out
+    assert "switchyard demo: stopped cleanly" in stopped.out, stopped.out[-2000:]
+    assert project.leftovers() == []
+
+
+async def test_demo_with_a_duration_shows_every_class_and_exits_0(project: Project) -> None:
+    ran = await project.run(
+        ".venv/bin/switchyard demo --duration 10 --every 5",
+        timeout=60,
+        SWITCHYARD_CLINIC_OBSERVATION_S="1",
+    )
+    ran.ok()
+    whole_run = ran.out.split("whole run:")[-1]
+    assert all(rates(whole_run).get(cls, 0) > 0 for cls in CLASSES), whole_run
+    assert ran.out.rstrip().endswith("switchyard demo: stopped cleanly")
+    assert project.leftovers() == []
+
+
+async def test_the_walk_through(project: Project) -> None:
+    """With `make serve` running, each command of the walk-through, in the README's order."""
+    walk = [c for c in readme_commands(README.read_text()) if check_of(c).verify is not None]
+    async with project.started("make serve", SWITCHYARD_LOG_FORMAT="json") as service:
+        await ready(project)
+        for command in walk:
+            check = check_of(command)
+            if check.interrupt_after is None:
+                ran = (await project.run(command.text)).ok()
+            else:
+                ran = (await project.interrupted(command.text, check.interrupt_after)).ok()
+            assert command.shows(ran.out), f"README shows {command.shown!r}, got {ran.out!r}"
+            assert check.verify is not None
+            await check.verify(ran, project)
+        stopped = await service.interrupt()
+
+    assert '"drained": true' in stopped.out, stopped.out[-2000:]
+    assert "Traceback" not in stopped.out
+    assert project.leftovers() == []
+
+
+async def test_make_serve_on_your_own_redis_and_broker(
+    project: Project, tmp_path: Path, mqtt_broker: BrokerServer
+) -> None:
+    [command] = [
+        c for c in readme_commands(README.read_text()) if c.words.startswith("SWITCHYARD_REDIS")
+    ]
+    redis = RedisServer(tmp_path / "own-redis")
+    await redis.start()
+    try:
+        text = command.text.replace("host:6379", f"127.0.0.1:{redis.port}")
+        text = text.replace("host:1883", f"127.0.0.1:{mqtt_broker.port}")
+        async with project.started(text) as service:
+            await ready(project)
+            publish = ".venv/bin/switchyard publish doorbell/d1/button_press '{}' --url "
+            (await project.run(publish + mqtt_broker.url)).ok()
+            await handled(project, "doorbell.button_press")
+            await service.interrupt()
+        assert not (project.root / ".switchyard" / "redis").exists()  # nothing embedded started
+    finally:
+        await redis.stop()
+    assert project.leftovers() == []
+
+
+async def test_make_check_unit_and_bench_run(tmp_path: Path) -> None:
+    """The other targets the README names, run in the checkout (they work on its sources)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL")}
+    results = tmp_path / "bench.json"
+    for command in (
+        "make check",
+        "make unit",
+        f"make bench BENCH_ARGS='--part throughput --no-peers --json {results}'",
+    ):
+        proc = await asyncio.create_subprocess_exec(
+            "bash", "-c", command, cwd=REPO, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        async with asyncio.timeout(240):
+            out, _ = await proc.communicate()
+        assert proc.returncode == 0, f"{command}:\n{out.decode()[-3000:]}"
+    figures = json.loads(results.read_text())
+    assert figures["settings"]["parts"] == ["throughput"]
+    assert figures["throughput"], "make bench measured nothing"
