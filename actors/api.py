@@ -5,10 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from router.envelope import Envelope
+from router.errors import PermanentFailure
+
 if TYPE_CHECKING:
     import structlog
 
-    from router.envelope import Envelope
+__all__ = ["Actor", "Context", "Envelope", "PermanentFailure", "StreamFields"]
 
 StreamFields = Mapping[str, str | bytes | int | float]
 
@@ -49,8 +52,21 @@ class Context(Protocol):
         """
         ...
 
-    def append(self, stream: str, fields: StreamFields) -> None:
-        """Add an entry to any Redis stream (an audit tap or a durable log)."""
+    def append(self, stream: str, fields: StreamFields, *, parent: Envelope | None = None) -> None:
+        """Add an entry to any Redis stream (an audit tap or a durable log).
+
+        Field values are str, bytes, int or float (not bool): anything else raises TypeError
+        here, in the handler. In a batch, `parent` ties the entry to one member, so it is
+        dropped if that member fails; without it, the entry belongs to the whole batch.
+        """
+        ...
+
+    def fail(self, event: Envelope, error: BaseException) -> None:
+        """In `handle_batch`: this member failed, the rest of the batch did not.
+
+        It is retried on its own (a `PermanentFailure` goes straight to the dead letters), and
+        the outputs emitted or appended for it are dropped.
+        """
         ...
 
 
@@ -58,7 +74,11 @@ class Actor:
     """Base class of actors: one instance per class pool, built with the class's `options`.
 
     Implement `handle` (stream and queue modes) or `handle_batch` (batch mode). Raising marks
-    the event as failed; it is then retried or kept in the class's dead-letter stream.
+    the event (or the whole batch) as failed: it is retried, then kept in the class's
+    dead-letter stream. Raise `PermanentFailure` for an event that can never succeed (invalid
+    data): it goes to the dead letters at once. A batch handler fails one member with
+    `ctx.fail(event, error)`. An actor with only `handle` in batch mode gets each member
+    handled on its own, and a member that raises fails alone.
     """
 
     def __init__(self, **options: Any) -> None:
@@ -75,6 +95,11 @@ class Actor:
         raise NotImplementedError(f"{type(self).__name__} does not implement handle()")
 
     async def handle_batch(self, events: Sequence[Envelope], ctx: Context) -> None:
-        """Handle a batch; by default, each event in order."""
-        for event in events:
-            await self.handle(event, ctx)
+        """Handle a batch. Not overridden, the pool hands each member to `handle` in order,
+        each with a context of its own, and a member that raises fails alone."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement handle_batch()")
+
+    @classmethod
+    def handles_batches(cls) -> bool:
+        """Whether this actor implements `handle_batch` itself."""
+        return cls.handle_batch is not Actor.handle_batch

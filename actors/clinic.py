@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
-from actors.api import Actor, Context
+from actors.api import Actor, Context, PermanentFailure
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -29,8 +29,11 @@ class Arrival(Actor):
     async def handle_batch(self, events: Sequence[Envelope], ctx: Context) -> None:
         for event in events:
             patient = event.payload
-            temperature = float(patient.get("temperature_c", 36.6))
-            symptoms = patient.get("symptoms") or []
+            try:
+                temperature, symptoms = _screening(patient)
+            except PermanentFailure as exc:  # this patient's record, not the whole group's
+                ctx.fail(event, exc)
+                continue
             if temperature > self.max_temperature_c or symptoms:
                 ctx.emit(
                     "clinic.departure",
@@ -41,15 +44,34 @@ class Arrival(Actor):
                 ctx.emit("clinic.registration", {**patient, "screened": True}, parent=event)
 
 
+def _screening(patient: dict[str, Any]) -> tuple[float, list[Any]]:
+    """The temperature (36.6 when not taken) and symptoms of an arrival record."""
+    temperature = patient.get("temperature_c", 36.6)
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+        raise PermanentFailure(f"temperature_c must be a number, not {temperature!r:.40}")
+    symptoms = patient.get("symptoms") or []
+    if not isinstance(symptoms, list):
+        raise PermanentFailure(f"symptoms must be a list, not {type(symptoms).__name__}")
+    return float(temperature), symptoms
+
+
 class Registration(Actor):
-    """Validates patient data; an incomplete record is an error, kept as a dead letter."""
+    """Validates patient data; an incomplete record is a permanent failure: a dead letter at
+    once, with what is missing, for the desk to correct and replay."""
 
     async def handle(self, event: Envelope, ctx: Context) -> None:
         patient = event.payload
         missing = [name for name in REQUIRED_REGISTRATION if not patient.get(name)]
         if missing:
-            raise ValueError(f"registration is missing {', '.join(missing)}")
-        date.fromisoformat(str(patient["birth_date"]))  # raises ValueError for a bad date
+            raise PermanentFailure(f"registration is missing {', '.join(missing)}")
+        if not all(isinstance(patient[name], str) for name in REQUIRED_REGISTRATION):
+            raise PermanentFailure(f"{', '.join(REQUIRED_REGISTRATION)} must be text")
+        try:
+            date.fromisoformat(patient["birth_date"])
+        except ValueError:
+            raise PermanentFailure(
+                f"birth_date {patient['birth_date']!r:.40} is not a date"
+            ) from None
         ctx.emit("clinic.vaccination", {**patient, "registered": True})
 
 

@@ -4,6 +4,10 @@ Emits and appends are only recorded here; the pool writes them to Redis before i
 acknowledges the handled entries, so a crash in between repeats the handler instead of
 losing its output. Emitted ids derive from the parent's id and are de-duplicated on arrival,
 so the repeat does not double anything downstream.
+
+Everything an output could fail on is checked here, as the handler asks for it (an emit is
+encoded, an append's fields are checked): a bad value fails its own event, in its handler,
+and never the write that carries its neighbours' outputs.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from router.envelope import Envelope, child_event_id
 from router.errors import UnknownTarget
+from router.transport import Outgoing
 
 if TYPE_CHECKING:
     import structlog
@@ -20,13 +25,27 @@ if TYPE_CHECKING:
     from actors.api import StreamFields
     from router.ingest import Ingest
 
+Append = tuple[str, dict[str, str | bytes | int | float]]
+
 
 @dataclass(slots=True)
 class Outputs:
-    """What a handler asked to write; made durable before its events are acknowledged."""
+    """What a handler asked to write, each output with the id of the event it is for (None:
+    the whole batch); made durable before its events are acknowledged."""
 
-    emits: list[tuple[Envelope, float | None]] = field(default_factory=list)  # (event, due)
-    appends: list[tuple[str, StreamFields]] = field(default_factory=list)
+    emits: list[tuple[str, Outgoing]] = field(default_factory=list)
+    appends: list[tuple[str | None, Append]] = field(default_factory=list)
+    failures: dict[str, BaseException] = field(default_factory=dict)  # event id -> error
+
+    def __bool__(self) -> bool:
+        return bool(self.emits or self.appends)
+
+    def without(self, event_ids: set[str]) -> Outputs:
+        """These outputs less those for `event_ids` (events that failed)."""
+        return Outputs(
+            [(parent, emit) for parent, emit in self.emits if parent not in event_ids],
+            [(parent, append) for parent, append in self.appends if parent not in event_ids],
+        )
 
 
 NO_OUTPUTS = Outputs()  # what a handler that wrote nothing leaves; never appended to
@@ -78,6 +97,13 @@ class EventContext:
             self._outputs = Outputs()
         return self._outputs
 
+    def member(self, event: Envelope) -> EventContext:
+        """A context for one event of this batch, writing into the batch's outputs."""
+        child = EventContext(self._cls, event, self._ingest, self._base_log)
+        child._outputs = self._written()
+        child._children = self._children = self._children or {}
+        return child
+
     @property
     def cls(self) -> str:
         return self._cls
@@ -121,8 +147,33 @@ class EventContext:
             # A timed wait is not queueing delay: its latency is measured from its release.
             due = envelope.ingest_ts + delay_s
             envelope = envelope._replace(ingest_ts=due)
-        self._written().emits.append((envelope, due))
+        outgoing = Outgoing(envelope.cls, envelope.encode(), dedup_id=envelope.id, due=due)
+        self._written().emits.append((parent.id, outgoing))
         return envelope.id
 
-    def append(self, stream: str, fields: StreamFields) -> None:
-        self._written().appends.append((stream, fields))
+    def append(self, stream: str, fields: StreamFields, *, parent: Envelope | None = None) -> None:
+        checked = check_fields(stream, fields)
+        owner = parent.id if parent is not None else (None if self._batch else self._parent.id)
+        self._written().appends.append((owner, (stream, checked)))
+
+    def fail(self, event: Envelope, error: BaseException) -> None:
+        self._written().failures[event.id] = error
+
+
+def check_fields(stream: str, fields: StreamFields) -> dict[str, str | bytes | int | float]:
+    """A copy of an append's fields, or TypeError naming the first field Redis cannot store."""
+    if not isinstance(stream, str) or not stream:
+        raise TypeError(f"a stream name must be a non-empty str, not {stream!r}")
+    checked: dict[str, str | bytes | int | float] = {}
+    for name, value in fields.items():
+        if not isinstance(name, str):
+            raise TypeError(f"append to {stream}: field names are str, not {name!r}")
+        if isinstance(value, bool) or not isinstance(value, (str, bytes, int, float)):
+            raise TypeError(
+                f"append to {stream}: field {name!r} is a {type(value).__name__}; "
+                "fields are str, bytes, int or float"
+            )
+        checked[name] = value
+    if not checked:
+        raise TypeError(f"append to {stream}: an entry needs at least one field")
+    return checked

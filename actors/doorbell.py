@@ -1,10 +1,15 @@
-"""Connected-doorbell actors: instant alerts, quick detections, batched readings, stored video."""
+"""Connected-doorbell actors: instant alerts, quick detections, batched readings, stored video.
+
+A value of the wrong kind (a confidence that is not a number, a clip without an id) can never
+succeed: it is a `PermanentFailure`, kept as a dead letter with the reason, not retried.
+"""
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
-from actors.api import Actor, Context
+from actors.api import Actor, Context, PermanentFailure
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -14,6 +19,19 @@ if TYPE_CHECKING:
 
 def _device(event: Envelope) -> str:
     return event.key or str(event.payload.get("device_id", "unknown"))
+
+
+def _number(event: Envelope, name: str, default: float | None = None) -> float:
+    """The payload's finite number `name` (not a bool); `default` when it is absent, or a
+    PermanentFailure if there is none."""
+    value = event.payload.get(name)
+    if value is None:
+        if default is None:
+            raise PermanentFailure(f"{name} is missing")
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise PermanentFailure(f"{name} must be a finite number, not {value!r:.40}")
+    return float(value)
 
 
 class OwnerAlert(Actor):
@@ -42,7 +60,9 @@ class Detection(Actor):
     async def handle(self, event: Envelope, ctx: Context) -> None:
         device = _device(event)
         kind = event.topic.rsplit("/", 1)[-1] or "detection"
-        confidence = float(event.payload.get("confidence", 0.0))
+        confidence = _number(event, "confidence", 0.0)
+        if not 0.0 <= confidence <= 1.0:
+            raise PermanentFailure(f"confidence must be between 0 and 1, not {confidence:g}")
         ctx.append(
             self.stream,
             {"event_id": event.id, "device_id": device, "kind": kind, "confidence": confidence},
@@ -52,7 +72,10 @@ class Detection(Actor):
 
 
 class ReadingSummary(Actor):
-    """Temperature and light readings, summarised per device and kind for each batch."""
+    """Temperature and light readings, summarised per device and kind for each batch.
+
+    A reading without a numeric `value` fails alone; the batch's summary leaves it out.
+    """
 
     def __init__(self, *, stream: str = "doorbell:readings", **options: Any) -> None:
         super().__init__(stream=stream, **options)
@@ -61,10 +84,13 @@ class ReadingSummary(Actor):
     async def handle_batch(self, events: Sequence[Envelope], ctx: Context) -> None:
         groups: dict[tuple[str, str], list[float]] = {}
         for event in events:
-            value = event.payload.get("value")
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                kind = event.topic.rsplit("/", 1)[-1]
-                groups.setdefault((_device(event), kind), []).append(float(value))
+            try:
+                value = _number(event, "value")
+            except PermanentFailure as exc:
+                ctx.fail(event, exc)
+                continue
+            kind = event.topic.rsplit("/", 1)[-1]
+            groups.setdefault((_device(event), kind), []).append(value)
         for (device, kind), values in groups.items():
             ctx.append(
                 self.stream,
@@ -80,7 +106,7 @@ class ReadingSummary(Actor):
 
 
 class VideoArchive(Actor):
-    """A clip upload: index it for later review. A clip without a `clip_id` is an error."""
+    """A clip upload: index it for later review. A clip without a `clip_id` cannot be indexed."""
 
     def __init__(self, *, stream: str = "doorbell:videos", **options: Any) -> None:
         super().__init__(stream=stream, **options)
@@ -88,15 +114,18 @@ class VideoArchive(Actor):
 
     async def handle(self, event: Envelope, ctx: Context) -> None:
         clip = event.payload.get("clip_id")
-        if not clip:
-            raise ValueError("video_upload without a clip_id")
+        if not isinstance(clip, str) or not clip:
+            raise PermanentFailure("video_upload without a clip_id (a non-empty string)")
+        url = event.payload.get("url", "")
+        if not isinstance(url, str):
+            raise PermanentFailure(f"url must be a string, not {type(url).__name__}")
         ctx.append(
             self.stream,
             {
                 "event_id": event.id,
                 "device_id": _device(event),
-                "clip_id": str(clip),
-                "duration_s": float(event.payload.get("duration_s", 0.0)),
-                "url": str(event.payload.get("url", "")),
+                "clip_id": clip,
+                "duration_s": _number(event, "duration_s", 0.0),
+                "url": url,
             },
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from actors.api import Actor, Context
+from actors.api import Actor, Context, PermanentFailure
 
 if TYPE_CHECKING:
     from router.envelope import Envelope
@@ -28,6 +28,10 @@ class InteractionLog(Actor):
         record: dict[str, str | bytes | int | float] = {"event_id": event.id}
         for name in LOG_FIELDS:
             value = payload.get(name)
-            if value is not None:
-                record[name] = value if isinstance(value, (str, int, float)) else str(value)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+                kind = type(value).__name__
+                raise PermanentFailure(f"{name} is a {kind}; the log takes text or numbers")
+            record[name] = value
         ctx.append(self.stream, record)

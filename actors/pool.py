@@ -21,14 +21,14 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from actors.api import Actor
-from actors.context import EventContext, Outputs
+from actors.context import NO_OUTPUTS, EventContext, Outputs
 from router.backoff import Backoff
 from router.clock import Clock, wait_set
 from router.deadletters import failure_fields
 from router.envelope import Envelope
-from router.errors import ActorLoadError, DecodeError, PoisonEntry
+from router.errors import ActorLoadError, DecodeError, PermanentFailure, PoisonEntry
 from router.metrics import Metrics, Observations, SlaWindow
-from router.transport import UNAVAILABLE, Fields, Outgoing, Transport
+from router.transport import UNAVAILABLE, Fields, Transport
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Coroutine
@@ -114,6 +114,21 @@ class Done:
     started: float | None = None  # wall time the handler started; None if it never ran
     handler_s: float = 0.0
 
+    @classmethod
+    def failed(
+        cls,
+        entry_ids: list[bytes],
+        events: list[Envelope],
+        error: BaseException,
+        started: float | None = None,
+        handler_s: float = 0.0,
+    ) -> Done:
+        """Failed handling, without outputs: a PermanentFailure goes to the dead letters at
+        once, anything else is retried."""
+        permanent = isinstance(error, PermanentFailure)
+        reason = "permanent" if permanent else "handler_error"
+        return cls(entry_ids, events, NO_OUTPUTS, error, reason, permanent, started, handler_s)
+
 
 class Pool:
     """One class's actor pool inside this process."""
@@ -147,6 +162,7 @@ class Pool:
         self.timeout_s = config.timeout_ms / 1000 if config.timeout_ms else None
         # The actor's entry point, called without a coroutine of the pool's own around it.
         self._invoke = self._handle_many if config.mode == "batch" else self._handle_one
+        self._batches = actor.handles_batches()
         self._max_age_s = _expiry_s(config.shed)
         self.running = False
         self._held: set[bytes] = set()  # entry ids fetched and not yet settled
@@ -307,7 +323,7 @@ class Pool:
             self._taken += 1
             if delivered > self.config.max_deliveries:
                 error = PoisonEntry(delivered, self.config.max_deliveries)
-                self._settle_later(Done([entry_id], [envelope], Outputs(), error, "poison", True))
+                self._settle_later(Done([entry_id], [envelope], NO_OUTPUTS, error, "poison", True))
             else:
                 entries.append((entry_id, envelope))
         self._inflight_gauge.set(self.inflight)
@@ -402,20 +418,44 @@ class Pool:
             error.__cause__ = exc
         except Exception as exc:  # any handler failure is the event's, not the pool's
             error = exc
-        done = Done(
-            entry_ids,
-            events,
-            ctx.outputs,
-            error,
-            started=started_wall,
-            handler_s=clock.monotonic() - started,
-        )
-        if error is not None:
-            done.outputs = Outputs()  # a failed handler's emits are not written
+        timing = (started_wall, clock.monotonic() - started)
+        if error is not None:  # a failed handler's outputs are not written
             ctx.log.warning(
                 "handler failed", error=repr(error), attempt=first.attempt, events=len(events)
             )
-        self._settle_later(done)
+            self._settle_later(Done.failed(entry_ids, events, error, *timing))
+            return
+        outputs = ctx.outputs
+        if not outputs.failures:
+            self._settle_later(Done(entry_ids, events, outputs, None, "", False, *timing))
+            return
+        self._settle_members(entry_ids, events, outputs, timing)
+
+    def _settle_members(
+        self,
+        entry_ids: list[bytes],
+        events: list[Envelope],
+        outputs: Outputs,
+        timing: tuple[float, float],
+    ) -> None:
+        """A batch some members of which failed (`ctx.fail`): each failed member is settled
+        on its own, without its outputs; the rest as one, with theirs."""
+        failed = outputs.failures
+        kept = [(i, e) for i, e in zip(entry_ids, events, strict=True) if e.id not in failed]
+        for entry_id, event in zip(entry_ids, events, strict=True):
+            if event.id in failed:
+                error = failed[event.id]
+                self.log.warning(
+                    "batch member failed",
+                    event_id=event.id,
+                    error=repr(error),
+                    attempt=event.attempt,
+                )
+                self._settle_later(Done.failed([entry_id], [event], error, *timing))
+        if kept:
+            rest = outputs.without(set(failed))
+            ids, members = [i for i, _ in kept], [e for _, e in kept]
+            self._settle_later(Done(ids, members, rest, None, "", False, *timing))
 
     def _settle_later(self, done: Done) -> None:
         """Hand finished entries to the acker."""
@@ -427,7 +467,18 @@ class Pool:
         return self.actor.handle(events[0], ctx)
 
     def _handle_many(self, events: list[Envelope], ctx: EventContext) -> Awaitable[None]:
-        return self.actor.handle_batch(events, ctx)
+        if self._batches:
+            return self.actor.handle_batch(events, ctx)
+        return self._handle_each(events, ctx)
+
+    async def _handle_each(self, events: list[Envelope], ctx: EventContext) -> None:
+        """Batch mode for an actor that handles one event at a time: each member in order,
+        with a context of its own; a member that raises fails alone."""
+        for event in events:
+            try:
+                await self.actor.handle(event, ctx.member(event))
+            except Exception as exc:  # the member's failure, not the batch's
+                ctx.fail(event, exc)
 
     def _without_expired(self, batch: list[Entry], max_age_s: float) -> list[Entry]:
         """With `shed.action: expire`, events older than `max_age_ms` skip the handler and go
@@ -439,7 +490,7 @@ class Pool:
         self.metrics.shed.labels(self.cls, "expire").inc(len(stale))
         error = TimeoutError(f"older than shed.max_age_ms={max_age_s * 1000:g}")
         self._settle_later(
-            Done([i for i, _ in stale], [e for _, e in stale], Outputs(), error, "expired", True)
+            Done([i for i, _ in stale], [e for _, e in stale], NO_OUTPUTS, error, "expired", True)
         )
         return [(i, e) for i, e in batch if e.ingest_ts >= oldest_ok]
 
@@ -461,17 +512,93 @@ class Pool:
                     self.metrics.redis_errors.labels("ack").inc()
                     self.log.warning("redis unavailable, retrying ack", error=str(exc))
                     await asyncio.sleep(backoff.next_delay())
+                except Exception:  # a bug: the entries stay pending, the pool goes on
+                    self.log.exception("settling failed, the entries stay pending for reclaim")
+                    self._release([i for done in batch for i in done.entry_ids])
+                    break
 
     async def _flush(self, batch: list[Done]) -> None:
-        """Write outputs first, then ack, retry or dead-letter every entry in one transaction."""
-        emits = [
-            Outgoing(e.cls, e.encode(), dedup_id=e.id, due=due)
-            for done in batch
-            for e, due in done.outputs.emits
-        ]
-        appends = [a for done in batch for a in done.outputs.appends]
-        if emits or appends:
-            await self.transport.publish(emits, appends)
+        """Write outputs first, then ack, retry or dead-letter every entry in one transaction.
+
+        One event's bad output, or an entry Redis will not settle, is dealt with on its own:
+        it never fails the rest of the flush.
+        """
+        written, repeated = await self._write_outputs(batch)
+        settled = await self._settle(batch)
+        self._account(settled, self.clock.wall(), written, repeated)
+        self._release([i for done in batch for i in done.entry_ids])
+
+    def _release(self, entry_ids: list[bytes]) -> None:
+        """Entries settled (or left pending for reclaim): their slots are free again."""
+        self._held.difference_update(entry_ids)
+        self.scheduler.release(self.config.lane, len(entry_ids))
+        self._inflight_gauge.set(self.inflight)
+        self._slot_freed.set()
+
+    async def _write_outputs(self, batch: list[Done]) -> tuple[Counter[str], Counter[str]]:
+        """Write the finished events' emits and appends; returns emits written and repeated,
+        by class. If Redis refuses the lot (not for being away), each event's outputs are
+        written on their own, and an event whose outputs are refused fails with that error."""
+        writing = [done for done in batch if done.error is None and done.outputs]
+        if not writing:
+            return Counter(), Counter()
+        try:
+            return await self._publish_outputs(writing)
+        except UNAVAILABLE:
+            raise
+        except Exception:
+            self.log.exception("redis refused a flush's outputs, writing them event by event")
+        written: Counter[str] = Counter()
+        repeated: Counter[str] = Counter()
+        for done in writing:
+            try:
+                one_written, one_repeated = await self._publish_outputs([done])
+            except UNAVAILABLE:
+                raise
+            except Exception as exc:
+                done.error, done.reason, done.outputs = exc, "output_error", NO_OUTPUTS
+                continue
+            written.update(one_written)
+            repeated.update(one_repeated)
+        return written, repeated
+
+    async def _publish_outputs(self, batch: list[Done]) -> tuple[Counter[str], Counter[str]]:
+        emits = [emit for done in batch for _, emit in done.outputs.emits]
+        appends = [append for done in batch for _, append in done.outputs.appends]
+        ids = await self.transport.publish(emits, appends)
+        written, repeated = Counter[str](), Counter[str]()
+        for emit, stream_id in zip(emits, ids, strict=True):
+            (written if stream_id else repeated)[emit.cls] += 1
+        return written, repeated
+
+    async def _settle(self, batch: list[Done]) -> list[Done]:
+        """Ack, retry or dead-letter the entries in one transaction; returns what was settled.
+
+        If Redis refuses the transaction (not for being away), each event is settled on its
+        own, and one it still refuses stays pending: reclaimed later, then a poison entry.
+        """
+        try:
+            await self._settle_together(batch)
+        except UNAVAILABLE:
+            raise
+        except Exception:
+            self.log.exception("redis refused a settle, settling entries one by one")
+        else:
+            return batch
+        settled = []
+        for done in batch:
+            try:
+                await self._settle_together([done])
+            except UNAVAILABLE:
+                raise
+            except Exception:
+                ids = [i.decode() for i in done.entry_ids]
+                self.log.exception("entries could not be settled, they stay pending", entries=ids)
+            else:
+                settled.append(done)
+        return settled
+
+    async def _settle_together(self, batch: list[Done]) -> None:
         retries: list[tuple[float, bytes]] = []
         dead: list[Fields] = []
         now = self.clock.wall()
@@ -482,11 +609,6 @@ class Pool:
         await self.transport.settle(self.cls, entry_ids, retries, dead)
         if retries:
             self._scheduled.set()
-        self._account(batch, self.clock.wall())
-        self._held.difference_update(entry_ids)
-        self.scheduler.release(self.config.lane, len(entry_ids))
-        self._inflight_gauge.set(self.inflight)
-        self._slot_freed.set()
 
     def _fail(
         self, done: Done, now: float, retries: list[tuple[float, bytes]], dead: list[Fields]
@@ -502,20 +624,26 @@ class Pool:
             else:
                 dead.append(failure_fields(envelope, done.reason, done.error, now))
 
-    def _publish_counts(self, outcomes: dict[str, int], emitted: Counter[str]) -> None:
+    def _publish_counts(
+        self, outcomes: dict[str, int], written: Counter[str], repeated: Counter[str]
+    ) -> None:
         """Metrics gathered over one flush, applied once."""
         for observations in (self._latency, self._source_latency, self._queue_wait, self._handler):
             observations.flush()
         for outcome, count in outcomes.items():
             if count:
                 self._processed[outcome].inc(count)
-        for cls, count in emitted.items():
+        for cls, count in written.items():
             self.metrics.ingested.labels(cls, "emit").inc(count)
+        for cls, count in repeated.items():
+            self.metrics.deduplicated.labels(cls, "emit").inc(count)
 
     def _retries(self, done: Done, envelope: Envelope) -> bool:
         return not done.final and envelope.attempt + 1 < self.config.retry.max_attempts
 
-    def _account(self, batch: list[Done], now: float) -> None:
+    def _account(
+        self, batch: list[Done], now: float, written: Counter[str], repeated: Counter[str]
+    ) -> None:
         """Outcomes, latency and SLA bookkeeping of settled entries; metrics once per flush."""
         target = self.config.sla.target_ms / 1000 if self.config.sla else float("inf")
         outcomes = {"ok": 0, "retried": 0, "dead": 0}
@@ -523,7 +651,6 @@ class Pool:
         source_latencies: list[float] = []
         queue_waits: list[float] = []
         handler_times: list[float] = []
-        emitted: Counter[str] = Counter()
         for done in batch:
             if done.started is not None:
                 handler_times.append(done.handler_s)
@@ -535,13 +662,11 @@ class Pool:
                 outcomes["ok"] += len(done.events)
             else:
                 self._count_failed(done, outcomes)
-            if done.outputs.emits:
-                emitted.update(envelope.cls for envelope, _ in done.outputs.emits)
         self._latency.add_all(latencies)
         self._source_latency.add_all(source_latencies)
         self._queue_wait.add_all(queue_waits)
         self._handler.add_all(handler_times)
-        self._publish_counts(outcomes, emitted)
+        self._publish_counts(outcomes, written, repeated)
         if self.config.sla:
             late = sum(latency > target for latency in latencies)
             missed = late + outcomes["dead"]  # a dead letter never met its target

@@ -39,7 +39,7 @@ from router.mqtt import MqttIngress
 from router.retention import Retention
 from router.routing import Router
 from router.scheduler import LaneScheduler
-from router.status import Reporter, instance_key
+from router.status import Reporter
 from router.tasks import cancel_and_wait
 from router.transport import UNAVAILABLE, StreamStats, Transport
 from router.workers import HOST, Assignment, Workers
@@ -348,9 +348,10 @@ class Service:
         if self.workers is not None:
             await self.workers.close()
         if self.redis is not None:
+            consumer = self.transport.consumer
             with contextlib.suppress(*UNAVAILABLE):  # leave the status table at once
-                await self.redis.delete(instance_key(self.transport.consumer))
-                await self.redis.zrem(keys.instances(), self.transport.consumer)
+                await self.redis.delete(keys.instance(consumer), keys.write_probe(consumer))
+                await self.redis.zrem(keys.instances(), consumer)
             await self.redis.aclose()  # 4. close connections
         if self.broker is not None:
             await self.broker.stop()  # 5. the embedded servers last
@@ -448,9 +449,9 @@ class Service:
         problems = []
         try:
             async with asyncio.timeout(1.0):
-                await self.transport.ping()
+                await self.transport.check_writable()
         except UNAVAILABLE as exc:
-            problems.append(f"redis unreachable: {exc!r}")
+            problems.append(f"redis unavailable: {type(exc).__name__}: {exc}")
         if self.mqtt is not None and not self.mqtt.connected:
             problems.append(f"mqtt broker not connected ({self.mqtt.url})")
         problems += [

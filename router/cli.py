@@ -15,24 +15,31 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
+from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
 from actors.pool import load_actor
 from router import keys
 from router.app import Service, resolve_redis_url
+from router.clock import SystemClock
 from router.config import Config, load_config
-from router.deadletters import LIST_LIMIT, DeadLetter, DeadLetters
+from router.deadletters import LIST_LIMIT, DeadLetter, DeadLetters, Route
 from router.demo import DemoOptions, run_demo
 from router.errors import ActorLoadError, ConfigError, ConfigIssue, EmbeddedServerError
-from router.logs import configure_logging
+from router.ingest import Ingest
+from router.logs import configure_logging, printable
+from router.metrics import Metrics
 from router.mqtt import MqttError, MqttPublisher
+from router.routing import Router
 from router.status import collect as collect_status
 from router.transport import UNAVAILABLE, Transport
 from router.workers import Assignment, claim_stdout, read_config
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Sequence
+
+    from router.envelope import Envelope
 
 DEFAULT_CONFIG = os.environ.get("SWITCHYARD_CONFIG", "config.yaml")
 EXIT_CONFIG = 2
@@ -400,15 +407,16 @@ async def _dlq_async(config: Config, args: argparse.Namespace, since_ms: int) ->
                     print(json.dumps(letter.summary(), indent=2, default=str))
         elif args.action == "replay":
             replayed, skipped = 0, list[str]()
+            route = _router_of(config, transport) if args.cls in keys.INGRESS_REJECTS else None
             async for page in _pages(letters, args.ids, since_ms):
-                moved, missed = await letters.replay(page)
+                moved, missed = await letters.replay(page, route)
                 replayed, skipped = replayed + moved, skipped + missed
             print(
                 f"replayed {replayed} into {args.cls}"
                 + (f"; skipped {len(skipped)}" if skipped else "")
             )
             for entry_id in skipped:
-                print(f"  skipped {entry_id}: already replayed, or not an envelope")
+                print(f"  skipped {entry_id}: already replayed, no event in it, or still unrouted")
         else:
             purged = 0
             async for page in _pages(letters, args.ids, since_ms):
@@ -417,6 +425,18 @@ async def _dlq_async(config: Config, args: argparse.Namespace, since_ms: int) ->
     finally:
         await redis.aclose()
     return 0
+
+
+def _router_of(config: Config, transport: Transport) -> Route:
+    """Routing as the service does it, for replaying ingress rejects into their classes."""
+    ingest = Ingest(
+        config, Router.from_config(config), transport, Metrics(CollectorRegistry()), SystemClock()
+    )
+
+    def route(topic: str, payload: dict[str, Any], event_id: str | None) -> Envelope | None:
+        return ingest.for_topic(topic, payload, source="replay", event_id=event_id)
+
+    return route
 
 
 async def _pages(
@@ -460,7 +480,10 @@ def _print_letters(letters: Sequence[DeadLetter]) -> None:
 
 
 def _text(value: Any) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+    """A field as text for the terminal: dead letters hold what senders chose, so control
+    characters (escape sequences) are shown escaped, never sent to the terminal."""
+    text = value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+    return printable(text)
 
 
 def parse_since(text: str) -> int:

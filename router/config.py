@@ -33,6 +33,11 @@ class ServiceConfig(_Model):
     drain_timeout_s: float = Field(10.0, gt=0)
     max_event_bytes: int = Field(65_536, gt=0)
     max_batch_events: int = Field(1_000, gt=0)
+    max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)  # one HTTP body, after decompression
+    # Every dead-letter stream (each class's, _unrouted, _rejected) keeps at most this many
+    # entries, none older than this; retention counts what it cuts.
+    dead_letter_max_len: int = Field(100_000, ge=1)
+    dead_letter_max_age_s: float = Field(7 * 86_400, gt=0)
     log_format: Literal["auto", "json", "pretty"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     dedup_window_s: float = Field(600.0, gt=0)

@@ -11,8 +11,11 @@ fixed actor can replay them. Unrouted and rejected ingress events have streams o
 from __future__ import annotations
 
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+import msgpack
 
 from router import keys
 from router.envelope import Envelope
@@ -26,6 +29,8 @@ if TYPE_CHECKING:
     from router.transport import Fields, Transport
 
 LIST_LIMIT = 1_000
+# (topic, payload, event id or None) -> the envelope routing makes of it, or None: unrouted.
+Route = Callable[[str, dict[str, Any], str | None], Envelope | None]
 
 
 def failure_fields(
@@ -70,6 +75,18 @@ class DeadLetter:
         except DecodeError:
             return None
 
+    def rerouted(self, route: Route) -> Envelope | None:
+        """An ingress reject's event (kept with its topic and payload) routed afresh, or None
+        when it holds no event or still routes nowhere."""
+        topic, packed = self.fields.get("topic"), self.fields.get("payload")
+        if topic is None or not isinstance(packed, bytes):
+            return None
+        payload = _unpacked(packed)
+        if not isinstance(payload, dict):
+            return None
+        event_id = self.fields.get("id")
+        return route(_text(topic), payload, None if event_id is None else _text(event_id))
+
     def summary(self) -> dict[str, Any]:
         """The readable fields (bytes shown by size), for `dlq list` and `dlq show`."""
         out: dict[str, Any] = {"entry_id": self.entry_id}
@@ -85,6 +102,8 @@ class DeadLetter:
         if envelope is not None:
             out["envelope"] = f"<{len(self.fields['envelope'])} bytes>"
             out["payload"] = envelope.payload
+        elif isinstance(packed := self.fields.get("payload"), bytes):
+            out["payload"] = _unpacked(packed)
         return out
 
 
@@ -111,16 +130,22 @@ class DeadLetters:
             yield page
             start = f"({page[-1].entry_id}"
 
-    async def replay(self, letters: Sequence[DeadLetter]) -> tuple[int, list[str]]:
+    async def replay(
+        self, letters: Sequence[DeadLetter], route: Route | None = None
+    ) -> tuple[int, list[str]]:
         """Put events back into their class stream with their attempts reset.
 
-        Each entry moves only if this call removed it from the dead-letter stream, so a
-        replay that runs twice (or on two machines) replays every entry once. Returns the
-        number replayed and the entry ids that could not be (no envelope, or already gone).
+        Ingress rejects (`_unrouted`, `_rejected`) have no class yet: given `route`, those
+        that hold an event are routed again (after a rule was fixed, say). Each entry moves
+        only if this call removed it from the dead-letter stream, so a replay that runs twice
+        (or on two machines) replays every entry once. Returns the number replayed and the
+        entry ids that could not be (no event, no route, or already gone).
         """
         replayed, skipped = 0, []
         for letter in letters:
             envelope = letter.envelope
+            if envelope is None and route is not None:
+                envelope = letter.rerouted(route)
             if envelope is None:
                 skipped.append(letter.entry_id)
                 continue
@@ -139,6 +164,14 @@ class DeadLetters:
             return 0
         removed: int = await self.redis.xdel(self.key, *(letter.entry_id for letter in letters))
         return removed
+
+
+def _unpacked(packed: bytes) -> Any:
+    """A kept payload (msgpack); its size as text when it is not readable."""
+    try:
+        return msgpack.unpackb(packed, raw=False, strict_map_key=False)
+    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
+        return f"<{len(packed)} bytes>"
 
 
 def _decoded(entries: Any) -> list[DeadLetter]:

@@ -41,21 +41,47 @@ class DecodeError(SwitchyardError):
 
 
 class InvalidEvent(SwitchyardError):
-    """A decoded body whose shape is not an event (for example a list of numbers)."""
+    """An event that cannot be taken: not an object, a value that cannot be stored, or (kind
+    `internal_error`) a failure of Switchyard's own while ingesting it."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, kind: str = "invalid") -> None:
         self.reason = reason
+        self.kind = kind
         super().__init__(reason)
 
 
-class EventTooLarge(SwitchyardError):
-    """An event over `max_event_bytes`."""
+class RefusedEvents(SwitchyardError):
+    """Events of one request that cannot be taken, by index; the request is refused whole."""
 
-    def __init__(self, size: int, limit: int, index: int = 0, *, batch: bool = False) -> None:
+    def __init__(self, problems: list[tuple[int, InvalidEvent | EventTooLarge]]) -> None:
+        self.problems = problems
+        first = problems[0][1]
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        super().__init__(f"{first}{more}")
+
+    @property
+    def kinds(self) -> set[str]:
+        """The reasons, as counted: invalid, too_large, internal_error."""
+        return {kind_of(exc) for _, exc in self.problems}
+
+
+def kind_of(exc: InvalidEvent | EventTooLarge) -> str:
+    return exc.kind if isinstance(exc, InvalidEvent) else "too_large"
+
+
+class EventTooLarge(SwitchyardError):
+    """An event over `max_event_bytes`, a batch over `max_batch_events`, or (with `size` None)
+    a body over `max_body_bytes`, noticed while it was read."""
+
+    def __init__(
+        self, size: int | None, limit: int, index: int = 0, *, batch: bool = False
+    ) -> None:
         self.size = size
         self.limit = limit
         self.index = index
-        if batch:
+        if size is None:
+            super().__init__(f"the body is over the limit of {limit} bytes")
+        elif batch:
             super().__init__(f"{size} events, over the batch limit of {limit}")
         else:
             super().__init__(f"event {index} is {size} bytes, over the limit of {limit}")
@@ -77,6 +103,16 @@ class ClassOverloaded(SwitchyardError):
         self.cls = cls
         self.reason = reason
         super().__init__(f"class {cls} is overloaded ({reason}); retry later")
+
+
+class PermanentFailure(SwitchyardError):
+    """Raised by an actor (or passed to `ctx.fail`) for an event that can never succeed, such
+    as one with invalid data: it goes straight to the dead letters with this reason, without
+    retries."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
 
 
 class UnknownTarget(SwitchyardError):

@@ -12,14 +12,22 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgpack
 import orjson
+import structlog
 
 from router import keys
 from router.envelope import Envelope, new_event_id
-from router.errors import ClassOverloaded, DecodeError, EventTooLarge, InvalidEvent
+from router.errors import (
+    ClassOverloaded,
+    DecodeError,
+    EventTooLarge,
+    InvalidEvent,
+    RefusedEvents,
+    kind_of,
+)
 from router.transport import Fields, Outgoing, StreamStats, Transport
 from router.writer import Writer
 
@@ -38,18 +46,24 @@ _DIGITS_AS_ZERO = bytes.maketrans(b"0123456789", b"0" * 10)
 MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack", "application/vnd.msgpack")
 SOURCE_ID_FIELD = "event_id"
 SOURCE_TS_FIELD = "timestamp"
+ERROR_CHARS = 2000  # of an error message or an excerpt kept with a rejected event
+
+log = structlog.get_logger("switchyard.ingest")
 
 
-@dataclass(frozen=True, slots=True)
-class Accepted:
-    """What became of one ingested event: its id and class (None when it was unrouted)."""
+class Accepted(NamedTuple):
+    """What became of one ingested event: its id and class (None when it was unrouted), and
+    whether its source id had already arrived (then it was not written again)."""
 
     id: str
     cls: str | None
+    duplicate: bool = False
 
     def as_json(self) -> dict[str, Any]:
         if self.cls is None:
             return {"id": self.id, "class": None, "unrouted": True}
+        if self.duplicate:
+            return {"id": self.id, "class": self.cls, "duplicate": True}
         return {"id": self.id, "class": self.cls}
 
 
@@ -66,11 +80,12 @@ _MSGPACK_ERRORS = (
 
 
 def decode_body(body: bytes, content_type: str | None = "application/json") -> list[Any]:
-    """The events in a body: an object is one event, an array a batch.
+    """The events in a body: an object is one event, an array a batch of them.
 
     `content_type` None (MQTT carries none) means JSON if it parses, else msgpack. Raises
-    DecodeError for bytes that do not decode, InvalidEvent for a body that decodes to
-    something other than an object or an array of objects.
+    DecodeError for bytes that do not decode and InvalidEvent for an empty array. The elements
+    are returned as they are: whether each is an object is judged event by event, so one bad
+    element never takes its neighbours with it.
     """
     kind = "msgpack" if _is_msgpack(content_type) else "JSON"
     try:
@@ -89,10 +104,22 @@ def decode_body(body: bytes, content_type: str | None = "application/json") -> l
     events = value if isinstance(value, list) else [value]
     if not events:
         raise InvalidEvent("the body is an empty array")
-    for index, event in enumerate(events):
-        if not isinstance(event, dict):
-            raise InvalidEvent(f"event {index} is a {type(event).__name__}, not an object")
     return events
+
+
+def check_batch_size(events: list[Any], limit: int) -> list[Any]:
+    """`events`, unless there are more than `limit` of them (EventTooLarge): one message or
+    request must not hold Redis, nor this process, for long."""
+    if len(events) > limit:
+        raise EventTooLarge(len(events), limit, batch=True)
+    return events
+
+
+def check_object(event: Any, index: int) -> dict[str, Any]:
+    """`event` if it is an object (a JSON object, a msgpack map); else InvalidEvent."""
+    if not isinstance(event, dict):
+        raise InvalidEvent(f"event {index} is a {type(event).__name__}, not an object")
+    return event
 
 
 def _json(body: bytes) -> Any:
@@ -148,6 +175,7 @@ class Ingest:
         self.metrics = metrics
         self.clock = clock
         self.max_event_bytes = config.service.max_event_bytes
+        self.max_batch_events = config.service.max_batch_events
         self._lanes = {name: cls.lane for name, cls in config.classes.items()}
         self._refusing = {
             name: cls.shed
@@ -223,22 +251,34 @@ class Ingest:
         )
 
     async def accept(self, topic: str, payloads: Sequence[Any], source: str) -> list[Accepted]:
-        """Route and append a batch in one round trip; raise EventTooLarge before writing anything.
+        """Route and append one request's events in one round trip, or none of them.
 
-        Unrouted events are kept in the unrouted stream, never dropped.
+        Any event that cannot be taken refuses the whole request with RefusedEvents, naming
+        each such event, before anything is written: the sender still has every event and can
+        send them again, fixed. Unrouted events are taken: kept in the unrouted stream.
         """
         batch = _Batch(self.clock.wall())
+        problems: list[tuple[int, InvalidEvent | EventTooLarge]] = []
         for index, payload in enumerate(payloads):
-            self._add(batch, topic, payload, source, index)
+            try:
+                self._add(batch, topic, payload, source, index)
+            except (InvalidEvent, EventTooLarge) as exc:
+                problems.append((index, exc))
+        if problems:
+            batch.reasons = Counter(kind_of(exc) for _, exc in problems)
+            self._count(batch)
+            raise RefusedEvents(problems)
         await self._write(batch, source)
         return batch.results
 
     async def accept_messages(self, messages: Sequence[tuple[str, bytes]], source: str) -> int:
-        """Append raw messages (MQTT) in one round trip; bad ones are kept, never raised.
+        """Append raw messages (MQTT) in one round trip; what cannot be taken is kept aside.
 
-        A message that does not decode, is not an object (or array of objects), or is over
-        `max_event_bytes` is kept in the rejected stream with its raw bytes, topic and error.
-        Returns how many messages were kept aside (in whole or part) rather than routed.
+        A message's events are judged one by one: each that cannot be taken (not an object, a
+        value that cannot be stored, over `max_event_bytes`) is kept in the rejected stream on
+        its own, with its topic, index and error, and its neighbours go on. A message that
+        does not decode, or holds more than `max_batch_events` events, is kept whole (its raw
+        bytes, cut at `max_event_bytes`). Returns how many messages had anything kept aside.
         """
         batch = _Batch(self.clock.wall())
         kept_messages = 0
@@ -249,21 +289,42 @@ class Ingest:
         await self._write(batch, source)
         return kept_messages
 
+    async def keep_unwritable(
+        self, messages: Sequence[tuple[str, bytes]], source: str, error: BaseException
+    ) -> None:
+        """Keep messages whose events Redis would not take (not for being away): raw, aside."""
+        batch = _Batch(self.clock.wall())
+        for topic, body in messages:
+            batch.reject(self._raw_fields(topic, source, body, "write_error", repr(error)))
+        await self._write(batch, source)
+
     def _add_message(self, batch: _Batch, topic: str, body: bytes, source: str) -> None:
         try:
-            payloads = decode_body(body, content_type=None)
-        except (DecodeError, InvalidEvent) as exc:
-            reason = "decode_error" if isinstance(exc, DecodeError) else "invalid"
-            batch.reject(self._rejected_fields(topic, source, body, reason, exc.reason), reason)
+            payloads = check_batch_size(decode_body(body, None), self.max_batch_events)
+        except (DecodeError, InvalidEvent, EventTooLarge) as exc:
+            reason = "decode_error" if isinstance(exc, DecodeError) else kind_of(exc)
+            batch.reject(self._raw_fields(topic, source, body, reason, str(exc)))
             return
         for index, payload in enumerate(payloads):
             try:
                 self._add(batch, topic, payload, source, index)
-            except (EventTooLarge, InvalidEvent) as exc:
-                reason = "too_large" if isinstance(exc, EventTooLarge) else "invalid"
-                batch.reject(self._rejected_fields(topic, source, body, reason, str(exc)), reason)
+            except (InvalidEvent, EventTooLarge) as exc:
+                batch.reject(self._element_fields(topic, source, payload, index, exc))
 
     def _add(self, batch: _Batch, topic: str, payload: Any, source: str, index: int) -> None:
+        """Route one event and add it to the batch; every way it can fail is InvalidEvent or
+        EventTooLarge (ClassOverloaded aside), so one event never fails the whole call."""
+        try:
+            self._route_into(batch, topic, check_object(payload, index), source, index)
+        except (InvalidEvent, EventTooLarge, ClassOverloaded):
+            raise
+        except Exception as exc:
+            log.exception("event could not be ingested", topic=topic, index=index)
+            raise InvalidEvent(f"event {index}: {exc!r}", kind="internal_error") from exc
+
+    def _route_into(
+        self, batch: _Batch, topic: str, payload: dict[str, Any], source: str, index: int
+    ) -> None:
         source_id = _source_id(payload)  # kept as the event id, and de-duplicated on arrival
         envelope = self.for_topic(
             topic, payload, source=source, event_id=source_id, ingest_ts=batch.ingest_ts
@@ -272,8 +333,7 @@ class Ingest:
             event_id = source_id or new_event_id()
             packed = _encoded(lambda: msgpack.packb(payload, use_bin_type=True), index)
             self._check_size(len(packed), index)
-            fields = self._unrouted_fields(event_id, topic, source, packed)
-            batch.reject(fields, "unrouted")
+            batch.reject(self._unrouted_fields(event_id, topic, source, packed))
             batch.results.append(Accepted(event_id, None))
             return
         if self._refusing:
@@ -285,6 +345,7 @@ class Ingest:
         data = _encoded(envelope.encode, index)
         self._check_size(len(data), index)
         batch.entries.append(Outgoing(envelope.cls, data, dedup_id=source_id))
+        batch.entry_results.append(len(batch.results))
         batch.results.append(Accepted(envelope.id, envelope.cls))
 
     def _check_size(self, size: int, index: int) -> None:
@@ -292,13 +353,28 @@ class Ingest:
             raise EventTooLarge(size, self.max_event_bytes, index)
 
     async def _write(self, batch: _Batch, source: str) -> None:
-        """One round trip for the whole batch; metrics only once Redis has it."""
+        """One round trip for the whole batch; metrics only once Redis has it.
+
+        An event whose source id arrived in its class within the de-duplication window is
+        acknowledged but not written again, whatever it holds: it is counted and flagged.
+        """
         ids = await self.writer.publish(batch.entries, batch.kept)
-        written = (
-            item.cls for item, stream_id in zip(batch.entries, ids, strict=True) if stream_id
-        )
-        for cls, count in Counter(written).items():
+        written: Counter[str] = Counter()
+        repeated: Counter[str] = Counter()
+        for item, stream_id, at in zip(batch.entries, ids, batch.entry_results, strict=True):
+            if stream_id:
+                written[item.cls] += 1
+            else:
+                repeated[item.cls] += 1
+                batch.results[at] = batch.results[at]._replace(duplicate=True)
+        for cls, count in written.items():
             self.metrics.ingested.labels(cls, source).inc(count)
+        for cls, count in repeated.items():
+            self.metrics.deduplicated.labels(cls, source).inc(count)
+            log.info("repeated event ids not written again", **{"class": cls}, count=count)
+        self._count(batch)
+
+    def _count(self, batch: _Batch) -> None:
         for reason, count in batch.reasons.items():
             self.metrics.rejected.labels(reason).inc(count)
 
@@ -312,17 +388,43 @@ class Ingest:
             "payload": packed,
         }
 
-    def _rejected_fields(
-        self, topic: str, source: str, raw: bytes, reason: str, error: str
+    def _element_fields(
+        self, topic: str, source: str, payload: Any, index: int, exc: InvalidEvent | EventTooLarge
     ) -> Fields:
-        return {
+        """One event of a message kept aside: as msgpack when it can be (so it can be
+        replayed once the cause is fixed), else a short excerpt of it."""
+        fields: dict[str, str | bytes | int | float] = {
+            "reason": kind_of(exc),
+            "error": str(exc)[:ERROR_CHARS],
+            "topic": topic,
+            "source": source,
+            "index": index,
+            "ingest_ts": self.clock.wall(),
+        }
+        try:
+            packed = msgpack.packb(payload, use_bin_type=True)
+        except (OverflowError, TypeError, ValueError):
+            packed = None
+        if packed is not None and len(packed) <= self.max_event_bytes:
+            fields["payload"] = packed
+        else:
+            fields["excerpt"] = repr(payload)[:ERROR_CHARS]
+        return fields
+
+    def _raw_fields(self, topic: str, source: str, raw: bytes, reason: str, error: str) -> Fields:
+        """A whole message kept aside; its raw bytes are cut at `max_event_bytes`, so keeping
+        a message never costs more than taking one."""
+        fields: dict[str, str | bytes | int | float] = {
             "reason": reason,
-            "error": error[:2000],
+            "error": error[:ERROR_CHARS],
             "topic": topic,
             "source": source,
             "ingest_ts": self.clock.wall(),
-            "raw": raw,
+            "raw": raw[: self.max_event_bytes],
         }
+        if len(raw) > self.max_event_bytes:
+            fields["raw_bytes"] = len(raw)  # the size it had: `raw` holds its start
+        return fields
 
 
 @dataclass(slots=True)
@@ -331,11 +433,13 @@ class _Batch:
 
     ingest_ts: float  # one read of the clock: the events of one call arrived together
     entries: list[Outgoing] = field(default_factory=list)
+    entry_results: list[int] = field(default_factory=list)  # each entry's place in `results`
     kept: list[tuple[str, Fields]] = field(default_factory=list)
     results: list[Accepted] = field(default_factory=list)
     reasons: Counter[str] = field(default_factory=Counter)
 
-    def reject(self, fields: Fields, reason: str) -> None:
+    def reject(self, fields: Fields) -> None:
+        reason = str(fields["reason"])
         stream = keys.unrouted() if reason == "unrouted" else keys.rejected()
         self.kept.append((stream, fields))
         self.reasons[reason] += 1
@@ -350,9 +454,8 @@ def _encoded(encode: Callable[[], bytes], index: int) -> bytes:
         raise InvalidEvent(f"event {index} cannot be stored: {exc}") from exc
 
 
-def _source_id(payload: Any) -> str | None:
-    if isinstance(payload, dict):
-        value = payload.get(SOURCE_ID_FIELD)
-        if isinstance(value, str) and 0 < len(value) <= 128:
-            return value
+def _source_id(payload: dict[str, Any]) -> str | None:
+    value = payload.get(SOURCE_ID_FIELD)
+    if isinstance(value, str) and 0 < len(value) <= 128:
+        return value
     return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 PREFIX = "sy"
 UNROUTED = "_unrouted"
 REJECTED = "_rejected"
+INGRESS_REJECTS = (UNROUTED, REJECTED)  # dead-letter streams of events that have no class yet
 ENVELOPE_FIELD = b"e"
 
 
@@ -45,3 +46,13 @@ def rejected() -> str:
 def instances() -> str:
     """Heartbeats of running Switchyard processes (hash: consumer name -> last seen)."""
     return f"{PREFIX}:instances"
+
+
+def instance(consumer: str) -> str:
+    """One running process's status report (JSON, with a short expiry)."""
+    return f"{PREFIX}:instance:{consumer}"
+
+
+def write_probe(consumer: str) -> str:
+    """A key one process writes to learn whether Redis takes writes (readiness)."""
+    return f"{PREFIX}:probe:{consumer}"

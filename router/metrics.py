@@ -16,7 +16,9 @@ BASE_BUCKETS = (
     0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 )  # fmt: skip
 
-REJECT_REASONS = ("decode_error", "too_large", "unrouted", "invalid")
+REJECT_REASONS = (
+    "decode_error", "too_large", "unrouted", "invalid", "internal_error", "write_error",
+)  # fmt: skip
 OUTCOMES = ("ok", "retried", "dead")
 MQTT_OUTCOMES = ("accepted", "kept", "dropped")
 
@@ -42,6 +44,13 @@ class Metrics:
             "switchyard_events_processed_total",
             "Events whose handling finished, by outcome (ok, retried, dead).",
             ["class", "outcome"],
+            registry=registry,
+        )
+        self.deduplicated = Counter(
+            "switchyard_events_deduplicated_total",
+            "Events not written because their id had already arrived in the class within the "
+            "de-duplication window (a repeated source event_id, or a repeated emit).",
+            ["class", "source"],
             registry=registry,
         )
         self.rejected = Counter(
@@ -179,6 +188,13 @@ class Metrics:
             ["class"],
             registry=registry,
         )
+        self.dead_letters_trimmed = Counter(
+            "switchyard_dead_letters_trimmed_total",
+            "Dead letters removed by retention for being older than dead_letter_max_age_s or "
+            "beyond dead_letter_max_len (class _unrouted and _rejected for ingress rejects).",
+            ["class"],
+            registry=registry,
+        )
         for reason in REJECT_REASONS:
             self.rejected.labels(reason)
 
@@ -245,6 +261,7 @@ class Metrics:
         self.dead_letters.labels(cls)
         self.trimmed.labels(cls)
         self.trimmed_unprocessed.labels(cls)
+        self.dead_letters_trimmed.labels(cls)
 
 
 SLA_WINDOW_S = 300.0

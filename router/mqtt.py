@@ -42,10 +42,17 @@ if TYPE_CHECKING:
 log = structlog.get_logger("switchyard.mqtt")
 MqttError = aiomqtt.MqttError
 SOURCE = "mqtt"
+# What makes the ingress hold its batch, unacknowledged, and try again after a pause.
+HOLD: tuple[type[Exception], ...] = (*UNAVAILABLE, ClassOverloaded)
 
 
 class _ManualAck:
-    """Holds acknowledgements of QoS 1/2 messages until we say so (paho's manual-ack mode)."""
+    """Holds acknowledgements of QoS 1/2 messages until we say so (paho's manual-ack mode).
+
+    Turned on as the client is made, before it connects: the broker starts delivering a
+    resumed session's backlog the moment the connection is up, before the subscriptions are
+    even confirmed, and paho acknowledges whatever arrives while manual acks are off.
+    """
 
     def __init__(self, client: aiomqtt.Client) -> None:
         self._paho = client._client  # aiomqtt exposes no public hook for manual acks
@@ -88,12 +95,14 @@ class MqttIngress:
         """Connect, consume, and reconnect with jittered backoff until `stop()`."""
         backoff = Backoff(initial=0.2, maximum=10.0)
         while not self._stopping.is_set():
+            client = self._client()
+            acks = _ManualAck(client)  # before connecting: see _ManualAck
             try:
-                async with self._client() as client:
+                async with client:
                     await self._subscribe(client)
                     self._set_connected(True)
                     backoff.reset()
-                    await self._consume(client)
+                    await self._consume(client, acks)
             except aiomqtt.MqttError as exc:
                 self._set_connected(False)
                 delay = backoff.next_delay()
@@ -143,8 +152,7 @@ class MqttIngress:
             shared_group=self.config.shared_group,
         )
 
-    async def _consume(self, client: aiomqtt.Client) -> None:
-        acks = _ManualAck(client)
+    async def _consume(self, client: aiomqtt.Client, acks: _ManualAck) -> None:
         messages = client.messages
         while not self._stopping.is_set():
             first = await self._next(messages)
@@ -153,35 +161,65 @@ class MqttIngress:
             batch = [first]
             while len(batch) < self.batch_limit and len(messages):
                 batch.append(await anext(messages))  # already queued: returns at once
-            await self._write(batch)
+            if not await self._write(batch):
+                return
             acks.ack(batch)
 
     async def _next(self, messages: AsyncIterator[aiomqtt.Message]) -> aiomqtt.Message | None:
         """The next message, or None once `stop()` was called."""
         return await until_stopped(anext(messages), self._stopping)
 
-    async def _write(self, batch: list[aiomqtt.Message]) -> None:
-        """Write a batch through ingest, retrying while Redis is away; nothing is acked before."""
+    async def _write(self, batch: list[aiomqtt.Message]) -> bool:
+        """Write a batch through ingest, retrying while Redis is away; nothing is acked before.
+        False when the ingress was stopped before the batch could be written.
+
+        Every way a write can fail ends in one of two places: held and retried (Redis away or
+        refusing writes, a class shedding load), or written after all, the messages Redis
+        would not take kept aside. So no message is acknowledged unwritten, and none can stop
+        the ingress.
+        """
         items = [(message.topic.value, bytes(message.payload or b"")) for message in batch]
         backoff = Backoff(initial=0.05, maximum=5.0)
         while True:
             try:
-                kept = await self.ingest.accept_messages(items, SOURCE)
+                kept = await self._write_or_keep(items)
                 break
             except UNAVAILABLE as exc:
                 self.metrics.redis_errors.labels("mqtt_publish").inc()
                 log.warning(
                     "redis unavailable, holding mqtt messages", error=str(exc), held=len(batch)
                 )
-                await asyncio.sleep(backoff.next_delay())  # the broker keeps the rest
             except ClassOverloaded as exc:
                 log.warning(
                     "class overloaded, holding mqtt messages", error=exc.reason, held=len(batch)
                 )
-                await asyncio.sleep(backoff.next_delay())
+            if await wait_set(self._stopping, backoff.next_delay()):
+                return False  # stopping: unacknowledged, so the broker delivers them again
         self._messages.labels("accepted").inc(len(batch) - kept)
         if kept:
             self._messages.labels("kept").inc(kept)
+        return True
+
+    async def _write_or_keep(self, items: list[tuple[str, bytes]]) -> int:
+        """Write the messages; when Redis refuses the batch for a reason that is not about
+        being away, write them one at a time and keep aside each one it still refuses."""
+        try:
+            return await self.ingest.accept_messages(items, SOURCE)
+        except HOLD:
+            raise
+        except Exception:
+            log.exception("redis refused a batch of mqtt messages, writing them one by one")
+        kept = 0
+        for item in items:
+            try:
+                kept += await self.ingest.accept_messages([item], SOURCE)
+            except HOLD:
+                raise
+            except Exception as exc:
+                log.exception("mqtt message refused by redis, kept aside", topic=item[0])
+                await self.ingest.keep_unwritable([item], SOURCE, exc)
+                kept += 1
+        return kept
 
     async def _pause(self, seconds: float) -> None:
         await wait_set(self._stopping, seconds)

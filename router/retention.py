@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -54,6 +55,30 @@ class Retention:
                 raise
             except Exception:
                 log.exception("retention failed for a class", **{"class": cls})
+        for name in [*self.config.classes, keys.UNROUTED, keys.REJECTED]:
+            try:
+                await self.trim_dead_letters(name)
+            except UNAVAILABLE:
+                raise
+            except Exception:
+                log.exception("retention failed for dead letters", **{"class": name})
+
+    async def trim_dead_letters(self, name: str, now: float | None = None) -> int:
+        """Cut a dead-letter stream to `dead_letter_max_age_s` and `dead_letter_max_len`,
+        counting and logging what goes: dead letters are kept for people, not for ever."""
+        settings = self.config.service
+        stream = keys.dead_letters(name)
+        oldest_kept_ms = int(((now or time.time()) - settings.dead_letter_max_age_s) * 1000)
+        aged = int(await self.redis.xtrim(stream, minid=f"{oldest_kept_ms}-0", approximate=False))
+        capped = int(
+            await self.redis.xtrim(stream, maxlen=settings.dead_letter_max_len, approximate=False)
+        )
+        if aged or capped:
+            self.metrics.dead_letters_trimmed.labels(name).inc(aged + capped)
+            log.warning(
+                "dead letters trimmed", **{"class": name}, too_old=aged, over_max_len=capped
+            )
+        return aged + capped
 
     async def trim(self, cls: str, max_len: int | None = None) -> int:
         """Drop entries every group has finished with; then enforce `max_len`. Returns removed."""

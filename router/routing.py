@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping, Sequence
+    from collections.abc import Collection, Iterator, Mapping, Sequence
 
     from router.config import Config, FieldMatch
 
@@ -132,8 +132,19 @@ class Condition:
         if found is _MISSING:
             return False
         if self.kind == "equals":
-            return bool(found == self.value)
-        return any(found == option for option in self.value)
+            return same_value(found, self.value)
+        return any(same_value(found, option) for option in self.value)
+
+
+def same_value(found: Any, wanted: Any) -> bool:
+    """Equality as a config author means it: `true` is not `1`, nor `1` `true` (Python's `==`
+    says both are), and a number never equals a string."""
+    if isinstance(found, bool) or isinstance(wanted, bool):
+        return isinstance(found, bool) and isinstance(wanted, bool) and found is wanted
+    try:
+        return bool(found == wanted)
+    except Exception:
+        return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,12 +174,15 @@ def condition_from(ref_text: str, match: FieldMatch) -> Condition:
 
 
 class Router:
-    """Classifies events: the first rule whose topic filter and conditions hold wins."""
+    """Classifies events: the first rule whose topic filter and conditions hold, and whose class
+    exists, wins. A template filled in by a value no config check could foresee (say `1.0`
+    where the rule pinned `1`) names no class, so that rule does not match."""
 
     TOPIC_CACHE_SIZE = 4096
 
-    def __init__(self, rules: Sequence[Rule]) -> None:
+    def __init__(self, rules: Sequence[Rule], classes: Collection[str]) -> None:
         self.rules = tuple(rules)
+        self.classes = frozenset(classes)
         # Events on one topic meet the same topic filters: match them once per topic. Bounded,
         # since device fleets bring topics without end (doorbell/<device>/...).
         self._for_topic = functools.lru_cache(maxsize=self.TOPIC_CACHE_SIZE)(self._rules_for)
@@ -186,7 +200,7 @@ class Router:
                     key=parse_ref(route.key) if route.key else None,
                 )
             )
-        return cls(rules)
+        return cls(rules, config.classes)
 
     def route(self, topic: str, payload: Any) -> Routed | None:
         """The class and key for an event on `topic`, or None when no rule matches."""
@@ -195,7 +209,7 @@ class Router:
             if not all(cond.holds(levels, payload) for cond in rule.conditions):
                 continue
             cls = rule.template.render(levels, payload)
-            if cls is None:
+            if cls is None or cls not in self.classes:
                 continue
             return Routed(cls, _key_of(rule.key, levels, payload), rule.name)
         return None

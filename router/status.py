@@ -27,10 +27,6 @@ if TYPE_CHECKING:
 REPORT_TTL_FACTOR = 3  # a report outlives three stats intervals, then the instance counts as gone
 
 
-def instance_key(consumer: str) -> str:
-    return f"{keys.PREFIX}:instance:{consumer}"
-
-
 @dataclass(slots=True)
 class Reporter:
     """Builds this instance's report from its metrics, as deltas since the previous one."""
@@ -68,7 +64,7 @@ class Reporter:
     ) -> None:
         ttl_ms = int(interval_s * REPORT_TTL_FACTOR * 1000)
         async with redis.pipeline(transaction=False) as pipe:
-            pipe.set(instance_key(consumer), json.dumps(report), px=ttl_ms)
+            pipe.set(keys.instance(consumer), json.dumps(report), px=ttl_ms)
             pipe.zadd(keys.instances(), {consumer: time.time() * 1000})
             pipe.zremrangebyscore(keys.instances(), "-inf", time.time() * 1000 - 10 * ttl_ms)
             await pipe.execute()
@@ -80,7 +76,7 @@ async def read_reports(redis: Redis) -> dict[str, dict[str, Any]]:
     names = [member.decode() for member in members]
     if not names:
         return {}
-    raw = await redis.mget([instance_key(name) for name in names])
+    raw = await redis.mget([keys.instance(name) for name in names])
     return {name: json.loads(value) for name, value in zip(names, raw, strict=True) if value}
 
 

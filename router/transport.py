@@ -11,19 +11,31 @@ from typing import Any
 
 import msgpack
 from redis.asyncio import Redis
+from redis.exceptions import (
+    BusyLoadingError,
+    MasterDownError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    ResponseError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from router import keys
 
-# Redis being away or slow; anything else is a bug or a misconfiguration and should surface.
+# Redis away, slow, or refusing writes for now (out of memory, loading, a read-only replica):
+# back off and retry, answer 503, report not ready. Anything else is a bug or a
+# misconfiguration and should surface.
 UNAVAILABLE: tuple[type[Exception], ...] = (
     RedisConnectionError,
     RedisTimeoutError,
     ConnectionError,
     OSError,
     asyncio.TimeoutError,
+    OutOfMemoryError,
+    BusyLoadingError,
+    ReadOnlyError,
+    MasterDownError,
 )
 
 # One server-side loop per class: a whole batch costs one command, not one per event.
@@ -32,20 +44,22 @@ UNAVAILABLE: tuple[type[Exception], ...] = (
 # packing the command cheap. An arrival whose dedup id was seen within the window is skipped
 # (reply: false); one with a due time goes to the delay queue (reply: "delayed"); the rest
 # are appended to the stream.
+# The script reads before it writes, and its first write is one Redis refuses when it is out
+# of memory: Redis checks memory once, at a script's first write, so a script that began by
+# pruning (a write that frees memory) would go on to write past `maxmemory`. Old ids are
+# pruned last for the same reason; an id older than the window counts as fresh meanwhile.
 _ENQUEUE = """
 local now, window = tonumber(ARGV[1]), tonumber(ARGV[2])
 local items = cmsgpack.unpack(ARGV[3])
-local pruned = false
+local deduplicated = false
 local out = {}
 for i = 1, #items, 3 do
   local dedup, due, data = items[i], items[i + 1], items[i + 2]
   local fresh = true
   if dedup ~= '' then
-    if not pruned then
-      redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - window)
-      pruned = true
-    end
-    fresh = redis.call('ZADD', KEYS[2], 'NX', now, dedup) == 1
+    local seen = redis.call('ZSCORE', KEYS[2], dedup)
+    fresh = not seen or tonumber(seen) <= now - window
+    deduplicated = true
   end
   if not fresh then
     out[#out + 1] = false
@@ -55,6 +69,12 @@ for i = 1, #items, 3 do
   else
     out[#out + 1] = redis.call('XADD', KEYS[1], '*', 'e', data)
   end
+  if fresh and dedup ~= '' then
+    redis.call('ZADD', KEYS[2], now, dedup)
+  end
+end
+if deduplicated then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - window)
 end
 return out
 """
@@ -80,6 +100,8 @@ return false
 """
 
 BACKLOG_COUNT_LIMIT = 10_000
+WRITE_PROBE_TTL_MS = 10_000
+SCRIPT_ITEMS = 500  # events per enqueue call: one call must not hold Redis for long
 
 Fields = Mapping[str, str | bytes | int | float]
 
@@ -138,13 +160,9 @@ class Transport:
         `extra` are (stream key, fields) written in the same pipeline, e.g. audit taps.
         Returns, per item, its stream id, b"delayed", or None for a de-duplicated repeat.
         """
-        by_class: dict[str, list[int]] = defaultdict(list)
-        for index, item in enumerate(items):
-            by_class[item.cls].append(index)
+        chunks = _chunks_by_class(items)
         now_ms = int(time.time() * 1000)
-        calls = [
-            self._enqueue_args(cls, [items[i] for i in at], now_ms) for cls, at in by_class.items()
-        ]
+        calls = [self._enqueue_args(cls, [items[i] for i in at], now_ms) for cls, at in chunks]
         replies: list[Any]
         if len(calls) == 1 and not extra:  # the common case: one command, no pipeline to build
             replies = [await self.redis.eval(*calls[0])]
@@ -156,7 +174,7 @@ class Transport:
                     pipe.xadd(stream, _redis_fields(fields))
                 replies = await pipe.execute()
         ids: list[bytes | None] = [None] * len(items)
-        for indexes, reply in zip(by_class.values(), replies, strict=False):
+        for (_, indexes), reply in zip(chunks, replies, strict=False):
             for index, stream_id in zip(indexes, reply, strict=True):
                 ids[index] = stream_id or None
         return ids
@@ -309,6 +327,24 @@ class Transport:
 
     async def ping(self) -> bool:
         return bool(await self.redis.ping())
+
+    async def check_writable(self) -> None:
+        """One small write with an expiry: raises what a write raises now (out of memory, a
+        read-only replica), which a PING does not show."""
+        await self.redis.set(keys.write_probe(self.consumer), b"1", px=WRITE_PROBE_TTL_MS)
+
+
+def _chunks_by_class(items: Sequence[Outgoing]) -> list[tuple[str, list[int]]]:
+    """The items' indexes grouped by class, in runs of at most SCRIPT_ITEMS: one script call
+    each."""
+    by_class: dict[str, list[int]] = defaultdict(list)
+    for index, item in enumerate(items):
+        by_class[item.cls].append(index)
+    return [
+        (cls, indexes[start : start + SCRIPT_ITEMS])
+        for cls, indexes in by_class.items()
+        for start in range(0, len(indexes), SCRIPT_ITEMS)
+    ]
 
 
 def _read_entries(response: Any, **kwargs: Any) -> list[tuple[bytes, bytes | None]]:

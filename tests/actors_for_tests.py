@@ -233,3 +233,10 @@ class SlowForward(Actor):
         if self.sleep_s:
             await asyncio.sleep(self.sleep_s)
         ctx.append(self.stream, {"id": event.id, "attempt": event.attempt})
+
+
+class Appender(Actor):
+    """Appends each event's id and payload `value`, whatever it is, to `test:appended`."""
+
+    async def handle(self, event: Envelope, ctx: Context) -> None:
+        ctx.append("test:appended", {"id": event.id, "value": event.payload.get("value")})

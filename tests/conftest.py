@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import actors_for_tests
@@ -16,15 +17,17 @@ from redis.asyncio import Redis
 from servers import BrokerServer, RedisServer
 
 from router.app import Service
+from router.config import load_config
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
-    from pathlib import Path
 
     from helpers import Serve
 
     from router.clock import Clock
     from router.config import Config
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
@@ -59,6 +62,16 @@ async def private_redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
     await server.start()
     yield server
     await server.stop()
+
+
+@pytest.fixture
+def repo_config(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Config:
+    """The repository's own config.yaml on the test's Redis: HTTP on a free port, no MQTT."""
+    monkeypatch.setenv("SWITCHYARD_REDIS_URL", redis_url)
+    monkeypatch.setenv("SWITCHYARD_HTTP_PORT", "0")
+    monkeypatch.setenv("SWITCHYARD_MQTT_URL", "off")
+    monkeypatch.setenv("SWITCHYARD_CLINIC_OBSERVATION_S", "0.2")  # the timed wait, shortened
+    return load_config(REPO / "config.yaml")
 
 
 @pytest.fixture

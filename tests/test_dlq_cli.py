@@ -321,3 +321,49 @@ async def test_an_id_past_the_list_limit_is_still_found(redis: Redis, cli: Cli) 
 
     assert code == 0
     assert listed_ids(out) == [ids[-1]]
+
+
+# --- what senders chose, shown to an operator ---
+
+
+async def test_list_shows_escape_sequences_a_sender_put_in_a_dead_letter_escaped(
+    service: Service, redis: Redis, http: aiohttp.ClientSession, cli: Cli
+) -> None:
+    """An `event_id` that clears the screen and a topic that recolours it (main printed them
+    raw to the operator's terminal)."""
+    hostile_id = "\x1b[2J\x1b[Hpwned"
+    topic = "nowhere%1b[31m/1"  # the path is decoded: the topic holds ESC
+    await post_accepted(http, service, topic, {"event_id": hostile_id})
+
+    code, out = await cli("list", cls=keys.UNROUTED)
+
+    assert code == 0
+    assert "\x1b" not in out
+    assert "\\x1b[2J\\x1b[Hpwned" in out
+
+
+async def test_an_unrouted_event_is_replayed_into_its_class_once_a_route_is_added(
+    service: Service,
+    redis: Redis,
+    http: aiohttp.ClientSession,
+    cli: Cli,
+    config_file: Path,
+) -> None:
+    [event_id] = await post_accepted(http, service, "late/1", {"key": "k", "n": 7})
+    assert await redis.xlen(keys.unrouted()) == 1
+    code, out = await cli("replay", "--all", cls=keys.UNROUTED)
+    assert (code, out.splitlines()[0]) == (0, "replayed 0 into _unrouted; skipped 1")
+
+    add_route(config_file, "{topic: late/+, class: work, key: key}")  # what ops fix
+    code, out = await cli("replay", "--all", cls=keys.UNROUTED)
+
+    assert (code, out.splitlines()[0]) == (0, "replayed 1 into _unrouted")
+    await wait_for(lambda: [e.id for e in probe("work").handled] == [event_id])
+    assert probe("work").handled[0].payload == {"key": "k", "n": 7}
+    assert await redis.xlen(keys.unrouted()) == 0
+
+
+def add_route(config_file: Path, rule: str) -> None:
+    """Put `rule` first in the config file's routes."""
+    text = config_file.read_text()
+    config_file.write_text(text.replace("routes:\n", f"routes:\n  - {rule}\n", 1))

@@ -9,7 +9,7 @@ import msgpack
 import pytest
 
 from router.errors import DecodeError, InvalidEvent
-from router.ingest import decode_body, source_timestamp
+from router.ingest import check_object, decode_body, source_timestamp
 
 
 def test_a_json_object_is_one_event() -> None:
@@ -54,10 +54,30 @@ def test_undecodable_bodies_raise_decode_error(body: bytes, content_type: str) -
         decode_body(body, content_type)
 
 
-@pytest.mark.parametrize("body", [b"42", b'"text"', b"[1, 2]", b"[]", b'[{"a": 1}, null]'])
-def test_bodies_that_are_not_objects_raise_invalid_event(body: bytes) -> None:
+def test_an_empty_array_holds_no_events_and_is_invalid() -> None:
     with pytest.raises(InvalidEvent):
-        decode_body(body)
+        decode_body(b"[]")
+
+
+@pytest.mark.parametrize(
+    ("body", "elements"),
+    [
+        (b"42", [42]),
+        (b'"text"', ["text"]),
+        (b"[1, 2]", [1, 2]),
+        (b'[{"a": 1}, null]', [{"a": 1}, None]),
+    ],
+)
+def test_elements_are_decoded_as_they_are_and_judged_one_by_one(
+    body: bytes, elements: list[Any]
+) -> None:
+    assert decode_body(body) == elements
+    for index, element in enumerate(elements):
+        if isinstance(element, dict):
+            assert check_object(element, index) is element
+        else:
+            with pytest.raises(InvalidEvent, match=f"event {index} is a .*, not an object"):
+                check_object(element, index)
 
 
 @pytest.mark.parametrize(

@@ -310,3 +310,68 @@ async def test_when_the_broker_goes_away_readyz_says_so_and_the_ingress_reconnec
         await publish(mqtt_broker, [("things/1", body(n)) for n in (2, 3, 4)])
         await wait_for(lambda: len(things.handled) == 4, timeout=10)
         assert sorted(e.payload["n"] for e in things.handled) == [1, 2, 3, 4]
+
+
+# --- the connect window ---
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("kill_after_s", [0.0, 0.3], ids=["at-subscribed", "300ms-later"])
+async def test_a_backlog_in_the_session_survives_a_sigkill_in_the_connect_window(
+    private_redis: RedisServer,
+    mosquitto: BrokerServer,
+    http: aiohttp.ClientSession,
+    tmp_path: Path,
+    kill_after_s: float,
+) -> None:
+    """The broker delivers a resumed session's backlog as soon as the connection is up; every
+    message of it must stay unacknowledged until it is in Redis (main: acknowledged by paho
+    before manual acks were on, so 0 of 5,000 arrived after the kill and restart)."""
+    count = 1_000
+    port = free_port()
+    config = tmp_path / "switchyard.yaml"
+    config.write_text(
+        mqtt_service_yaml(
+            private_redis.url,
+            mosquitto.url,
+            client_id=client_id("window"),
+            protocol=mosquitto.protocol,
+            service="log_format: json",
+            http_port=port,
+            inflight=256,
+            # What the killed process had written and not yet handled is reclaimed soon.
+            body=FORWARDED.replace("concurrency: 2", "concurrency: 2\n    claim_idle_ms: 1000"),
+        )
+    )
+    service = ServiceProcess(config, cwd=tmp_path)
+
+    async def ready() -> bool:
+        return (await readyz(http, port))[0] == 200
+
+    try:
+        await service.start()  # once, so that its persistent session exists
+        await started(service, ready)
+        assert await service.terminate() == 0
+        await publish(mosquitto, [("things/1", body(n)) for n in range(count)])
+
+        await service.start()
+        await wait_for(lambda: service.logged("mqtt subscribed"), timeout=20)
+        if kill_after_s:
+            await asyncio.sleep(kill_after_s)  # the fault's moment, not a wait for an outcome
+        await service.kill()
+
+        await service.start()
+        await started(service, ready)
+        async with Redis.from_url(private_redis.url) as redis:
+
+            async def forwarded() -> set[int]:
+                entries: Any = await redis.xrange("test:forwarded")
+                return {msgpack.unpackb(f[b"payload"])["n"] for _, f in entries}
+
+            async def all_there() -> bool:
+                return len(await forwarded()) == count
+
+            await wait_for(all_there, timeout=30, message=f"{count} messages forwarded")
+        assert await service.terminate() == 0, service.tail()
+    finally:
+        await service.close()

@@ -11,7 +11,16 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from actors_for_tests import probe
-from helpers import GROUP, Serve, pending, post_accepted, processed, routed_class, stream_entries
+from helpers import (
+    GROUP,
+    Serve,
+    pending,
+    post_accepted,
+    processed,
+    routed_class,
+    sample,
+    stream_entries,
+)
 from servers import wait_for
 
 from router import keys
@@ -301,31 +310,31 @@ async def test_an_emitted_event_reaches_the_downstream_actor_with_a_derived_id(
         await wait_for(lambda: processed(service, cls, "ok") == 1)
 
 
-async def test_a_parent_whose_emit_cannot_be_written_is_not_acknowledged(
+async def test_a_parent_whose_emit_cannot_be_written_is_retried_and_goes_through_once_it_can(
     serve: Serve, redis_url: str, redis: Redis, http: aiohttp.ClientSession
 ) -> None:
     work = probe("work")
     work.gate.clear()
-    async with serve(make_config(redis_url, EMITTING.format(target="child"))) as service:
-        await post_accepted(http, service, "work/1", {"key": "k"})
+    emitting = EMITTING.format(target="child").replace("max_attempts: 1", "max_attempts: 5")
+    async with serve(make_config(redis_url, emitting)) as service:
+        [blocked] = await post_accepted(http, service, "work/1", {"key": "k"})
         await wait_for(lambda: work.active == 1)
         # The child's stream key now holds a string: every XADD to it fails (WRONGTYPE).
         await redis.delete(keys.stream("child"))
         await redis.set(keys.stream("child"), "not a stream")
+        [fine] = await post_accepted(http, service, "work/2", {"key": "j"})
         work.gate.set()
 
-        def write_failed() -> bool:
-            sample = service.metrics.registry.get_sample_value
-            restarts = sample("switchyard_pool_restarts_total", {"class": "work"})
-            retries = sample("switchyard_redis_errors_total", {"operation": "ack"})
-            return bool(restarts or retries)
-
-        await wait_for(lambda: work.handled, timeout=5)
-        await wait_for(write_failed, timeout=5)  # the pool tried to write and could not
-        assert await redis.type(keys.stream("child")) == b"string"
-        assert await pending(redis, "work") == 1, "acknowledged without its emit"
+        # The refused emit fails its own parent, which waits for a retry; never "ok" without it.
+        await wait_for(lambda: processed(service, "work", "retried") >= 1, timeout=5)
         assert processed(service, "work", "ok") == 0
-        await redis.delete(keys.stream("child"))
+        assert sample(service, "switchyard_pool_restarts_total", {"class": "work"}) == 0
+        await redis.delete(keys.stream("child"))  # fixed: the retries go through
+
+        await wait_for(lambda: processed(service, "work", "ok") == 2, timeout=10)
+        await wait_for(lambda: len(probe("child").handled) == 2, timeout=10)
+        assert sorted(e.id for e in probe("child").handled) == [f"{blocked}.0", f"{fine}.0"]
+        assert await pending(redis, "work") == 0
 
 
 # --- handler failures ---

@@ -125,7 +125,7 @@ bodies = (
 
 @QUICK
 @given(body=st.binary(max_size=256) | msgpackish, content_type=st.sampled_from(CONTENT_TYPES))
-def test_decoding_arbitrary_bytes_yields_objects_or_a_decode_error_and_nothing_else(
+def test_decoding_arbitrary_bytes_yields_elements_or_a_decode_error_and_nothing_else(
     body: bytes, content_type: str | None
 ) -> None:
     try:
@@ -134,7 +134,6 @@ def test_decoding_arbitrary_bytes_yields_objects_or_a_decode_error_and_nothing_e
         return
     assert isinstance(events, list)
     assert events
-    assert all(isinstance(event, dict) for event in events)
 
 
 @SETTINGS
@@ -143,7 +142,7 @@ def test_decoding_arbitrary_bytes_yields_objects_or_a_decode_error_and_nothing_e
     how=st.sampled_from(["json", "msgpack"]),
     announced=st.booleans(),
 )
-def test_a_json_or_msgpack_body_decodes_to_its_events_or_is_invalid(
+def test_a_json_or_msgpack_body_decodes_to_its_elements_or_is_empty_and_invalid(
     value: Any, how: str, announced: bool
 ) -> None:
     content_type = (
@@ -151,7 +150,7 @@ def test_a_json_or_msgpack_body_decodes_to_its_events_or_is_invalid(
     )
     body = encoded(value, how)
     expected = value if isinstance(value, list) else [value]
-    if expected and all(isinstance(event, dict) for event in expected):
+    if expected:
         assert decode_body(body, content_type) == expected
     else:
         with pytest.raises(InvalidEvent):
@@ -269,7 +268,7 @@ def test_every_message_is_routed_into_a_class_or_kept_with_a_reason(
         assert envelope.cls == item.cls
         assert len(item.data) <= max_event_bytes
     reasons = [str(fields["reason"]) for _, fields in transport.kept]
-    assert set(reasons) <= {"decode_error", "invalid", "too_large", "unrouted"}
+    assert set(reasons) <= {"decode_error", "invalid", "too_large", "unrouted"}  # no bug
     for stream, fields in transport.kept:
         wanted = keys.unrouted() if fields["reason"] == "unrouted" else keys.rejected()
         assert stream == wanted

@@ -23,6 +23,7 @@ import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -30,7 +31,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from readme import Command, readme_commands
 from servers import BrokerServer, RedisServer, free_port, wait_for
 
-from router.config import load_config
+from actors.api import Actor
+from router.config import load_config, parse_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -294,18 +296,24 @@ async def compliance_lines(ran: Ran, project: Project) -> None:
 
 async def dead_lettered(ran: Ran, project: Project) -> None:
     assert accepted(ran.out) == ["clinic.registration"]
-    await handled(project, "clinic.registration", "dead")  # after 3 attempts
+    await handled(project, "clinic.registration", "dead")  # at once: invalid data
+    assert (await metrics(project)).get(
+        (
+            "switchyard_events_processed_total",
+            (("class", "clinic.registration"), ("outcome", "retried")),
+        )
+    ) == 0
 
 
 async def dead_letter_listed(ran: Ran, project: Project) -> None:
-    assert "handler_error" in ran.out
+    assert "permanent" in ran.out
     assert "registration is missing name" in ran.out
     assert ran.out.rstrip().endswith("1 dead letter(s)")
 
 
 async def dead_letter_replayed(ran: Ran, project: Project) -> None:
     assert "replayed 1 into clinic.registration" in ran.out
-    await handled(project, "clinic.registration", "retried", at_least=3)  # it fails again
+    await handled(project, "clinic.registration", "dead", at_least=2)  # still no name
 
 
 @dataclass(frozen=True, slots=True)
@@ -362,6 +370,23 @@ def test_every_readme_command_has_a_check() -> None:
         assert any(check.matches(c) for c in commands), f"{check.pattern!r}: not in the README"
         if check.covered_by.startswith("test_"):
             assert callable(globals().get(check.covered_by)), check.covered_by
+
+
+# --- the examples ---
+
+
+def test_the_readme_config_example_is_a_valid_config() -> None:
+    [example] = re.findall(r"```yaml\n(.*?)```", README.read_text(), re.S)
+    config = parse_config(example, "README.md", environ={})
+    assert "music.like_song" in config.classes
+
+
+def test_the_readme_actor_example_is_an_actor() -> None:
+    [example] = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    namespace: dict[str, Any] = {}
+    exec(compile(example, "README.md", "exec"), namespace)
+    actors = [v for v in namespace.values() if isinstance(v, type) and issubclass(v, Actor)]
+    assert [a.__name__ for a in actors if a is not Actor] == ["Registration"]
 
 
 # --- the commands ---

@@ -19,7 +19,7 @@ from servers import wait_for
 
 from router import keys
 from router.app import Service
-from router.config import Config, load_config, parse_config
+from router.config import Config, parse_config
 
 if TYPE_CHECKING:
     import aiohttp
@@ -155,7 +155,7 @@ async def test_bad_json_is_refused_with_400_and_the_reason(
         await wait_for(lambda: probe("things").handled_ids() == [reply["accepted"][0]["id"]])
 
 
-async def test_an_array_of_numbers_is_refused_with_400_as_invalid(
+async def test_an_array_of_numbers_is_refused_with_422_naming_each_event(
     serve: Serve,
     redis_url: str,
     redis: Redis,
@@ -165,9 +165,11 @@ async def test_an_array_of_numbers_is_refused_with_400_as_invalid(
     async with serve(make_config(redis_url)) as service:
         status, reply = await post_events(http, service, "things/1", [1, 2, 3])
 
-        assert status == 400
+        assert status == 422
         assert "not an object" in reply["error"]
-        assert rejected(service, "invalid") == 1
+        assert [e["index"] for e in reply["events"]] == [0, 1, 2]
+        assert {e["reason"] for e in reply["events"]} == {"invalid"}
+        assert rejected(service, "invalid") == 3
         assert rejected(service, "decode_error") == 0
         assert await redis.xlen(keys.stream("things")) == 0
 
@@ -456,15 +458,6 @@ async def test_stop_closes_every_connection_to_redis(
 
 
 # --- the repository's config.yaml ---
-
-
-@pytest.fixture
-def repo_config(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Config:
-    monkeypatch.setenv("SWITCHYARD_REDIS_URL", redis_url)
-    monkeypatch.setenv("SWITCHYARD_HTTP_PORT", "0")
-    monkeypatch.setenv("SWITCHYARD_MQTT_URL", "off")
-    monkeypatch.setenv("SWITCHYARD_CLINIC_OBSERVATION_S", "0.2")  # the timed wait, shortened
-    return load_config(REPO / "config.yaml")
 
 
 async def _entries(redis: Redis, stream: str) -> list[dict[str, str]]:
