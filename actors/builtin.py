@@ -9,7 +9,7 @@ import msgpack
 from actors.api import Actor, Context
 
 if TYPE_CHECKING:
-    from router.envelope import Envelope
+    from actors.api import Envelope
 
 
 class Log(Actor):

@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 
 from bench.harness import envelopes
 from bench.loadgen import stdin_reader, tell_parent
-from router import keys
+from router.streams import keys
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

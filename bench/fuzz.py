@@ -33,11 +33,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
 from bench.harness import PROJECT_ROOT, child, rss_mb
-from router import keys
-from router.broker import EmbeddedBroker
 from router.config import load_config
-from router.embedded import EmbeddedRedis, free_port
-from router.envelope import Envelope
+from router.embedded.broker import EmbeddedBroker
+from router.embedded.process import free_port
+from router.embedded.redis import EmbeddedRedis
+from router.streams import keys
+from router.streams.envelope import Envelope
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -27,15 +27,15 @@ from prometheus_client import CollectorRegistry, Histogram
 from redis.asyncio import Redis
 
 from bench.loadgen import make_event
-from router import keys
-from router.embedded import parent_death_hook, read_tail, signal_process
-from router.envelope import Envelope, new_event_id
+from router.embedded.process import parent_death_hook, read_tail, signal_process
 from router.metrics import Metrics, histogram_buckets, quantile
+from router.streams import keys
+from router.streams.envelope import Envelope, new_event_id
 
 if TYPE_CHECKING:  # the child processes (bench.paced, bench.flood) need not load the service
     from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 
-    from router.app import Service
+    from router.service.service import Service
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -342,7 +342,7 @@ async def fill_stream(
     """Append `count` envelopes to a class stream, as ingest would store them; returns seconds.
 
     Server-side XADD loops (EVAL), a script call per `chunk`, several per round trip: about 4x
-    pipelined XADDs. Writes the wire format directly (router.keys), so it does not depend on
+    pipelined XADDs. Writes the wire format directly (router.streams.keys), so it does not depend on
     Transport's publish signature.
     """
     redis = Redis.from_url(url)

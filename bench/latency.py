@@ -48,11 +48,11 @@ from bench.harness import (
 from bench.loadgen import make_event
 from bench.noop import Recorder
 from bench.throughput import CLASS, GROUP
-from router import keys
-from router.app import Service
 from router.config import Config, HttpConfig, parse_config
-from router.envelope import Envelope
-from router.exposition import parse
+from router.ops.exposition import parse
+from router.service.service import Service
+from router.streams import keys
+from router.streams.envelope import Envelope
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -31,11 +31,11 @@ from paho.mqtt import client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 from prometheus_client import CollectorRegistry
 
-from router.app import Service
-from router.broker import EmbeddedBroker
 from router.config import Config, parse_config
-from router.embedded import EmbeddedRedis
+from router.embedded.broker import EmbeddedBroker
+from router.embedded.redis import EmbeddedRedis
 from router.logs import configure_logging
+from router.service.service import Service
 
 if TYPE_CHECKING:
     from multiprocessing.context import SpawnProcess

@@ -12,7 +12,7 @@ from actors.api import Actor, Context
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from router.envelope import Envelope
+    from router.streams.envelope import Envelope
 
 
 class NoOp(Actor):

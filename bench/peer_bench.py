@@ -36,7 +36,7 @@ from bench.harness import (
     to_the_end,
 )
 from bench.throughput import CLASS, service_config
-from router.app import Service
+from router.service.service import Service
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

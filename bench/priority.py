@@ -40,8 +40,8 @@ from bench.harness import (
 )
 from bench.noop import Recorder
 from bench.throughput import GROUP
-from router.app import Service
 from router.config import Config, parse_config
+from router.service.service import Service
 
 if TYPE_CHECKING:
     from pathlib import Path

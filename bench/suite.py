@@ -44,7 +44,7 @@ from bench.memory import MemorySettings, run_memory
 from bench.peer_bench import PEERS, Context, drain_all, priority_peer
 from bench.peers_env import DEFAULT_VENV, PeersEnv, ensure
 from bench.priority import PrioritySettings, run_switchyard
-from router.embedded import EmbeddedRedis
+from router.embedded.redis import EmbeddedRedis
 from router.logs import configure_logging
 
 if TYPE_CHECKING:

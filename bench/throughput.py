@@ -59,10 +59,10 @@ from bench.harness import (
     to_the_end,
 )
 from bench.loadgen import make_event
-from router.app import Service
 from router.config import Config, parse_config
-from router.embedded import EmbeddedRedis
+from router.embedded.redis import EmbeddedRedis
 from router.logs import configure_logging
+from router.service.service import Service
 
 CLASS = "bench.noop"
 TOPIC = "bench/x"

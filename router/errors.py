@@ -65,6 +65,16 @@ class RefusedEvents(SwitchyardError):
         return {kind_of(exc) for _, exc in self.problems}
 
 
+class WriteRefused(SwitchyardError):
+    """Redis refused some events of a request for a reason other than being away (a class
+    stream key of the wrong type, say); the others were written."""
+
+    def __init__(self, refused: list[tuple[str, int]], error: Exception) -> None:
+        self.refused = refused  # (event id, index in the request)
+        self.error = error
+        super().__init__(f"redis refused {len(refused)} event(s): {error}")
+
+
 def kind_of(exc: InvalidEvent | EventTooLarge) -> str:
     return exc.kind if isinstance(exc, InvalidEvent) else "too_large"
 

@@ -16,8 +16,8 @@ from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 from servers import BrokerServer, RedisServer
 
-from router.app import Service
 from router.config import load_config
+from router.service.service import Service
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from servers import BrokerServer, mqtt_client, wait_for
 
-from router import keys
+from router.streams import keys
 
 if TYPE_CHECKING:
     from contextlib import AbstractAsyncContextManager
@@ -19,9 +19,9 @@ if TYPE_CHECKING:
     from actors_for_tests import Probe
     from redis.asyncio import Redis
 
-    from router.app import Service
     from router.clock import Clock
     from router.config import Config
+    from router.service.service import Service
 
 GROUP = "switchyard"
 

@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 
 import aiomqtt
 
-from router.broker import BrokerKind, EmbeddedBroker
-from router.embedded import EmbeddedRedis, find_redis_server
+from router.embedded.broker import BrokerKind, EmbeddedBroker
+from router.embedded.redis import EmbeddedRedis, find_redis_server
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Sequence

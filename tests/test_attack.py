@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from servers import mqtt_client, wait_for
 
-from router import keys
+from router.streams import keys
 
 if TYPE_CHECKING:
     import aiohttp
@@ -32,8 +32,8 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
     from servers import BrokerServer
 
-    from router.app import Service
     from router.config import Config
+    from router.service.service import Service
 
 pytestmark = pytest.mark.integration
 

@@ -13,13 +13,13 @@ from actors_for_tests import Probe, probe
 from helpers import THINGS, Serve, client_id, connected, numbers, publish, subscribed
 from servers import BrokerServer, mqtt_client, mqtt_service_yaml, process_alive, wait_for
 
-from router.broker import EmbeddedBroker
 from router.config import Config, parse_config
+from router.embedded.broker import EmbeddedBroker
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from router.app import Service
+    from router.service.service import Service
 
 pytestmark = pytest.mark.integration
 
@@ -39,7 +39,7 @@ async def connected_or_crashed(service: Service) -> None:
     try:
         await wait_for(lambda: connected(service) == 1, timeout=10, message="mqtt connected")
     except asyncio.CancelledError:
-        task = service._mqtt_task  # the ingress task, to tell why it died
+        task = service.mqtt_task  # the ingress task, to tell why it died
         if task is not None and task.done() and not task.cancelled() and task.exception():
             pytest.fail(f"the MQTT ingress crashed instead of connecting: {task.exception()!r}")
         raise

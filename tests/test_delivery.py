@@ -29,10 +29,11 @@ from helpers import (
 )
 from servers import wait_for
 
-from router import keys
 from router.config import Config, parse_config
-from router.envelope import Envelope, new_event_id
-from router.transport import Outgoing, Transport
+from router.streams import keys
+from router.streams.envelope import Envelope, new_event_id
+from router.streams.redis import RedisTransport
+from router.streams.transport import Outgoing, Transport
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -48,7 +49,7 @@ DEAD_CONSUMER = "dead-consumer"
 @pytest_asyncio.fixture
 async def raw_transport(redis: Redis) -> AsyncIterator[Transport]:
     """A Transport on the test's Redis, as another process (or a dead consumer) would have."""
-    yield Transport(redis, GROUP, "test-transport")
+    yield RedisTransport(redis, GROUP, "test-transport")
 
 
 def make_config(redis_url: str, body: str) -> Config:
@@ -306,7 +307,7 @@ async def interleaved_with_own_entries(
     Returns (first dead entry, last dead entry, the entries of `me`).
     """
     stream = keys.stream(cls)
-    await Transport(redis, GROUP, me).ensure_group(cls)
+    await RedisTransport(redis, GROUP, me).ensure_group(cls)
     events = [envelope_for(cls, "high", {"key": f"k{n}", "n": n}) for n in range(own + 2)]
     async with redis.pipeline(transaction=True) as pipe:
         for event in events:
@@ -326,7 +327,7 @@ async def test_a_claim_reports_the_delivery_count_of_every_entry_it_took_over(
     redis: Redis,
 ) -> None:
     """Even when this consumer holds entries of its own between the ones it claims."""
-    me = Transport(redis, GROUP, "instance-a")
+    me = RedisTransport(redis, GROUP, "instance-a")
     first, last, own = await interleaved_with_own_entries(redis, "work", me.consumer, own=4)
 
     async def idle_for(entry_id: bytes, ms: int) -> bool:
@@ -454,7 +455,7 @@ async def test_a_child_id_is_accepted_again_only_after_the_dedup_window(
     redis: Redis,
 ) -> None:
     window_s = 0.3
-    transport = Transport(redis, GROUP, "test", dedup_window_s=window_s)
+    transport = RedisTransport(redis, GROUP, "test", dedup_window_s=window_s)
     item = Outgoing("child", envelope_for("child", "low", {"key": "k"}).encode(), dedup_id="p.0")
     started = time.monotonic()
     assert (await transport.publish([item]))[0] is not None

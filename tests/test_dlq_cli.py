@@ -20,12 +20,12 @@ from actors_for_tests import probe, runs
 from helpers import GROUP, Serve, post_accepted, processed, routed_class
 from servers import wait_for
 
-from router import keys
 from router.cli import main
 from router.config import load_config
-from router.deadletters import LIST_LIMIT, DeadLetters, failure_fields
-from router.envelope import Envelope
-from router.transport import Transport
+from router.streams import keys
+from router.streams.deadletters import LIST_LIMIT, DeadLetters, failure_fields
+from router.streams.envelope import Envelope
+from router.streams.redis import RedisTransport
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     import aiohttp
     from redis.asyncio import Redis
 
-    from router.app import Service
+    from router.service.service import Service
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("probes", "steered_runs")]
 
@@ -170,7 +170,7 @@ async def test_two_replays_of_the_same_dead_letters_replay_each_entry_once(
     service: Service, redis: Redis, http: aiohttp.ClientSession, cli: Cli
 ) -> None:
     ids = await dead_letters_for(http, service, redis, 4)
-    letters = DeadLetters(redis, Transport(redis, GROUP, "test"), "work")
+    letters = DeadLetters(redis, RedisTransport(redis, GROUP, "test"), "work")
     listed = await letters.entries()
 
     # Both listed the same entries before either replayed them (two operators, one moment).
@@ -191,7 +191,7 @@ async def test_a_replay_reports_the_entries_it_skipped_because_another_replay_to
     service: Service, redis: Redis, http: aiohttp.ClientSession
 ) -> None:
     await dead_letters_for(http, service, redis, 2)
-    letters = DeadLetters(redis, Transport(redis, GROUP, "test"), "work")
+    letters = DeadLetters(redis, RedisTransport(redis, GROUP, "test"), "work")
     listed = await letters.entries()
     replayed, skipped = await letters.replay(listed)
     assert (replayed, skipped) == (2, [])

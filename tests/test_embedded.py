@@ -11,7 +11,7 @@ import pytest
 from redis.asyncio import Redis
 from servers import process_alive, wait_for
 
-from router.embedded import EmbeddedRedis, find_redis_server
+from router.embedded.redis import EmbeddedRedis, find_redis_server
 from router.errors import EmbeddedServerError
 
 if TYPE_CHECKING:
@@ -95,7 +95,7 @@ async def test_early_exit_reports_log_tail(tmp_path: Path) -> None:
 async def test_start_timeout_kills_the_process(tmp_path: Path) -> None:
     pid_file = tmp_path / "pid"
     binary = _fake_binary(tmp_path, f"echo $$ > {pid_file}; exec sleep 30")
-    with pytest.raises(EmbeddedServerError, match="did not answer PING"):
+    with pytest.raises(EmbeddedServerError, match="did not answer within"):
         await EmbeddedRedis(tmp_path / "data", binary=binary).start(timeout=0.3)
     assert not process_alive(int(pid_file.read_text()))
 
@@ -104,7 +104,7 @@ _SERVICE = textwrap.dedent(
     """
     import asyncio, sys
     from pathlib import Path
-    from router.embedded import EmbeddedRedis
+    from router.embedded.redis import EmbeddedRedis
 
     async def main() -> None:
         server = EmbeddedRedis(Path(sys.argv[1]))

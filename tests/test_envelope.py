@@ -5,8 +5,8 @@ from __future__ import annotations
 import msgpack
 import pytest
 
-from router.envelope import Envelope, child_event_id, new_event_id
 from router.errors import DecodeError
+from router.streams.envelope import Envelope, child_event_id, new_event_id
 
 
 def sample() -> Envelope:

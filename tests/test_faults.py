@@ -36,8 +36,8 @@ from servers import (
     wait_for,
 )
 
-from router import keys
 from router.config import parse_config
+from router.streams import keys
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable

@@ -25,10 +25,11 @@ from helpers import (
 )
 from servers import mqtt_service_yaml, wait_for
 
-from router import keys
 from router.config import Config, parse_config
-from router.retention import Retention
-from router.transport import SCRIPT_ITEMS, Outgoing
+from router.streams import keys
+from router.streams.redis import SCRIPT_ITEMS
+from router.streams.retention import Retention
+from router.streams.transport import Outgoing
 
 if TYPE_CHECKING:
     import aiohttp

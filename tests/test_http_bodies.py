@@ -8,7 +8,7 @@ import zlib
 import pytest
 
 from router.errors import DecodeError, EventTooLarge
-from router.http import inflated
+from router.ingress.decode import inflated
 
 LIMIT = 1_000
 

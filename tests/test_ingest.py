@@ -9,7 +9,8 @@ import msgpack
 import pytest
 
 from router.errors import DecodeError, InvalidEvent
-from router.ingest import check_object, decode_body, source_timestamp
+from router.ingress.decode import check_object, decode_body
+from router.routing.addressing import source_timestamp
 
 
 def test_a_json_object_is_one_event() -> None:

@@ -31,19 +31,19 @@ from helpers import (
 from prometheus_client import CollectorRegistry
 from servers import BrokerServer, mqtt_client, mqtt_service_yaml, process_alive, wait_for
 
-from router import keys
 from router.cli import main as cli_main
 from router.config import Config, MqttConfig, parse_config
+from router.ingress.mqtt import MqttIngress, _queue_type
 from router.metrics import Metrics
-from router.mqtt import MqttIngress, _queue_type
+from router.streams import keys
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from redis.asyncio import Redis
 
-    from router.app import Service
-    from router.ingest import Ingest
+    from router.ingress.ingest import Ingest
+    from router.service.service import Service
 
 
 def make_config(

@@ -23,9 +23,9 @@ from helpers import (
 )
 from servers import wait_for
 
-from router import keys
 from router.config import Config, parse_config
-from router.envelope import Envelope
+from router.streams import keys
+from router.streams.envelope import Envelope
 
 if TYPE_CHECKING:
     import aiohttp

@@ -18,19 +18,22 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from router import keys
 from router.clock import SystemClock
 from router.config import Config, load_config
-from router.envelope import Envelope
 from router.errors import DecodeError, InvalidEvent
-from router.ingest import Ingest, decode_body
+from router.ingress.decode import decode_body
+from router.ingress.ingest import Ingest
 from router.metrics import Metrics
-from router.routing import Router
+from router.routing.addressing import Addresser
+from router.routing.rules import Router
+from router.streams import keys
+from router.streams.envelope import Envelope
+from router.streams.transport import Written
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from router.transport import Fields, Outgoing, Transport
+    from router.streams.transport import Fields, Outgoing, Transport
 
 CONFIG_YAML = Path(__file__).resolve().parent.parent / "config.yaml"
 CONTENT_TYPES = [None, "application/json", "application/msgpack"]
@@ -212,26 +215,26 @@ def test_every_music_action_of_a_user_is_routed_to_its_own_class(config: Config,
 
 
 class RecordingTransport:
-    """What Ingest needs of a Transport: `publish`, recorded instead of written."""
+    """What Ingest needs of a Transport: `write`, recorded instead of written."""
 
     def __init__(self) -> None:
         self.entries: list[Outgoing] = []
         self.kept: list[tuple[str, Fields]] = []
 
-    async def publish(
+    async def write(
         self, items: Sequence[Outgoing], extra: Sequence[tuple[str, Fields]] = ()
-    ) -> list[bytes | None]:
+    ) -> Written:
         self.entries.extend(items)
         self.kept.extend(extra)
-        return [f"{n + 1}-0".encode() for n in range(len(items))]
+        return Written([f"{n + 1}-0".encode() for n in range(len(items))], [None] * len(extra))
 
 
 def ingest_for(config: Config) -> tuple[Ingest, RecordingTransport, Metrics]:
     transport = RecordingTransport()
     metrics = Metrics(CollectorRegistry())
-    ingest = Ingest(
-        config, Router.from_config(config), cast("Transport", transport), metrics, SystemClock()
-    )
+    clock = SystemClock()
+    addresser = Addresser(config, Router.from_config(config), clock)
+    ingest = Ingest(config, addresser, cast("Transport", transport), metrics, clock)
     return ingest, transport, metrics
 
 

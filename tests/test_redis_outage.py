@@ -15,13 +15,13 @@ from helpers import Serve, processed, routed_class, sample
 from redis.asyncio import Redis
 from servers import RedisServer, wait_for
 
-from router import keys
 from router.config import Config, parse_config
+from router.streams import keys
 
 if TYPE_CHECKING:
     import aiohttp
 
-    from router.app import Service
+    from router.service.service import Service
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("probes")]
 

@@ -17,8 +17,8 @@ from redis.asyncio import Redis
 from redis.exceptions import OutOfMemoryError
 from servers import mqtt_service_yaml, wait_for
 
-from router import keys
 from router.config import parse_config
+from router.streams import keys
 
 if TYPE_CHECKING:
     import aiohttp

@@ -10,17 +10,18 @@ import pytest_asyncio
 from prometheus_client import CollectorRegistry
 from servers import wait_for
 
-from router import keys
 from router.config import Config, parse_config
-from router.envelope import Envelope, new_event_id
 from router.metrics import Metrics
-from router.retention import Retention
-from router.transport import Transport
+from router.streams import keys
+from router.streams.envelope import Envelope, new_event_id
+from router.streams.redis import RedisTransport
+from router.streams.retention import Retention
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from redis.asyncio import Redis
+
 
 pytestmark = pytest.mark.integration
 
@@ -43,8 +44,8 @@ classes:
 
 
 @pytest_asyncio.fixture
-async def transport(redis: Redis) -> AsyncIterator[Transport]:
-    transport = Transport(redis, GROUP, ME)
+async def transport(redis: Redis) -> AsyncIterator[RedisTransport]:
+    transport = RedisTransport(redis, GROUP, ME)
     for cls in ("work", "other"):
         await transport.ensure_group(cls)
     yield transport
@@ -74,7 +75,7 @@ async def stream_ids(redis: Redis, cls: str) -> list[bytes]:
 
 
 async def test_a_sweep_trims_acknowledged_entries_below_the_oldest_pending_one(
-    redis: Redis, transport: Transport
+    redis: Redis, transport: RedisTransport
 ) -> None:
     metrics = Metrics(CollectorRegistry())
     ids = await append(redis, "work", 10)
@@ -92,7 +93,7 @@ async def test_a_sweep_trims_acknowledged_entries_below_the_oldest_pending_one(
 
 
 async def test_with_nothing_pending_a_sweep_keeps_only_what_was_never_delivered(
-    redis: Redis, transport: Transport
+    redis: Redis, transport: RedisTransport
 ) -> None:
     metrics = Metrics(CollectorRegistry())
     ids = await append(redis, "work", 6)
@@ -108,7 +109,7 @@ async def test_with_nothing_pending_a_sweep_keeps_only_what_was_never_delivered(
 
 
 async def test_a_second_group_that_is_behind_keeps_what_it_still_needs(
-    redis: Redis, transport: Transport
+    redis: Redis, transport: RedisTransport
 ) -> None:
     ids = await append(redis, "work", 5)
     await redis.xgroup_create(keys.stream("work"), "analytics", id="0")
@@ -122,7 +123,7 @@ async def test_a_second_group_that_is_behind_keeps_what_it_still_needs(
 
 
 async def test_max_len_cuts_unfinished_entries_and_counts_them(
-    redis: Redis, transport: Transport
+    redis: Redis, transport: RedisTransport
 ) -> None:
     metrics = Metrics(CollectorRegistry())
     ids = await append(redis, "work", 10)
@@ -137,7 +138,7 @@ async def test_max_len_cuts_unfinished_entries_and_counts_them(
 
 
 async def test_max_len_counts_as_unprocessed_only_what_the_floor_did_not_already_remove(
-    redis: Redis, transport: Transport
+    redis: Redis, transport: RedisTransport
 ) -> None:
     metrics = Metrics(CollectorRegistry())
     ids = await append(redis, "work", 10)
@@ -151,7 +152,7 @@ async def test_max_len_counts_as_unprocessed_only_what_the_floor_did_not_already
 
 
 async def test_stale_consumers_are_removed_but_ones_holding_entries_and_this_instance_stay(
-    redis: Redis, transport: Transport
+    redis: Redis, transport: RedisTransport
 ) -> None:
     await append(redis, "work", 3)
     await redis.xack(keys.stream("work"), GROUP, *await read(redis, "work", "gone", 1))
@@ -185,7 +186,7 @@ async def test_stale_consumers_are_removed_but_ones_holding_entries_and_this_ins
 
 
 async def test_a_sweep_goes_on_past_a_class_whose_stream_is_gone(
-    redis: Redis, transport: Transport
+    redis: Redis, transport: RedisTransport
 ) -> None:
     metrics = Metrics(CollectorRegistry())
     await redis.delete(keys.stream("work"))  # say an operator dropped it

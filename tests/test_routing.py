@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from router.config import parse_config
-from router.routing import Router, parse_ref, topic_matches, validate_topic_filter
+from router.config.syntax import parse_ref, validate_topic_filter
+from router.routing.rules import Router, topic_matches
 
 CONFIG = """\
 lanes: [{name: high}, {name: low}]

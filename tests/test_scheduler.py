@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from router.config import LaneConfig
-from router.scheduler import LaneScheduler
+from router.runtime.scheduler import LaneScheduler
 from router.testing import FakeClock
 
 

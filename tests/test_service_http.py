@@ -17,9 +17,9 @@ from helpers import THINGS, Serve, post_events, processed, sample, stream_entrie
 from prometheus_client import CollectorRegistry
 from servers import wait_for
 
-from router import keys
-from router.app import Service
 from router.config import Config, parse_config
+from router.service.service import Service
+from router.streams import keys
 
 if TYPE_CHECKING:
     import aiohttp

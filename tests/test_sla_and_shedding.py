@@ -10,9 +10,9 @@ from actors_for_tests import probe
 from helpers import Serve, post_events, sample
 from servers import wait_for
 
-from router import keys
 from router.cli import main
 from router.config import Config, parse_config
+from router.streams import keys
 from router.testing import FakeClock
 
 if TYPE_CHECKING:
@@ -190,7 +190,9 @@ classes:
         await wait_for(lambda: len(probe("urgent").handled) == 2)
 
         async def reported() -> bool:
-            return bool(await service.redis_client.get(f"sy:instance:{service.transport.consumer}"))
+            return bool(
+                await service.transport.redis.get(f"sy:instance:{service.transport.consumer}")
+            )
 
         await wait_for(reported)
         assert await asyncio.to_thread(main, ["status", "--config", str(config_file)]) == 0

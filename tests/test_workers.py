@@ -20,12 +20,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.parser import text_string_to_metric_families
 from servers import ServiceProcess, process_alive, wait_for
 
-from router.app import Service
-from router.cli import summary
+from router.cli.check import summary
 from router.config import Config, parse_config
 from router.errors import ConfigError
-from router.exposition import lasting, merge, parse, render
-from router.workers import Assignment, Worker
+from router.ops.exposition import lasting, merge, parse, render
+from router.service.lane_workers import Assignment, Worker
+from router.service.service import Service
 
 if TYPE_CHECKING:
     import aiohttp
@@ -250,9 +250,11 @@ classes:
     service = Service(config, registry=CollectorRegistry())
     worker = Service(config, registry=CollectorRegistry(), assignment=Assignment("low", 1, 1))
 
-    assert service.local_classes() == ["a"]
-    assert worker.local_classes() == ["b"]
-    assert [lane.name for lane in worker.local_lanes()] == ["low"]  # high reserves nothing there
+    assert service.placement.classes() == ["a"]
+    assert worker.placement.classes() == ["b"]
+    assert [lane.name for lane in worker.placement.lanes()] == [
+        "low"
+    ]  # high reserves nothing there
 
 
 def test_check_shows_the_workers_of_a_lane() -> None:

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, cast
 import pytest
 from servers import wait_for
 
-from router.transport import Fields, Outgoing, Transport
-from router.writer import Writer
+from router.ingress.writer import Writer
+from router.streams.transport import Fields, Outgoing, Transport, Written
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
@@ -27,14 +27,20 @@ class GatedTransport:
         self.gate.set()
         self.failure: Exception | None = None
 
-    async def publish(
+    async def write(
         self, items: Sequence[Outgoing], extra: Sequence[tuple[str, Fields]] = ()
-    ) -> list[bytes | None]:
+    ) -> Written:
         self.writes.append(list(items))
         await self.gate.wait()
         if self.failure is not None:
             raise self.failure
-        return [item.data for item in items]  # the "stream id" of each item is its data
+        # the "stream id" of each item is its data
+        return Written([item.data for item in items], [None] * len(extra))
+
+
+async def ids_of(writer: Writer, batch: list[Outgoing]) -> list[bytes | None]:
+    """What the writer answered for `batch`: each item's stream id."""
+    return (await writer.write(batch)).checked()
 
 
 def items(*names: str) -> list[Outgoing]:
@@ -67,7 +73,7 @@ class Busy:
     first: asyncio.Task[list[bytes | None]]
 
     def call(self, *names: str) -> asyncio.Task[list[bytes | None]]:
-        return asyncio.create_task(self.writer.publish(items(*names)))
+        return asyncio.create_task(ids_of(self.writer, items(*names)))
 
 
 @contextlib.asynccontextmanager
@@ -76,7 +82,7 @@ async def busy_line(max_items: int = 2_000) -> AsyncIterator[Busy]:
     writer = writer_on(transport, max_items)
     async with running(writer) as task:
         transport.gate.clear()
-        first = asyncio.create_task(writer.publish(items("first")))
+        first = asyncio.create_task(ids_of(writer, items("first")))
         await wait_for(lambda: len(transport.writes) == 1)
         yield Busy(transport, writer, task, first)
 
@@ -85,8 +91,8 @@ async def test_a_call_on_an_idle_line_is_written_at_once_by_itself() -> None:
     transport = GatedTransport()
     writer = writer_on(transport)
     async with running(writer):
-        assert await writer.publish(items("a", "b")) == [b"a", b"b"]
-        assert await writer.publish(items("c")) == [b"c"]
+        assert await ids_of(writer, items("a", "b")) == [b"a", b"b"]
+        assert await ids_of(writer, items("c")) == [b"c"]
     assert transport.writes == [items("a", "b"), items("c")]
 
 
@@ -118,7 +124,7 @@ async def test_a_failed_write_fails_every_call_in_it_and_the_writer_goes_on() ->
         outcomes = await asyncio.gather(line.first, *calls, return_exceptions=True)
         assert all(isinstance(outcome, ConnectionError) for outcome in outcomes)
         line.transport.failure = None
-        assert await line.writer.publish(items("after")) == [b"after"]
+        assert await ids_of(line.writer, items("after")) == [b"after"]
 
 
 async def test_a_caller_that_gave_up_while_queued_is_not_written() -> None:
@@ -152,7 +158,7 @@ async def test_calls_still_queued_at_stop_fail_instead_of_hanging() -> None:
 async def test_a_big_call_writes_on_its_own_beside_the_queue() -> None:
     big = items(*(str(n) for n in range(10)))
     async with busy_line() as line:
-        alone = asyncio.create_task(line.writer.publish(big))
+        alone = asyncio.create_task(ids_of(line.writer, big))
         await wait_for(lambda: len(line.transport.writes) == 2)  # not queued behind the first
         line.transport.gate.set()
         assert await line.first == [b"first"]
@@ -162,6 +168,6 @@ async def test_a_big_call_writes_on_its_own_beside_the_queue() -> None:
 async def test_without_a_running_writer_each_call_writes_on_its_own() -> None:
     transport = GatedTransport()
     writer = writer_on(transport)
-    results = await asyncio.gather(writer.publish(items("a")), writer.publish(items("b")))
+    results = await asyncio.gather(ids_of(writer, items("a")), ids_of(writer, items("b")))
     assert list(results) == [[b"a"], [b"b"]]
     assert transport.writes == [items("a"), items("b")]

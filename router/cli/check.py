@@ -1,0 +1,57 @@
+"""`switchyard check`: validate a config file and summarise it on one screen."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from router.cli.common import add_config_option, with_config
+
+if TYPE_CHECKING:
+    import argparse
+
+    from router.config import Config
+
+HELP = "validate a config file and summarise it"
+
+
+def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser("check", help=HELP, description=HELP)
+    add_config_option(parser)
+    parser.set_defaults(handler=with_config(check))
+
+
+def check(args: argparse.Namespace, config: Config) -> int:
+    print(summary(config))
+    return 0
+
+
+def summary(config: Config) -> str:
+    """A one-screen overview of a valid config."""
+    lines = [
+        f"{config.source}: ok",
+        f"redis: {config.redis.url}   http: {config.http.host}:{config.http.port}"
+        + ("" if config.http.enabled else " (off)")
+        + f"   mqtt: {config.mqtt.url}"
+        + (f" ({len(config.mqtt.subscriptions)} subscriptions)" if config.mqtt.enabled else ""),
+        _lane_line(config),
+        f"routes: {len(config.routes)}",
+        f"classes ({len(config.classes)}):",
+        f"  {'class':<28} {'lane':<8} {'mode':<7} {'conc':>5}  {'sla':<14} actor",
+    ]
+    for name, cls in config.classes_by_lane():
+        sla = f"{cls.sla.target_ms:g}ms@{cls.sla.objective:g}" if cls.sla else "-"
+        lines.append(
+            f"  {name:<28} {cls.lane:<8} {cls.mode:<7} {cls.concurrency:>5}  {sla:<14} {cls.actor}"
+        )
+    return "\n".join(lines)
+
+
+def _lane_line(config: Config) -> str:
+    """The lanes, highest first, each with its worker processes when it has its own."""
+    lanes = [
+        f"{lane.name} ({lane.workers} worker{'s' if lane.workers > 1 else ''})"
+        if lane.workers
+        else lane.name
+        for lane in config.lanes
+    ]
+    return f"lanes ({len(config.lanes)}, highest first): {', '.join(lanes)}"

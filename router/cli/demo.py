@@ -1,0 +1,191 @@
+"""`switchyard demo`: the service plus a simulator of the three workloads and a live summary.
+
+The simulator posts over HTTP, exactly as a device gateway or app backend would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TextIO
+
+import aiohttp
+
+from router.clock import wait_set
+from router.ingress.mqtt import MqttError, MqttPublisher
+from router.ops.status import Reporter, render
+from router.tasks import cancel_and_wait
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from router.service.service import Service
+
+MUSIC_ACTIONS = (
+    ("skip_song", 30), ("change_song", 25), ("like_song", 15), ("add_to_playlist", 10),
+    ("select_channel", 8), ("remove_from_playlist", 7), ("remove_channel", 5),
+)  # fmt: skip
+DOORBELL_EVENTS = (
+    ("temperature", 35), ("light", 35), ("motion_detected", 15), ("sound_detected", 8),
+    ("video_upload", 5), ("button_press", 2),
+)  # fmt: skip
+ARTISTS = (("Nina Simone", "jazz"), ("Daft Punk", "electronic"), ("Fela Kuti", "afrobeat"),
+           ("Björk", "art pop"), ("Bach", "classical"), ("Kendrick Lamar", "hip hop"))  # fmt: skip
+WORKLOAD_WEIGHTS = (55, 40, 5)  # music, doorbell, clinic
+
+
+@dataclass(frozen=True, slots=True)
+class DemoOptions:
+    rate: float = 200.0
+    duration: float | None = None
+    every: float = 5.0
+
+
+class Simulator:
+    """Makes plausible events of the three workloads as (topic, payload) pairs."""
+
+    def __init__(self, seed: int | None = None, users: int = 500, devices: int = 50) -> None:
+        self.random = random.Random(seed)
+        self.users = users
+        self.devices = devices
+        self.patients = 0
+
+    def events(self, count: int) -> Iterator[tuple[str, dict[str, Any]]]:
+        makers = (self.music, self.doorbell, self.clinic)
+        for make in self.random.choices(makers, WORKLOAD_WEIGHTS, k=count):
+            yield make()
+
+    def music(self) -> tuple[str, dict[str, Any]]:
+        user = self.random.randint(1, self.users)
+        names, weights = zip(*MUSIC_ACTIONS, strict=True)
+        artist, genre = self.random.choice(ARTISTS)
+        return f"music/{user}/events", {
+            "user_id": user,
+            "action": self.random.choices(names, weights)[0],
+            "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
+            "screen": self.random.choice(("now_playing", "library", "search", "home")),
+            "device": self.random.choice(("phone", "desktop", "speaker", "car")),
+            "platform": self.random.choice(("ios", "android", "web", "macos")),
+            "app_version": self.random.choice(("8.9.2", "8.10.0", "8.10.1")),
+            "track": f"track-{self.random.randint(1, 2000)}",
+            "artist": artist,
+            "genre": genre,
+        }
+
+    def doorbell(self) -> tuple[str, dict[str, Any]]:
+        device = f"door-{self.random.randint(1, self.devices):03d}"
+        names, weights = zip(*DOORBELL_EVENTS, strict=True)
+        event = self.random.choices(names, weights)[0]
+        payload: dict[str, Any] = {"device_id": device, "timestamp": datetime.now(UTC).timestamp()}
+        if event == "temperature":
+            payload["value"] = round(self.random.gauss(14, 6), 1)
+        elif event == "light":
+            payload["value"] = round(self.random.uniform(0, 1000))
+        elif event in ("motion_detected", "sound_detected"):
+            payload["confidence"] = round(self.random.random(), 2)
+        elif event == "video_upload":
+            payload.update(clip_id=f"clip-{self.random.getrandbits(32):08x}", duration_s=12.5)
+        return f"doorbell/{device}/{event}", payload
+
+    def clinic(self) -> tuple[str, dict[str, Any]]:
+        self.patients += 1
+        fever = self.random.random() < 0.05
+        return "clinic/arrival", {
+            "patient_id": f"P{self.patients:06d}",
+            "name": f"Patient {self.patients}",
+            "birth_date": self._birth_date(),
+            "temperature_c": 38.6 if fever else round(self.random.uniform(36.1, 37.4), 1),
+            "symptoms": ["cough"] if fever else [],
+        }
+
+    def _birth_date(self) -> str:
+        year, month, day = (self.random.randint(*span) for span in ((1940, 2010), (1, 12), (1, 28)))
+        return f"{year}-{month:02d}-{day:02d}"
+
+
+async def run_demo(
+    service: Service, options: DemoOptions, stop: asyncio.Event, out: TextIO = sys.stdout
+) -> None:
+    """Drive `service` with simulated traffic and print a summary until `stop` or the duration.
+
+    Doorbells publish over MQTT when the service has an MQTT ingress; apps post over HTTP.
+    """
+    senders = _Senders(f"http://127.0.0.1:{service.http_port}/events/")
+    mqtt_url = service.mqtt.url if service.mqtt else None
+    via = f"doorbells over MQTT ({mqtt_url}), the rest over HTTP" if mqtt_url else "HTTP"
+    print(f"switchyard demo: {options.rate:g} events/s via {via}; Ctrl-C to stop", file=out)
+    reporter, whole_run = (
+        Reporter(service.config, service.metrics),
+        Reporter(service.config, service.metrics),
+    )
+    for started in (reporter, whole_run):
+        started.report(
+            service.clock.monotonic(), *service.views.pool_figures()
+        )  # the starting line
+    async with contextlib.AsyncExitStack() as stack:
+        senders.http = await stack.enter_async_context(aiohttp.ClientSession())
+        if service.mqtt is not None:
+            publisher = MqttPublisher(service.mqtt.url, protocol=service.mqtt.protocol)
+            senders.mqtt = await stack.enter_async_context(publisher)
+        group = await stack.enter_async_context(asyncio.TaskGroup())
+        tasks = [
+            group.create_task(_simulate(senders, options.rate), name="demo:simulator"),
+            group.create_task(_report(service, reporter, options.every, out), name="demo:report"),
+        ]
+        await wait_set(stop, options.duration)
+        await cancel_and_wait(*tasks)
+    _print_table(service, whole_run, "whole run", out)
+
+
+@dataclass(slots=True)
+class _Senders:
+    http_url: str
+    http: aiohttp.ClientSession | None = None
+    mqtt: MqttPublisher | None = None
+
+    async def send(self, topic: str, batch: list[dict[str, Any]]) -> None:
+        """One topic's events: each as an MQTT message for devices, one HTTP post otherwise."""
+        try:
+            if self.mqtt is not None and topic.startswith("doorbell/"):
+                for payload in batch:
+                    await self.mqtt.publish(topic, json.dumps(payload).encode())
+            elif self.http is not None:
+                async with self.http.post(self.http_url + topic, json=batch) as response:
+                    await response.read()
+        except (aiohttp.ClientError, MqttError):
+            pass  # the service is stopping or overloaded; the summary shows what got through
+
+
+async def _simulate(senders: _Senders, rate: float) -> None:
+    simulator = Simulator()
+    tick = 0.02
+    loop = asyncio.get_running_loop()
+    next_tick = loop.time()
+    carry = 0.0
+    while True:
+        carry += rate * tick
+        count, carry = int(carry), carry - int(carry)
+        by_topic: dict[str, list[dict[str, Any]]] = {}
+        for topic, payload in simulator.events(count):
+            by_topic.setdefault(topic, []).append(payload)
+        await asyncio.gather(*(senders.send(topic, batch) for topic, batch in by_topic.items()))
+        next_tick += tick
+        await asyncio.sleep(max(0.0, next_tick - loop.time()))
+
+
+async def _report(service: Service, reporter: Reporter, every: float, out: TextIO) -> None:
+    while True:
+        await asyncio.sleep(every)
+        _print_table(service, reporter, f"last {every:g}s", out)
+
+
+def _print_table(service: Service, reporter: Reporter, title: str, out: TextIO) -> None:
+    """The `switchyard status` table for this process, over the time since the last one."""
+    report = reporter.report(service.clock.monotonic(), *service.views.pool_figures())
+    print(f"\n{title}: " + render(service.config, service.stats, {"demo": report}), file=out)
+    out.flush()

@@ -1,0 +1,29 @@
+"""The config: typed models loaded from YAML, the ops interface of the service.
+
+`syntax` is what a route may say, `models` the sections of the file, `load` reading and
+checking a file with every error located by its YAML line.
+"""
+
+from router.config.load import load_config, parse_config
+from router.config.models import (
+    BatchConfig,
+    ClassConfig,
+    Config,
+    FieldMatch,
+    HttpConfig,
+    LaneConfig,
+    MqttConfig,
+    RedisConfig,
+    RetryConfig,
+    RouteConfig,
+    ServiceConfig,
+    ShedConfig,
+    SlaConfig,
+    YamlPath,
+)
+
+__all__ = [
+    "BatchConfig", "ClassConfig", "Config", "FieldMatch", "HttpConfig", "LaneConfig", "MqttConfig",
+    "RedisConfig", "RetryConfig", "RouteConfig", "ServiceConfig", "ShedConfig", "SlaConfig",
+    "YamlPath", "load_config", "parse_config",
+]  # fmt: skip

@@ -1,0 +1,314 @@
+"""The config's typed models: every section of the file, unknown keys refused."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+
+from router.config.syntax import parse_ref, parse_template, validate_topic_filter
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+YamlPath = tuple[str | int, ...]
+
+CLASS_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class ServiceConfig(_Model):
+    """Process-wide settings."""
+
+    name: str = "switchyard"
+    drain_timeout_s: float = Field(10.0, gt=0)
+    max_event_bytes: int = Field(65_536, gt=0)
+    max_batch_events: int = Field(1_000, gt=0)
+    max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)  # one HTTP body, after decompression
+    # Every dead-letter stream (each class's, _unrouted, _rejected) keeps at most this many
+    # entries, none older than this; retention counts what it cuts.
+    dead_letter_max_len: int = Field(100_000, ge=1)
+    dead_letter_max_age_s: float = Field(7 * 86_400, gt=0)
+    log_format: Literal["auto", "json", "pretty"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    dedup_window_s: float = Field(600.0, gt=0)
+    capacity: int | None = Field(None, ge=1)  # in-flight entries across classes; None: no cap
+
+
+class RedisConfig(_Model):
+    """Where the streams live. `url: embedded` starts a private redis-server in `data_dir`."""
+
+    url: str = "embedded"
+    data_dir: Path = Path(".switchyard/redis")
+    group: str = "switchyard"
+    max_connections: int = Field(64, ge=4)
+    block_ms: int = Field(500, ge=10, le=10_000)
+    stats_interval_s: float = Field(2.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, url: str) -> str:
+        if url != "embedded" and not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be 'embedded' or a redis://, rediss:// or unix:// URL")
+        return url
+
+
+class HttpConfig(_Model):
+    """The HTTP ingress and the read-only views."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65_535)
+
+
+class MqttConfig(_Model):
+    """The MQTT ingress. `url: embedded` starts a private broker; `off` runs without MQTT."""
+
+    url: str = "off"
+    client_id: str = "switchyard"
+    protocol: Literal["5", "3.1.1"] = "5"
+    qos: Literal[0, 1, 2] = 1
+    subscriptions: list[str] = Field(default_factory=list)
+    shared_group: str | None = None
+    username: str | None = None
+    password: str | None = None
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    inflight: int = Field(256, ge=1, le=65_535)
+    session_expiry_s: int = Field(86_400, ge=0)
+    keepalive_s: int = Field(30, ge=5)
+    data_dir: Path = Path(".switchyard/mqtt")
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, url: str) -> str:
+        if url not in ("off", "embedded") and not url.startswith(("mqtt://", "mqtts://")):
+            raise ValueError("must be 'off', 'embedded' or an mqtt:// or mqtts:// URL")
+        return url
+
+    @field_validator("subscriptions")
+    @classmethod
+    def _filters(cls, subscriptions: list[str]) -> list[str]:
+        for topic_filter in subscriptions:
+            validate_topic_filter(topic_filter)
+        return subscriptions
+
+    @field_validator("shared_group")
+    @classmethod
+    def _group_name(cls, group: str | None) -> str | None:
+        if not group:
+            return None  # empty (e.g. an unset variable) means no shared subscription
+        if any(c in group for c in "/+#"):
+            raise ValueError("a shared subscription group is one topic level without + or #")
+        return group
+
+    @property
+    def enabled(self) -> bool:
+        return self.url != "off"
+
+
+class LaneConfig(_Model):
+    """A priority lane; lanes are listed highest priority first.
+
+    `min_share` of the process's in-flight capacity is kept for the lane when it has work, so
+    it never starves; `max_wait_ms` admits its work ahead of every lane once it waited that long.
+    `workers: N` runs the lane's pools in N child processes instead of the service's own, so a
+    CPU-heavy lane cannot slow the others down (0: in the service process).
+    """
+
+    name: str
+    min_share: float = Field(0.0, ge=0, le=1)
+    max_wait_ms: int | None = Field(None, ge=1)
+    workers: int = Field(0, ge=0, le=64)
+
+
+class SlaConfig(_Model):
+    """A latency target (ingest to ack) and the share of events that must meet it."""
+
+    target_ms: float = Field(gt=0)
+    objective: float = Field(0.99, gt=0, le=1)
+
+
+class BatchConfig(_Model):
+    """Batch mode: hand over up to `max_size` events, or fewer once `max_wait_ms` has passed."""
+
+    max_size: int = Field(100, ge=1, le=10_000)
+    max_wait_ms: int = Field(1_000, ge=1)
+
+
+class RetryConfig(_Model):
+    """Failed handlers run again after an exponential, jittered delay, up to `max_attempts` runs."""
+
+    max_attempts: int = Field(3, ge=1, le=100)
+    backoff_ms: int = Field(1_000, ge=1)
+    max_backoff_ms: int = Field(60_000, ge=1)
+    jitter: float = Field(0.2, ge=0, le=1)
+
+    def delay_s(self, failures: int, unit_random: float) -> float:
+        """The wait before the run after `failures` failed runs; `unit_random` in [0, 1)."""
+        base: float = min(self.max_backoff_ms, self.backoff_ms * 2 ** (failures - 1)) / 1000
+        return base * (1 - self.jitter + 2 * self.jitter * unit_random)
+
+
+class ShedConfig(_Model):
+    """Opt-in load shedding: past a backlog or an age, refuse new events or expire old ones."""
+
+    max_backlog: int | None = Field(None, ge=1)
+    max_age_ms: int | None = Field(None, ge=1)
+    action: Literal["refuse", "expire"] = "refuse"
+
+    def model_post_init(self, context: Any, /) -> None:
+        if self.max_backlog is None and self.max_age_ms is None:
+            raise ValueError("give max_backlog, max_age_ms or both")
+        if self.action == "expire" and self.max_age_ms is None:
+            raise ValueError("action: expire needs max_age_ms")
+
+
+class ClassConfig(_Model):
+    """One event class: its lane, actor, processing mode, concurrency, SLA and failure policy."""
+
+    lane: str
+    actor: str
+    mode: Literal["stream", "queue", "batch"] = "queue"
+    concurrency: int = Field(8, ge=1, le=10_000)
+    batch: BatchConfig | None = None
+    sla: SlaConfig | None = None
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+    timeout_ms: int | None = Field(None, ge=1)
+    claim_idle_ms: int = Field(60_000, ge=100)
+    max_deliveries: int = Field(5, ge=1)
+    max_len: int | None = Field(None, ge=1)
+    shed: ShedConfig | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("actor")
+    @classmethod
+    def _import_path(cls, actor: str) -> str:
+        module, sep, name = actor.partition(":")
+        if not sep or not module or not name.isidentifier():
+            raise ValueError("must be an import path like 'actors.clinic:Registration'")
+        return actor
+
+    @property
+    def batch_or_default(self) -> BatchConfig:
+        return self.batch or BatchConfig()
+
+    @property
+    def batch_size(self) -> int:
+        """Entries one unit of work takes: a whole batch in batch mode, else one."""
+        return self.batch_or_default.max_size if self.mode == "batch" else 1
+
+    @property
+    def capacity(self) -> int:
+        """Entries the class's pool may hold in flight."""
+        return self.concurrency * self.batch_size
+
+
+class FieldMatch(_Model):
+    """One condition: exactly one of `equals`, `in` or `exists`."""
+
+    equals: Any = None
+    in_: list[Any] | None = Field(None, alias="in", min_length=1)
+    exists: bool | None = None
+
+    def model_post_init(self, context: Any, /) -> None:
+        given = self.model_fields_set & {"equals", "in_", "exists"}
+        if len(given) != 1:
+            raise ValueError("give exactly one of 'equals', 'in' or 'exists'")
+
+    def condition(self) -> tuple[str, Any]:
+        """The condition as (kind, value)."""
+        if "equals" in self.model_fields_set:
+            return "equals", self.equals
+        if self.in_ is not None:
+            return "in", tuple(self.in_)
+        return "exists", self.exists
+
+    def options(self) -> list[Any] | None:
+        """The values this condition allows, when it pins them down."""
+        kind, value = self.condition()
+        if kind == "equals":
+            return [value]
+        return list(value) if kind == "in" else None
+
+
+class RouteConfig(_Model):
+    """A routing rule: topic filter and payload conditions to event class and key."""
+
+    name: str | None = None
+    topic: str
+    match: dict[str, FieldMatch] = Field(default_factory=dict)
+    class_: str = Field(alias="class")
+    key: str | None = None
+
+    _check_topic = field_validator("topic")(classmethod(lambda cls, v: validate_topic_filter(v)))
+
+    @field_validator("match")
+    @classmethod
+    def _refs(cls, match: dict[str, FieldMatch]) -> dict[str, FieldMatch]:
+        for ref in match:
+            parse_ref(ref)
+        return match
+
+    @field_validator("key")
+    @classmethod
+    def _key_ref(cls, key: str | None) -> str | None:
+        if key is not None:
+            parse_ref(key)
+        return key
+
+    @field_validator("class_")
+    @classmethod
+    def _template(cls, text: str) -> str:
+        parse_template(text)
+        return text
+
+
+class Config(_Model):
+    """The whole file."""
+
+    service: ServiceConfig = Field(default_factory=ServiceConfig)
+    redis: RedisConfig = Field(default_factory=RedisConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    lanes: list[LaneConfig] = Field(min_length=1)
+    routes: list[RouteConfig] = Field(default_factory=list)
+    classes: dict[str, ClassConfig] = Field(min_length=1)
+
+    _lines: dict[YamlPath, int] = PrivateAttr(default_factory=dict)
+    _source: str = PrivateAttr(default="<config>")
+
+    def line_of(self, path: YamlPath) -> int | None:
+        """The YAML line of `path`, or of its closest parent that has one."""
+        return line_of(self._lines, path)
+
+    @property
+    def source(self) -> str:
+        return self._source
+
+    def lane_names(self) -> list[str]:
+        return [lane.name for lane in self.lanes]
+
+    def isolated_lanes(self) -> dict[str, int]:
+        """Lanes run by worker processes of their own, with how many each."""
+        return {lane.name: lane.workers for lane in self.lanes if lane.workers}
+
+    def classes_by_lane(self) -> list[tuple[str, ClassConfig]]:
+        """Classes in lane priority order, then by name: how every table lists them."""
+        order = {lane: index for index, lane in enumerate(self.lane_names())}
+        return sorted(self.classes.items(), key=lambda item: (order[item[1].lane], item[0]))
+
+
+def line_of(lines: Mapping[YamlPath, int], path: YamlPath) -> int | None:
+    path = tuple(p for p in path if p != "in_")
+    while path:
+        if path in lines:
+            return lines[path]
+        path = path[:-1]
+    return lines.get(())

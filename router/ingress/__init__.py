@@ -1,0 +1,1 @@
+"""Ingress: events arriving over HTTP and MQTT, decoded, bounded, routed and written."""

@@ -1,0 +1,1 @@
+"""Operations: metrics exposition, status reports, the stats loop, health and HTTP views."""

@@ -1,0 +1,129 @@
+"""Status: what every running instance reports into Redis, and the `switchyard status` table.
+
+Each instance writes a small JSON report (per class: in-flight, rate, p50/p99, SLA compliance)
+under `sy:instance:<consumer>` with a short expiry, and keeps its name in the `sy:instances`
+sorted set by last-seen time. `switchyard status` reads those reports and the streams
+themselves, so it works from any machine that reaches Redis.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from router.metrics import Metrics, finished_by_class, quantile
+from router.streams import keys
+from router.streams.redis import RedisTransport
+from router.streams.transport import StreamStats
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from redis.asyncio import Redis
+
+    from router.config import ClassConfig, Config
+
+REPORT_TTL_FACTOR = 3  # a report outlives three stats intervals, then the instance counts as gone
+
+
+@dataclass(slots=True)
+class Reporter:
+    """Builds this instance's report from its metrics, as deltas since the previous one."""
+
+    config: Config
+    metrics: Metrics
+    _previous: dict[str, tuple[float, float, list[tuple[float, float]]]] = field(
+        default_factory=dict
+    )
+
+    def report(
+        self, now: float, inflight: dict[str, int], compliance: dict[str, float]
+    ) -> dict[str, Any]:
+        """Per class: in-flight, rate and p50/p99 since the previous report, SLA compliance."""
+        finished = finished_by_class(self.metrics.registry)
+        classes: dict[str, Any] = {}
+        for name in self.config.classes:
+            done, buckets = finished.get(name, (0.0, []))
+            then, done_before, buckets_before = self._previous.get(name, (now, done, buckets))
+            before = dict(buckets_before)
+            window = [(bound, count - before.get(bound, 0.0)) for bound, count in buckets]
+            seconds = now - then
+            classes[name] = {
+                "inflight": inflight.get(name, 0),
+                "rate": (done - done_before) / seconds if seconds > 0 else 0.0,
+                "p50_s": quantile(window, 0.5),
+                "p99_s": quantile(window, 0.99),
+                "compliance": compliance.get(name, 1.0),
+            }
+            self._previous[name] = (now, done, buckets)
+        return {"at": time.time(), "classes": classes}
+
+    async def publish(
+        self, redis: Redis, consumer: str, report: dict[str, Any], interval_s: float
+    ) -> None:
+        ttl_ms = int(interval_s * REPORT_TTL_FACTOR * 1000)
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.set(keys.instance(consumer), json.dumps(report), px=ttl_ms)
+            pipe.zadd(keys.instances(), {consumer: time.time() * 1000})
+            pipe.zremrangebyscore(keys.instances(), "-inf", time.time() * 1000 - 10 * ttl_ms)
+            await pipe.execute()
+
+
+async def read_reports(redis: Redis) -> dict[str, dict[str, Any]]:
+    """The live instances' reports, by consumer name."""
+    members: Any = await redis.zrange(keys.instances(), 0, -1)
+    names = [member.decode() for member in members]
+    if not names:
+        return {}
+    raw = await redis.mget([keys.instance(name) for name in names])
+    return {name: json.loads(value) for name, value in zip(names, raw, strict=True) if value}
+
+
+COLUMNS = (
+    f"{'class':<27} {'lane':<6} {'mode':<6} {'conc':>4} {'infl':>5} {'backlog':>8} {'pending':>7} "
+    f"{'oldest':>7} {'rate/s':>8} {'p50ms':>7} {'p99ms':>7} {'sla':>7} {'dead':>5}"
+)
+
+
+def render(
+    config: Config, stats: dict[str, StreamStats], reports: dict[str, dict[str, Any]]
+) -> str:
+    """The status table: one line per class, lanes in priority order."""
+    live = ", ".join(sorted(reports)) or "-"
+    lines = [f"{len(reports)} instance(s) reporting: {live}", COLUMNS]
+    for name, cls in config.classes_by_lane():
+        mine = [r["classes"][name] for r in reports.values() if name in r.get("classes", {})]
+        lines.append(_line(name, cls, stats.get(name, StreamStats()), mine))
+    return "\n".join(lines)
+
+
+def _line(name: str, cls: ClassConfig, stat: StreamStats, mine: Sequence[dict[str, Any]]) -> str:
+    oldest = f"{time.time() - stat.oldest_ms / 1000:.1f}s" if stat.oldest_ms else "-"
+    sla = _worst(mine, "compliance")
+    sla_text = f"{sla * 100:.2f}%" if sla is not None and cls.sla else "-"
+    inflight = sum(m["inflight"] for m in mine)
+    rate = sum(m["rate"] for m in mine)
+    return (
+        f"{name:<27} {cls.lane:<6} {cls.mode:<6} {cls.concurrency:>4} {inflight:>5} "
+        f"{stat.backlog:>8} {stat.pending:>7} {oldest:>7} {rate:>8.1f} "
+        f"{_ms(_worst(mine, 'p50_s', max))} {_ms(_worst(mine, 'p99_s', max))} "
+        f"{sla_text:>7} {stat.dead_letters:>5}"
+    )
+
+
+def _worst(reports: Sequence[dict[str, Any]], name: str, pick: Any = min) -> float | None:
+    values = [r[name] for r in reports if r.get(name) is not None]
+    return pick(values) if values else None
+
+
+def _ms(seconds: float | None) -> str:
+    return f"{seconds * 1000:7.1f}" if seconds is not None else f"{'-':>7}"
+
+
+async def collect(redis: Redis, config: Config) -> str:
+    """Everything `switchyard status` shows, read from Redis."""
+    transport = RedisTransport(redis, config.redis.group, "switchyard-status")
+    stats = await transport.stats(list(config.classes))
+    return render(config, stats, await read_reports(redis))

@@ -1,0 +1,179 @@
+"""The handler context: what an actor may ask for besides computing, collected for the pool.
+
+Emits and appends are only recorded here; the pool writes them to Redis before it
+acknowledges the handled entries, so a crash in between repeats the handler instead of
+losing its output. Emitted ids derive from the parent's id and are de-duplicated on arrival,
+so the repeat does not double anything downstream.
+
+Everything an output could fail on is checked here, as the handler asks for it (an emit is
+encoded, an append's fields are checked): a bad value fails its own event, in its handler,
+and never the write that carries its neighbours' outputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from router.errors import UnknownTarget
+from router.streams.envelope import Envelope, child_event_id
+from router.streams.transport import Outgoing
+
+if TYPE_CHECKING:
+    import structlog
+
+    from router.routing.addressing import Addresser
+    from router.runtime.actor import StreamFields
+
+Append = tuple[str, dict[str, str | bytes | int | float]]
+
+
+@dataclass(slots=True)
+class Outputs:
+    """What a handler asked to write, each output with the id of the event it is for (None:
+    the whole batch); made durable before its events are acknowledged."""
+
+    emits: list[tuple[str, Outgoing]] = field(default_factory=list)
+    appends: list[tuple[str | None, Append]] = field(default_factory=list)
+    failures: dict[str, BaseException] = field(default_factory=dict)  # event id -> error
+
+    def __bool__(self) -> bool:
+        return bool(self.emits or self.appends)
+
+    def without(self, event_ids: set[str]) -> Outputs:
+        """These outputs less those for `event_ids` (events that failed)."""
+        return Outputs(
+            [(parent, emit) for parent, emit in self.emits if parent not in event_ids],
+            [(parent, append) for parent, append in self.appends if parent not in event_ids],
+        )
+
+
+NO_OUTPUTS = Outputs()  # what a handler that wrote nothing leaves; never appended to
+
+
+class EventContext:
+    """The `actors.api.Context` handed to a handler for one event or one batch.
+
+    Made for every event, so it holds plain slots and builds what most handlers never use
+    (a bound logger, the emit records) on first use.
+    """
+
+    __slots__ = (
+        "_addresser",
+        "_base_log",
+        "_batch",
+        "_children",
+        "_cls",
+        "_log",
+        "_outputs",
+        "_parent",
+    )
+
+    def __init__(
+        self,
+        cls: str,
+        parent: Envelope,
+        addresser: Addresser,
+        log: structlog.typing.FilteringBoundLogger,
+        *,
+        batch: bool = False,
+    ) -> None:
+        self._cls = cls
+        self._parent = parent
+        self._addresser = addresser
+        self._base_log = log
+        self._log: structlog.typing.FilteringBoundLogger | None = None
+        self._batch = batch
+        self._children: dict[str, int] | None = None
+        self._outputs: Outputs | None = None
+
+    @property
+    def outputs(self) -> Outputs:
+        """What the handler asked to write so far."""
+        return NO_OUTPUTS if self._outputs is None else self._outputs
+
+    def _written(self) -> Outputs:
+        if self._outputs is None:
+            self._outputs = Outputs()
+        return self._outputs
+
+    def member(self, event: Envelope) -> EventContext:
+        """A context for one event of this batch, writing into the batch's outputs."""
+        child = EventContext(self._cls, event, self._addresser, self._base_log)
+        child._outputs = self._written()
+        child._children = self._children = self._children or {}
+        return child
+
+    @property
+    def cls(self) -> str:
+        return self._cls
+
+    @property
+    def log(self) -> structlog.typing.FilteringBoundLogger:
+        """Bound to the class and, for one event, its id; bound on first use (most handlers
+        never log, and binding costs on every event)."""
+        if self._log is None:
+            self._log = (
+                self._base_log if self._batch else self._base_log.bind(event_id=self._parent.id)
+            )
+        return self._log
+
+    def emit(
+        self,
+        target: str,
+        payload: Any,
+        *,
+        key: str | None = None,
+        parent: Envelope | None = None,
+        delay_s: float | None = None,
+    ) -> str:
+        parent = parent or self._parent
+        children = self._children = self._children or {}
+        index = children[parent.id] = children.get(parent.id, -1) + 1
+        event_id = child_event_id(parent.id, index)
+        source = f"emit:{self._cls}"
+        if target in self._addresser.config.classes:
+            envelope = self._addresser.for_class(
+                target, payload, key=key if key is not None else parent.key,
+                source=source, event_id=event_id, source_ts=parent.source_ts,
+            )  # fmt: skip
+        else:
+            routed = self._addresser.for_topic(target, payload, source=source, event_id=event_id)
+            if routed is None:
+                raise UnknownTarget(target)
+            envelope = routed
+        due = None
+        if delay_s:
+            # A timed wait is not queueing delay: its latency is measured from its release.
+            due = envelope.ingest_ts + delay_s
+            envelope = envelope._replace(ingest_ts=due)
+        outgoing = Outgoing(envelope.cls, envelope.encode(), dedup_id=envelope.id, due=due)
+        self._written().emits.append((parent.id, outgoing))
+        return envelope.id
+
+    def append(self, stream: str, fields: StreamFields, *, parent: Envelope | None = None) -> None:
+        checked = check_fields(stream, fields)
+        owner = parent.id if parent is not None else (None if self._batch else self._parent.id)
+        self._written().appends.append((owner, (stream, checked)))
+
+    def fail(self, event: Envelope, error: BaseException) -> None:
+        self._written().failures[event.id] = error
+
+
+def check_fields(stream: str, fields: StreamFields) -> dict[str, str | bytes | int | float]:
+    """A copy of an append's fields, or TypeError naming the first field Redis cannot store."""
+    if not isinstance(stream, str) or not stream:
+        raise TypeError(f"a stream name must be a non-empty str, not {stream!r}")
+    checked: dict[str, str | bytes | int | float] = {}
+    for name, value in fields.items():
+        if not isinstance(name, str):
+            raise TypeError(f"append to {stream}: field names are str, not {name!r}")
+        if isinstance(value, bool) or not isinstance(value, (str, bytes, int, float)):
+            raise TypeError(
+                f"append to {stream}: field {name!r} is a {type(value).__name__}; "
+                "fields are str, bytes, int or float"
+            )
+        checked[name] = value
+    if not checked:
+        raise TypeError(f"append to {stream}: an entry needs at least one field")
+    return checked

@@ -1,0 +1,71 @@
+"""A pool's in-flight entries: what it fetched and has not settled yet, against its capacity.
+
+The reader waits here for room before it fetches, so a backlog stays in Redis, not in this
+process; the settler frees room; every slot given back is also given back to the lane
+scheduler, which shares the process's capacity between lanes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from prometheus_client import Gauge
+
+    from router.runtime.scheduler import LaneScheduler
+
+
+class Slots:
+    """The entry ids one pool holds, its capacity, and the event that says room was freed."""
+
+    def __init__(
+        self, capacity: int, unit: int, lane: str, scheduler: LaneScheduler, gauge: Gauge
+    ) -> None:
+        self.capacity = capacity
+        self.unit = unit  # entries one piece of work takes: a batch in batch mode, else one
+        self.lane = lane
+        self.scheduler = scheduler
+        self.held: set[bytes] = set()
+        self.freed = asyncio.Event()
+        self._gauge = gauge
+
+    @property
+    def inflight(self) -> int:
+        return len(self.held)
+
+    @property
+    def free(self) -> int:
+        return self.capacity - len(self.held)
+
+    def show(self) -> None:
+        """Publish the in-flight count."""
+        self._gauge.set(len(self.held))
+
+    def release(self, entry_ids: Iterable[bytes]) -> None:
+        """Entries settled, or left pending for reclaim: their slots are free again."""
+        before = len(self.held)
+        self.held.difference_update(entry_ids)
+        self.scheduler.release(self.lane, before - len(self.held))
+        self.show()
+        self.freed.set()
+
+    async def wait_for_room(self) -> int:
+        """Return (1) once a whole unit of work fits again."""
+        while self.free < self.unit:
+            self.freed.clear()
+            await self.freed.wait()
+        return 1
+
+    async def wait_empty(self) -> None:
+        while self.held:
+            self.freed.clear()
+            await self.freed.wait()
+
+    def reset(self) -> None:
+        """Forget a failed run's entries (they stay pending in Redis) and their slots."""
+        self.scheduler.release(self.lane, len(self.held))
+        self.held.clear()
+        self.show()

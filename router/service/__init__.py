@@ -1,0 +1,1 @@
+"""The service: one process wired together, its tasks supervised, started and stopped in order."""

@@ -1,0 +1,290 @@
+"""The service: wires one process together and owns its start, drain and stop.
+
+Start order: Redis (the embedded server first, when configured), the pools, the lane workers,
+the MQTT ingress, HTTP. Every long-running task belongs to the `Supervisor`.
+
+Shutdown order (tested): stop the HTTP, then the MQTT ingress; stop every pool's reader and
+send the lane workers SIGTERM; let in-flight work finish and be acknowledged within
+`drain_timeout_s`, here and in the workers (killed if they outlast it); close Redis; stop the
+embedded servers. Work still unfinished at the deadline stays pending in Redis for reclaim.
+
+A lane worker (`python -m router worker`) is this same service with an `Assignment`: it runs
+only its lane's pools and answers its parent on localhost instead of taking ingress.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING
+
+import structlog
+from prometheus_client import CollectorRegistry
+
+from router.clock import Clock, SystemClock
+from router.ingress.http import EventsEndpoint
+from router.ingress.ingest import Ingest
+from router.ingress.mqtt import MqttIngress
+from router.metrics import Metrics
+from router.ops.stats import StatsLoop
+from router.routing.addressing import Addresser
+from router.routing.rules import Router
+from router.runtime.loader import load_actor
+from router.runtime.pool import Pool
+from router.runtime.scheduler import LaneScheduler
+from router.service.lane_workers import HOST, Assignment, Workers
+from router.service.placement import Placement
+from router.service.servers import MqttBroker, RedisConnection, consumer_name
+from router.service.supervisor import Supervisor
+from router.service.views import ServiceViews
+from router.service.web import service_app, start_site, worker_app
+from router.streams import keys
+from router.streams.redis import RedisTransport
+from router.streams.retention import Retention
+from router.streams.transport import UNAVAILABLE
+
+if TYPE_CHECKING:
+    from aiohttp import web
+    from redis.asyncio import Redis
+
+    from router.config import Config
+    from router.embedded.broker import EmbeddedBroker
+    from router.streams.transport import StreamStats
+
+log = structlog.get_logger("switchyard.service")
+
+
+class Service:
+    """One Switchyard process: `async with Service(config) as service:`, or start()/stop()."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        registry: CollectorRegistry | None = None,
+        clock: Clock | None = None,
+        http_port: int | None = None,
+        assignment: Assignment | None = None,
+    ) -> None:
+        self.config = config
+        self.assignment = assignment  # set in a lane worker: run only that lane's pools
+        self.placement = Placement(config, assignment)
+        self.clock = clock or SystemClock()
+        targets = [c.sla.target_ms / 1000 for c in config.classes.values() if c.sla]
+        self.metrics = Metrics(registry or CollectorRegistry(), targets)
+        for name, cls in config.classes.items():
+            self.metrics.declare_class(name, cls.lane)
+            if cls.sla:
+                self.metrics.declare_sla(name, cls.sla.target_ms / 1000, cls.sla.objective)
+        self.addresser = Addresser(config, Router.from_config(config), self.clock)
+        self.http_port = config.http.port if http_port is None else http_port
+        if assignment is not None:
+            self.http_port = assignment.port
+        self.supervisor = Supervisor()
+        self.connection = RedisConnection(config.redis)
+        self._broker = MqttBroker(config.mqtt)
+        self.mqtt: MqttIngress | None = None
+        self.mqtt_task: asyncio.Task[None] | None = None
+        self.workers: Workers | None = None
+        self.pools: dict[str, Pool] = {}
+        self._pool_tasks: list[asyncio.Task[None]] = []
+        self._stats: StatsLoop | None = None
+        self.views = ServiceViews(self)
+        self._runner: web.AppRunner | None = None
+        self._workers_clean = True
+        self._stopping = False
+        self._stopped = asyncio.Event()
+
+    @property
+    def redis(self) -> Redis | None:
+        return self.connection.client
+
+    @property
+    def redis_url(self) -> str:
+        return self.connection.url
+
+    @property
+    def broker(self) -> EmbeddedBroker | None:
+        """The embedded broker this process started, if it did."""
+        return self._broker.embedded
+
+    @property
+    def stats(self) -> dict[str, StreamStats]:
+        """The streams' latest figures, as the stats loop last read them."""
+        return self._stats.stats if self._stats is not None else {}
+
+    @property
+    def exit_code(self) -> int:
+        """0, or 1 when a lane worker did not drain cleanly at stop."""
+        return 0 if self._workers_clean else 1
+
+    # --- start ---
+
+    async def __aenter__(self) -> Service:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Connect to Redis, start pools, then the ingresses; undo what started if a step fails."""
+        try:
+            await self._connect()
+            await self.supervisor.start()
+            self._start_pools()
+            await self._start_workers()
+            await self._start_mqtt()
+            await self._start_http()
+        except BaseException:
+            await self.stop()
+            raise
+        log.info("switchyard started", classes=len(self.pools), consumer=self.transport.consumer)
+
+    async def _connect(self) -> None:
+        redis = await self.connection.open()
+        self.transport = RedisTransport(
+            redis,
+            self.config.redis.group,
+            consumer_name(),
+            dedup_window_s=self.config.service.dedup_window_s,
+        )
+        self.ingest = Ingest(self.config, self.addresser, self.transport, self.metrics, self.clock)
+
+    def _start_pools(self) -> None:
+        local = self.placement.classes()
+        everything = max(1, sum(self.config.classes[name].capacity for name in local))
+        capacity = self.config.service.capacity or everything
+        self.scheduler = LaneScheduler(capacity, self.placement.lanes(), self.clock)
+        self.pools = {name: self._pool(name) for name in local}
+        spawn = self.supervisor.spawn
+        spawn("ingest:writer", self.ingest.writer.run)
+        for name, pool in self.pools.items():
+            restarted = self.metrics.pool_restarts.labels(name).inc
+            self._pool_tasks.append(spawn(f"pool:{name}", pool.run, restarted))
+        self._stats = self._stats_loop()
+        spawn("stats", self._stats.run)
+        if self.assignment is None:  # the service trims for its workers too
+            spawn("retention", Retention(self.config, self.transport, self.metrics).run)
+
+    def _pool(self, name: str) -> Pool:
+        cls = self.config.classes[name]
+        return Pool(
+            cls=name,
+            config=cls,
+            actor=load_actor(cls.actor, cls.options),
+            transport=self.transport,
+            addresser=self.addresser,
+            metrics=self.metrics,
+            clock=self.clock,
+            scheduler=self.scheduler,
+            block_ms=self.config.redis.block_ms,
+        )
+
+    def _stats_loop(self) -> StatsLoop:
+        # The service watches every stream (ingress sheds load by them); a worker, its own.
+        watched = list(self.pools) if self.assignment is not None else list(self.config.classes)
+
+        def fresh(stats: dict[str, StreamStats]) -> None:
+            self.ingest.shedding.stats = stats
+
+        return StatsLoop(
+            self.config, self.transport, self.transport.redis, self.metrics,
+            clock=self.clock, scheduler=self.scheduler, classes=watched,
+            figures=self.views.pool_figures, fresh=fresh,
+        )  # fmt: skip
+
+    async def _start_workers(self) -> None:
+        """Start the lane workers, and wait (bounded) until they run their pools."""
+        if self.assignment is not None or not self.config.isolated_lanes():
+            return
+        self.workers = Workers(self.config, self.redis_url, self.metrics)
+        for name in self.workers.classes():
+            await self.transport.ensure_group(name)  # so retention keeps what they have not read
+        self.supervisor.spawn("workers", self.workers.run)
+        await self.workers.wait_started()
+
+    async def _start_mqtt(self) -> None:
+        if not self.config.mqtt.enabled or self.assignment is not None:
+            return
+        url, protocol = await self._broker.open()
+        self.mqtt = MqttIngress(
+            self.config.mqtt, self.ingest, self.metrics, url=url, protocol=protocol
+        )
+        self.mqtt_task = self.supervisor.spawn("mqtt:ingress", self.mqtt.run)
+
+    async def _start_http(self) -> None:
+        if self.assignment is not None:
+            self._runner, _ = await start_site(worker_app(self.views), HOST, self.http_port)
+        elif self.config.http.enabled:
+            limits = self.config.service
+            events = EventsEndpoint(self.ingest, self.metrics, limits)
+            app = service_app(events, self.views, limits.max_body_bytes)
+            host = self.config.http.host
+            self._runner, self.http_port = await start_site(app, host, self.http_port)
+            log.info("http ingress listening", host=host, port=self.http_port)
+
+    # --- stop ---
+
+    async def stop(self) -> None:
+        """Drain and stop, in the documented order; safe to call twice, or while stopping."""
+        if self._stopping:
+            await self._stopped.wait()
+            return
+        self._stopping = True
+        drained = False
+        try:
+            if self._runner is not None:
+                await self._runner.cleanup()  # 1. no new events: HTTP, then MQTT
+            await self._stop_mqtt()
+            for pool in self.pools.values():
+                pool.stop()  # 2. no new reads, here and in the lane workers
+            if self.workers is not None:
+                self.workers.stop()
+            deadline_s = self.config.service.drain_timeout_s
+            drained, self._workers_clean = await asyncio.gather(  # 3. in-flight
+                _finished(self._pool_tasks, deadline_s), self._drain_workers(deadline_s)
+            )
+            if not drained:
+                log.warning("drain timeout passed, unfinished entries stay pending for reclaim")
+        finally:
+            # Even when our caller is cancelled mid-drain, nothing is left running or open.
+            await asyncio.shield(self._close(drained))
+
+    async def _close(self, drained: bool) -> None:
+        await self.supervisor.close()
+        if self.workers is not None:
+            await self.workers.close()
+        if self.redis is not None:  # leave the status table at once, not when the report expires
+            consumer = self.transport.consumer
+            with contextlib.suppress(*UNAVAILABLE):
+                await self.redis.delete(keys.instance(consumer), keys.write_probe(consumer))
+                await self.redis.zrem(keys.instances(), consumer)
+        await self.connection.close()  # 4. connections, then the embedded servers
+        await self._broker.close()
+        self._stopped.set()
+        log.info("switchyard stopped", drained=drained, workers_clean=self._workers_clean)
+
+    async def _stop_mqtt(self) -> None:
+        """Stop taking MQTT messages; a batch being written is finished and acknowledged."""
+        if self.mqtt is None or self.mqtt_task is None:
+            return
+        self.mqtt.stop()
+        done, _ = await asyncio.wait([self.mqtt_task], timeout=self.config.service.drain_timeout_s)
+        if not done:
+            self.mqtt_task.cancel()  # unacknowledged messages stay with the broker
+
+    async def _drain_workers(self, deadline_s: float) -> bool:
+        """Wait for the lane workers' own drains; True when each exited cleanly."""
+        return True if self.workers is None else await self.workers.drain(deadline_s)
+
+
+async def _finished(tasks: list[asyncio.Task[None]], deadline_s: float) -> bool:
+    """Wait up to `deadline_s` for the pools' tasks; True when every one finished."""
+    if not tasks:
+        return True
+    done, pending = await asyncio.wait(tasks, timeout=deadline_s)
+    for task in done:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("pool failed", task=task.get_name(), error=repr(task.exception()))
+    return not pending

@@ -1,0 +1,89 @@
+"""What a running service shows: per-pool figures for reports, readiness, the per-class view
+and the metrics exposition merged with its lane workers'. The service's `Observed` side."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Any, Protocol
+
+from prometheus_client import generate_latest
+
+from router.ops import health
+from router.ops.exposition import merge, parse, render
+from router.streams.transport import UNAVAILABLE
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from router.clock import Clock
+    from router.config import Config
+    from router.ingress.mqtt import MqttIngress
+    from router.metrics import Metrics
+    from router.runtime.pool import Pool
+    from router.service.lane_workers import Workers
+    from router.streams.transport import StreamStats, Transport
+
+
+class Running(Protocol):
+    """What the views read of a running service (a `Service` is one)."""
+
+    @property
+    def config(self) -> Config: ...
+    @property
+    def clock(self) -> Clock: ...
+    @property
+    def metrics(self) -> Metrics: ...
+    @property
+    def transport(self) -> Transport: ...
+    @property
+    def pools(self) -> Mapping[str, Pool]: ...
+    @property
+    def mqtt(self) -> MqttIngress | None: ...
+    @property
+    def workers(self) -> Workers | None: ...
+    @property
+    def stats(self) -> Mapping[str, StreamStats]: ...
+
+
+class ServiceViews:
+    """Reads a running service for its HTTP views, its status reports and the demo."""
+
+    def __init__(self, service: Running) -> None:
+        self.service = service
+
+    def pool_figures(self) -> tuple[dict[str, int], dict[str, float]]:
+        """Per class: entries in flight here, and SLA compliance over the rolling window."""
+        now = self.service.clock.monotonic()
+        inflight = {name: pool.inflight for name, pool in self.service.pools.items()}
+        return inflight, {
+            name: pool.sla_window.compliance(now) for name, pool in self.service.pools.items()
+        }
+
+    def pool_views(self) -> Mapping[str, Any]:
+        return {name: pool.snapshot() for name, pool in self.service.pools.items()}
+
+    async def readiness_problems(self) -> list[str]:
+        problems = await health.readiness_problems(
+            self.service.transport, self.service.mqtt, self.service.pools
+        )
+        if self.service.workers is not None:
+            problems += await self.service.workers.problems()
+        return problems
+
+    async def class_views(self) -> Mapping[str, Any]:
+        """/classes: the classes of this process and of its lane workers, with fresh figures."""
+        stats = self.service.stats
+        with contextlib.suppress(*UNAVAILABLE):  # the last known figures are still worth showing
+            stats = await self.service.transport.stats(list(self.service.config.classes))
+        pools = dict(self.pool_views())
+        if self.service.workers is not None:
+            pools.update(await self.service.workers.class_views())
+        return health.class_views(self.service.config, stats, pools)
+
+    async def exposition(self) -> bytes:
+        """This process's metrics merged with its lane workers': one scrape per instance."""
+        own = generate_latest(self.service.metrics.registry)
+        if self.service.workers is None:
+            return own
+        sources = await self.service.workers.metric_sources()
+        return render(merge([parse(own.decode()), *sources]))

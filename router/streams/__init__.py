@@ -1,0 +1,1 @@
+"""Class streams in Redis: the envelope, the key layout, the transport, dead letters, retention."""

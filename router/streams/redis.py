@@ -1,0 +1,402 @@
+"""Redis Streams I/O for the class streams: batched publish, group reads, batched acks, stats.
+
+Every command on the hot path is batched: one script call per class per batch on the way
+in, one XREADGROUP per fetch, one XACK (or one MULTI with retries and dead letters) per
+settle.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from router.streams import keys
+from router.streams.transport import UNAVAILABLE, StreamStats, Written
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from router.streams.transport import Fields, Outgoing
+
+BACKLOG_COUNT_LIMIT = 10_000
+WRITE_PROBE_TTL_MS = 10_000
+SCRIPT_ITEMS = 500  # events per enqueue call: one call must not hold Redis for long
+
+# One server-side loop per class: a whole batch costs one command, not one per event.
+# ARGV: now_ms, dedup window_ms, and the batch as one msgpack array of (dedup id or "",
+# due_ms or "", envelope) triples: one argument instead of three per event is what makes
+# packing the command cheap. An arrival whose dedup id was seen within the window is skipped
+# (reply: false); one with a due time goes to the delay queue (reply: "delayed"); the rest
+# are appended to the stream.
+# The script reads before it writes, and its first write is one Redis refuses when it is out
+# of memory: Redis checks memory once, at a script's first write, so a script that began by
+# pruning (a write that frees memory) would go on to write past `maxmemory`. Old ids are
+# pruned last for the same reason; an id older than the window counts as fresh meanwhile.
+_ENQUEUE = """
+local now, window = tonumber(ARGV[1]), tonumber(ARGV[2])
+local items = ITEMS
+local deduplicated = false
+local out = {}
+for i = 1, #items, 3 do
+  local dedup, due, data = items[i], items[i + 1], items[i + 2]
+  local fresh = true
+  if dedup ~= '' then
+    local seen = redis.call('ZSCORE', KEYS[2], dedup)
+    fresh = not seen or tonumber(seen) <= now - window
+    deduplicated = true
+  end
+  if not fresh then
+    out[#out + 1] = false
+  elseif due ~= '' then
+    redis.call('ZADD', KEYS[3], due, data)
+    out[#out + 1] = 'delayed'
+  else
+    out[#out + 1] = redis.call('XADD', KEYS[1], '*', 'e', data)
+  end
+  if fresh and dedup ~= '' then
+    redis.call('ZADD', KEYS[2], now, dedup)
+  end
+end
+if deduplicated then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - window)
+end
+return out
+"""
+# The batch as one msgpack argument (Redis's Lua cmsgpack), or as plain arguments, three per
+# event, for Redis twins whose Lua has no cmsgpack (`router.testing.fake_transport`).
+_ENQUEUE_PACKED = _ENQUEUE.replace("ITEMS", "cmsgpack.unpack(ARGV[3])")
+_ENQUEUE_FLAT = _ENQUEUE.replace("ITEMS", "{select(3, unpack(ARGV))}")
+
+
+# Move due events from the delay queue back into the stream, atomically: safe to run from every
+# instance at once. Returns {moved, score of the next due event or false}.
+_PROMOTE = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, member in ipairs(due) do
+  redis.call('XADD', KEYS[2], '*', 'e', member)
+  redis.call('ZREM', KEYS[1], member)
+end
+local next_due = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return {#due, next_due[2] or false}
+"""
+
+# Replay a dead letter only if this caller removed it, so running a replay twice is harmless.
+_MOVE_IF_DELETED = """
+if redis.call('XDEL', KEYS[1], ARGV[1]) == 1 then
+  return redis.call('XADD', KEYS[2], '*', 'e', ARGV[2])
+end
+return false
+"""
+
+
+class RedisTransport:
+    """The class streams of one consumer group, as seen by one consumer (this process)."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        group: str,
+        consumer: str,
+        *,
+        dedup_window_s: float = 600.0,
+        packed_batches: bool = True,
+    ) -> None:
+        self.redis = redis
+        self.packed_batches = packed_batches
+        self.group = group
+        self.consumer = consumer
+        self.dedup_window_ms = int(dedup_window_s * 1000)
+        self._promote = redis.register_script(_PROMOTE)
+        # The same connections, but XREADGROUP replies kept as Redis sent them: redis-py would
+        # build a dict of fields per entry, the largest cost of reading after the handler.
+        self._reader = Redis(connection_pool=redis.connection_pool)
+        self._reader.set_response_callback("XREADGROUP", _read_entries)
+        self._move_if_deleted = redis.register_script(_MOVE_IF_DELETED)
+
+    async def ensure_group(self, cls: str) -> None:
+        """Create the class stream and its group, delivering from the start; idempotent."""
+        try:
+            await self.redis.xgroup_create(keys.stream(cls), self.group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def publish(
+        self, items: Sequence[Outgoing], extra: Sequence[tuple[str, Fields]] = ()
+    ) -> list[bytes | None]:
+        """Write envelopes into their classes (streams or delay queues) in one round trip.
+
+        `extra` are (stream key, fields) written in the same pipeline, e.g. audit taps.
+        Returns, per item, its stream id, b"delayed", or None for a de-duplicated repeat.
+        """
+        return (await self.write(items, extra)).checked()
+
+    async def write(
+        self, items: Sequence[Outgoing], extra: Sequence[tuple[str, Fields]] = ()
+    ) -> Written:
+        """`publish`, with what Redis refuses returned entry by entry: a refused script call
+        fails the items it carried, a refused extra entry only itself. Redis being unavailable
+        (away, out of memory, read-only) is raised."""
+        chunks = _chunks_by_class(items)
+        now_ms = int(time.time() * 1000)
+        calls = [self._enqueue_args(cls, [items[i] for i in at], now_ms) for cls, at in chunks]
+        replies: list[Any]
+        if len(calls) == 1 and not extra:  # the common case: one command, no pipeline to build
+            script, args = calls[0]
+            try:
+                replies = [await self.redis.eval(script, 3, *args)]
+            except ResponseError as exc:
+                replies = [exc]
+        else:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for script, args in calls:
+                    pipe.eval(script, 3, *args)
+                for stream, fields in extra:
+                    pipe.xadd(stream, _redis_fields(fields))
+                replies = await pipe.execute(raise_on_error=False)
+        for reply in replies:
+            if isinstance(reply, UNAVAILABLE):
+                raise reply
+        ids: list[bytes | Exception | None] = [None] * len(items)
+        for (_, indexes), reply in zip(chunks, replies, strict=False):
+            for n, index in enumerate(indexes):
+                ids[index] = reply if isinstance(reply, Exception) else (reply[n] or None)
+        extras = [r if isinstance(r, Exception) else None for r in replies[len(calls) :]]
+        return Written(ids, extras)
+
+    def _enqueue_args(
+        self, cls: str, items: Sequence[Outgoing], now_ms: int
+    ) -> tuple[str, list[str | int | bytes]]:
+        """The script and the keys and arguments (3 keys) that write `items` into `cls`.
+
+        EVAL, not a registered script: redis-py checks SCRIPT EXISTS before every pipeline
+        carrying one, a second round trip; Redis caches the compiled body anyway.
+        """
+        batch: list[str | bytes] = []
+        for item in items:
+            due = "" if item.due is None else str(int(item.due * 1000))
+            batch += [item.dedup_id or "", due, item.data]
+        stream, seen, delayed = keys.stream(cls), keys.seen(cls), keys.delayed(cls)
+        head: list[str | int | bytes] = [stream, seen, delayed, now_ms, self.dedup_window_ms]
+        if not self.packed_batches:
+            return _ENQUEUE_FLAT, head + batch
+        # Strings, not msgpack's bin type: Redis's Lua msgpack reads only strings.
+        packed: bytes = msgpack.packb(batch, use_bin_type=False)
+        return _ENQUEUE_PACKED, [*head, packed]
+
+    async def settle(
+        self,
+        cls: str,
+        entry_ids: Sequence[bytes],
+        retries: Sequence[tuple[float, bytes]] = (),
+        dead: Sequence[Fields] = (),
+    ) -> None:
+        """Acknowledge entries, atomically with their retries and dead letters.
+
+        One MULTI on the class's own keys (one cluster slot): an entry is never both
+        acknowledged and lost, nor retried and still pending.
+        """
+        if not (entry_ids or retries or dead):
+            return
+        if not (retries or dead):  # the common case: one command, no pipeline to build
+            await self.redis.xack(keys.stream(cls), self.group, *entry_ids)
+            return
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if retries:
+                pipe.zadd(keys.delayed(cls), {data: due * 1000 for due, data in retries})
+            for fields in dead:
+                pipe.xadd(keys.dead_letters(cls), _redis_fields(fields))
+            if entry_ids:
+                pipe.xack(keys.stream(cls), self.group, *entry_ids)
+            await pipe.execute()
+
+    async def promote_due(self, cls: str, limit: int = 500) -> tuple[int, float | None]:
+        """Move due delayed events into the stream; returns (moved, next due in Unix seconds)."""
+        now_ms = int(time.time() * 1000)
+        reply: Any = await self._promote(
+            keys=[keys.delayed(cls), keys.stream(cls)], args=[now_ms, limit]
+        )
+        moved, next_due = int(reply[0]), reply[1]
+        return moved, (float(next_due) / 1000 if next_due else None)
+
+    async def move_if_deleted(self, source: str, entry_id: bytes, cls: str, data: bytes) -> bool:
+        """XDEL `entry_id` from `source` and, only if it was there, append `data` to `cls`."""
+        reply = await self._move_if_deleted(keys=[source, keys.stream(cls)], args=[entry_id, data])
+        return bool(reply)
+
+    async def read(self, cls: str, count: int, block_ms: int) -> list[tuple[bytes, bytes | None]]:
+        """Up to `count` new entries for this consumer, waiting up to `block_ms` for the first.
+
+        Returns (stream id, envelope bytes or None when the entry has no envelope field).
+        """
+        try:
+            entries: list[tuple[bytes, bytes | None]] = await self._reader.execute_command(  # type: ignore[no-untyped-call]
+                "XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", count,
+                "BLOCK", block_ms, "STREAMS", keys.stream(cls), ">",
+            )  # fmt: skip
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            await self.ensure_group(cls)  # the stream was deleted under us; start it afresh
+            return []
+        return entries
+
+    async def claim_idle(
+        self, cls: str, min_idle_ms: int, count: int, cursor: bytes = b"0-0"
+    ) -> tuple[bytes, list[tuple[bytes, bytes | None, int]]]:
+        """Take over entries idle longer than `min_idle_ms` (their consumer died or stalled).
+
+        Returns the cursor for the next call (b"0-0" when the scan wrapped) and, per claimed
+        entry, (stream id, envelope bytes or None, times delivered including this one).
+        """
+        stream = keys.stream(cls)
+        reply: Any = await self.redis.xautoclaim(
+            stream, self.group, self.consumer, min_idle_ms, start_id=cursor, count=count
+        )
+        next_cursor, entries = reply[0], [(i, f) for i, f in reply[1] if f is not None]
+        if not entries:
+            return next_cursor, []
+        # One lookup per claimed id: a range would also hold our own in-flight entries.
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for entry_id, _ in entries:
+                pipe.xpending_range(stream, self.group, min=entry_id, max=entry_id, count=1)
+            answers = await pipe.execute()
+        claimed = []
+        for (entry_id, fields), answer in zip(entries, answers, strict=True):
+            if answer and answer[0]["consumer"] in (self.consumer, self.consumer.encode()):
+                delivered = int(answer[0]["times_delivered"])
+                claimed.append((entry_id, fields.get(keys.ENVELOPE_FIELD), delivered))
+        return next_cursor, claimed
+
+    async def renew(self, cls: str, entry_ids: Sequence[bytes]) -> None:
+        """Reset the idle time of entries still being handled, so nobody reclaims them."""
+        if entry_ids:
+            await self.redis.xclaim(
+                keys.stream(cls), self.group, self.consumer, 0, list(entry_ids), justid=True
+            )
+
+    async def stats(self, classes: Sequence[str]) -> dict[str, StreamStats]:
+        """Length, pending, backlog, oldest unfinished entry and dead letters of every class.
+
+        Two pipelined round trips: the counts, then the first undelivered entry of each class
+        with a backlog (and, on Redis before 7, which has no `lag`, a bounded count of them).
+        """
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for cls in classes:
+                pipe.xlen(keys.stream(cls))
+                pipe.xinfo_groups(keys.stream(cls))
+                pipe.xpending(keys.stream(cls), self.group)
+                pipe.xlen(keys.dead_letters(cls))
+            replies = await pipe.execute(raise_on_error=False)
+        counts: dict[str, tuple[Any, Any, Any, Any]] = {}
+        undelivered: dict[str, Any] = {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for index, cls in enumerate(classes):
+                length, groups, pending, dead = replies[4 * index : 4 * index + 4]
+                if isinstance(length, Exception) or isinstance(groups, Exception):
+                    continue
+                group = _find_group(groups, self.group)
+                counts[cls] = (length, group, pending, dead)
+                last = group.get("last-delivered-id")
+                if last is not None and group.get("lag") != 0:
+                    start = b"(" + (last if isinstance(last, bytes) else str(last).encode())
+                    limit = 1 if group.get("lag") is not None else BACKLOG_COUNT_LIMIT
+                    pipe.xrange(keys.stream(cls), min=start, count=limit)
+                    undelivered[cls] = None
+            found = await pipe.execute() if undelivered else []
+        for cls, entries in zip(list(undelivered), found, strict=True):
+            undelivered[cls] = entries or []
+        return {
+            cls: _stream_stats(*counts[cls], undelivered.get(cls) or [])
+            if cls in counts
+            else StreamStats()
+            for cls in classes
+        }
+
+    async def ping(self) -> bool:
+        return bool(await self.redis.ping())
+
+    async def check_writable(self) -> None:
+        """One small write with an expiry: raises what a write raises now (out of memory, a
+        read-only replica), which a PING does not show."""
+        await self.redis.set(keys.write_probe(self.consumer), b"1", px=WRITE_PROBE_TTL_MS)
+
+
+def _chunks_by_class(items: Sequence[Outgoing]) -> list[tuple[str, list[int]]]:
+    """The items' indexes grouped by class, in runs of at most SCRIPT_ITEMS: one script call
+    each."""
+    by_class: dict[str, list[int]] = defaultdict(list)
+    for index, item in enumerate(items):
+        by_class[item.cls].append(index)
+    return [
+        (cls, indexes[start : start + SCRIPT_ITEMS])
+        for cls, indexes in by_class.items()
+        for start in range(0, len(indexes), SCRIPT_ITEMS)
+    ]
+
+
+def _read_entries(response: Any, **kwargs: Any) -> list[tuple[bytes, bytes | None]]:
+    """(stream id, envelope bytes or None) per entry of a one-stream XREADGROUP reply.
+
+    RESP3 sends {stream: entries}, RESP2 [[stream, entries]]; an entry is [id, [field, value,
+    ...]], with no fields when it was deleted while pending.
+    """
+    if not response:
+        return []
+    streams = response.values() if isinstance(response, dict) else [s[1] for s in response]
+    [entries] = streams
+    return [(entry_id, _envelope_field(fields)) for entry_id, fields in entries]
+
+
+def _envelope_field(fields: Sequence[bytes] | None) -> bytes | None:
+    if not fields:
+        return None
+    if fields[0] == keys.ENVELOPE_FIELD:
+        return fields[1]  # every entry Switchyard writes has this one field
+    return dict(zip(fields[::2], fields[1::2], strict=True)).get(keys.ENVELOPE_FIELD)
+
+
+def _redis_fields(fields: Fields) -> dict[Any, Any]:
+    """redis-py's xadd wants an invariant dict type; any str-keyed mapping is fine at run time."""
+    return dict(fields)
+
+
+def _stream_stats(
+    length: Any, group: Mapping[str, Any], pending: Any, dead: Any, undelivered: Any
+) -> StreamStats:
+    """One class's StreamStats from the replies that `stats` gathered."""
+    lag = group.get("lag")
+    backlog = int(lag) if lag is not None else len(undelivered)
+    oldest = None if isinstance(pending, Exception) or not pending["pending"] else pending["min"]
+    if backlog and undelivered:
+        oldest = min(filter(None, [oldest, undelivered[0][0]]), key=_id_ms)
+    return StreamStats(
+        length=int(length),
+        pending=int(group.get("pending") or 0),
+        backlog=backlog,
+        oldest_ms=_id_ms(oldest) if oldest else None,
+        dead_letters=0 if isinstance(dead, Exception) else int(dead),
+    )
+
+
+def _id_ms(entry_id: bytes | str) -> int:
+    """The Unix milliseconds a stream id was created at."""
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    return int(text.partition("-")[0])
+
+
+def _find_group(groups: Sequence[Mapping[Any, Any]], name: str) -> Mapping[str, Any]:
+    for group in groups:
+        decoded = {_text(k): v for k, v in group.items()}
+        if _text(decoded.get("name")) == name:
+            return decoded
+    return {}
+
+
+def _text(value: Any) -> Any:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,140 @@
+"""The class streams as the rest of Switchyard sees them: the Transport protocol, what it
+carries, and which errors mean "Redis is unavailable, try again"."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from redis.exceptions import (
+    BusyLoadingError,
+    MasterDownError,
+    OutOfMemoryError,
+    ReadOnlyError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+# Redis away, slow, or refusing writes for now (out of memory, loading, a read-only replica):
+# back off and retry, answer 503, report not ready. Anything else is a bug or a
+# misconfiguration and should surface.
+UNAVAILABLE: tuple[type[Exception], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ConnectionError,
+    OSError,
+    asyncio.TimeoutError,
+    OutOfMemoryError,
+    BusyLoadingError,
+    ReadOnlyError,
+    MasterDownError,
+)
+
+Fields = Mapping[str, str | bytes | int | float]
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """An encoded envelope on its way into a class."""
+
+    cls: str
+    data: bytes
+    dedup_id: str | None = None  # skip it when this id arrived in the class within the window
+    due: float | None = None  # Unix seconds: wait in the delay queue until then
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """What one write did, entry by entry, so that one refused entry fails only its own: per
+    item its stream id, b"delayed", None (a de-duplicated repeat) or the error Redis refused it
+    with; per extra entry None or its error. Redis being unavailable is raised, not returned."""
+
+    ids: list[bytes | Exception | None]
+    extras: list[Exception | None]
+
+    def checked(self) -> list[bytes | None]:
+        """The ids; the first refusal, of an item or an extra entry, raised."""
+        ids: list[bytes | None] = []
+        for result in self.ids:
+            if isinstance(result, Exception):
+                raise result
+            ids.append(result)
+        for refused in self.extras:
+            if refused is not None:
+                raise refused
+        return ids
+
+    def refusals(self) -> list[tuple[int, Exception]]:
+        """(index, error) of each refused item."""
+        return [(i, r) for i, r in enumerate(self.ids) if isinstance(r, Exception)]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStats:
+    """What Redis knows about one class stream and its consumer group."""
+
+    length: int = 0
+    pending: int = 0
+    backlog: int = 0
+    oldest_ms: int | None = None  # Unix ms of the oldest entry not yet acknowledged
+    dead_letters: int = 0
+
+
+class Transport(Protocol):
+    """The class streams of one consumer group, as seen by one consumer.
+
+    `RedisTransport` is the one implementation; `router.testing.fake_transport()` runs the
+    same code on fakeredis for tests that need no server.
+    """
+
+    group: str
+    consumer: str
+
+    async def ensure_group(self, cls: str) -> None:
+        """Create the class stream and its group, delivering from the start; idempotent."""
+
+    async def publish(
+        self, items: Sequence[Outgoing], extra: Sequence[tuple[str, Fields]] = ()
+    ) -> list[bytes | None]:
+        """Write envelopes into their classes and `extra` (stream, fields) entries, in one
+        round trip; per item, its stream id, b"delayed", or None for a de-duplicated repeat.
+        Anything Redis refuses is raised."""
+
+    async def write(
+        self, items: Sequence[Outgoing], extra: Sequence[tuple[str, Fields]] = ()
+    ) -> Written:
+        """`publish`, with what Redis refuses returned entry by entry instead of raised."""
+
+    async def settle(
+        self,
+        cls: str,
+        entry_ids: Sequence[bytes],
+        retries: Sequence[tuple[float, bytes]] = (),
+        dead: Sequence[Fields] = (),
+    ) -> None:
+        """Acknowledge entries, atomically with their retries and dead letters."""
+
+    async def promote_due(self, cls: str, limit: int = 500) -> tuple[int, float | None]:
+        """Move due delayed events into the stream; (moved, next due in Unix seconds)."""
+
+    async def move_if_deleted(self, source: str, entry_id: bytes, cls: str, data: bytes) -> bool:
+        """XDEL `entry_id` from `source` and, only if it was there, append `data` to `cls`."""
+
+    async def read(self, cls: str, count: int, block_ms: int) -> list[tuple[bytes, bytes | None]]:
+        """Up to `count` new entries for this consumer: (stream id, envelope bytes or None)."""
+
+    async def claim_idle(
+        self, cls: str, min_idle_ms: int, count: int, cursor: bytes = b"0-0"
+    ) -> tuple[bytes, list[tuple[bytes, bytes | None, int]]]:
+        """Take over entries idle longer than `min_idle_ms`; (next cursor, claimed entries)."""
+
+    async def renew(self, cls: str, entry_ids: Sequence[bytes]) -> None:
+        """Reset the idle time of entries still being handled."""
+
+    async def stats(self, classes: Sequence[str]) -> dict[str, StreamStats]:
+        """Length, pending, backlog, oldest unfinished entry and dead letters of each class."""
+
+    async def check_writable(self) -> None:
+        """Raise what a write raises now (out of memory, read-only), which a PING does not."""

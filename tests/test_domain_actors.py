@@ -1,0 +1,204 @@
+"""The three workloads' actors, called directly with `router.testing.FakeContext`: what each
+emits and appends for good events, and how it refuses bad ones. No server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from actors.api import PermanentFailure
+from actors.builtin import Forward
+from actors.clinic import Arrival, Departure, Monitoring, Registration, Vaccination
+from actors.doorbell import Detection, OwnerAlert, ReadingSummary, VideoArchive
+from actors.music import InteractionLog
+from router.testing import FakeContext, event
+
+PATIENT = {"patient_id": "p1", "name": "Ada", "birth_date": "1990-05-17", "temperature_c": 36.6}
+
+
+# --- music ---
+
+
+async def test_an_interaction_is_logged_with_the_fields_analytics_reads() -> None:
+    liked = event(
+        {"user_id": 10, "action": "like_song", "track": "t1", "genre": "jazz", "other": "x"},
+        key="10",
+    )
+    ctx = FakeContext(liked)
+    await InteractionLog().handle(liked, ctx)
+    [record] = ctx.appended_to("music:interactions")
+    assert record == {
+        "event_id": liked.id, "user_id": 10, "action": "like_song", "track": "t1", "genre": "jazz",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("value", [True, {"name": "t"}, ["t"]], ids=["bool", "object", "list"])
+async def test_an_interaction_with_a_value_of_the_wrong_kind_fails_permanently(value: Any) -> None:
+    bad = event({"user_id": 10, "action": "skip_song", "track": value})
+    with pytest.raises(PermanentFailure, match="track is a"):
+        await InteractionLog().handle(bad, FakeContext(bad))
+
+
+# --- doorbell ---
+
+
+async def test_a_button_press_alerts_the_owner() -> None:
+    press = event({}, key="front-door")
+    ctx = FakeContext(press)
+    await OwnerAlert().handle(press, ctx)
+    assert ctx.appended_to("doorbell:alerts") == [
+        {"event_id": press.id, "device_id": "front-door", "kind": "button_press"}
+    ]
+
+
+async def test_a_confident_detection_raises_an_alert_and_a_doubtful_one_does_not() -> None:
+    actor = Detection(alert_confidence=0.9)
+    sure = event({"confidence": 0.95}, key="d1", topic="doorbell/d1/motion_detected")
+    unsure = event({"confidence": 0.2}, key="d1", topic="doorbell/d1/sound_detected")
+    ctx = FakeContext(sure)
+    await actor.handle(sure, ctx)
+    await actor.handle(unsure, ctx)
+    kinds = [r["kind"] for r in ctx.appended_to("doorbell:detections")]
+    assert kinds == ["motion_detected", "sound_detected"]
+    [alert] = ctx.emitted
+    assert alert.target == "doorbell/d1/button_press"
+    assert alert.payload == {"reason": "motion_detected", "confidence": 0.95}
+
+
+@pytest.mark.parametrize("confidence", [True, "high", 1.5, -0.1, {"v": 1}])
+async def test_a_detection_whose_confidence_is_not_a_probability_fails_permanently(
+    confidence: Any,
+) -> None:
+    bad = event({"confidence": confidence}, key="d1", topic="doorbell/d1/motion_detected")
+    ctx = FakeContext(bad)
+    with pytest.raises(PermanentFailure, match="confidence"):
+        await Detection().handle(bad, ctx)
+    assert ctx.emitted == []
+
+
+async def test_readings_are_summarised_per_device_and_kind_and_a_bad_one_fails_alone() -> None:
+    readings = [
+        event({"value": 10.0}, key="d1", topic="doorbell/d1/temperature"),
+        event({"value": 14.0}, key="d1", topic="doorbell/d1/temperature"),
+        event({"value": "warm"}, key="d1", topic="doorbell/d1/temperature"),
+        event({"value": 300}, key="d2", topic="doorbell/d2/light"),
+    ]
+    ctx = FakeContext(readings[0])
+    await ReadingSummary().handle_batch(readings, ctx)
+    summaries = {(s["device_id"], s["kind"]): s for s in ctx.appended_to("doorbell:readings")}
+    assert summaries[("d1", "temperature")] == {
+        "device_id": "d1", "kind": "temperature", "count": 2, "min": 10.0, "max": 14.0,
+        "mean": 12.0,
+    }  # fmt: skip
+    assert summaries[("d2", "light")]["count"] == 1
+    assert list(ctx.failed) == [readings[2].id]
+    assert isinstance(ctx.failed[readings[2].id], PermanentFailure)
+
+
+async def test_a_clip_is_indexed_and_one_without_an_id_fails_permanently() -> None:
+    clip = event({"clip_id": "c1", "duration_s": 12.5, "url": "s3://clips/c1"}, key="d1")
+    ctx = FakeContext(clip)
+    await VideoArchive().handle(clip, ctx)
+    [indexed] = ctx.appended_to("doorbell:videos")
+    assert (indexed["clip_id"], indexed["duration_s"], indexed["url"]) == (
+        "c1", 12.5, "s3://clips/c1",
+    )  # fmt: skip
+    for payload in ({}, {"clip_id": ""}, {"clip_id": 7}, {"clip_id": "c", "url": ["x"]}):
+        with pytest.raises(PermanentFailure):
+            await VideoArchive().handle(event(payload), FakeContext())
+
+
+# --- clinic ---
+
+
+async def test_arrival_sends_the_healthy_on_and_screens_out_fever_and_symptoms() -> None:
+    healthy = event(PATIENT, key="p1")
+    fever = event({**PATIENT, "patient_id": "p2", "temperature_c": 38.9}, key="p2")
+    cough = event({**PATIENT, "patient_id": "p3", "symptoms": ["cough"]}, key="p3")
+    ctx = FakeContext(healthy)
+    await Arrival().handle_batch([healthy, fever, cough], ctx)
+    sent = {e.parent.id: (e.target, e.payload.get("outcome")) for e in ctx.emitted}
+    assert sent == {
+        healthy.id: ("clinic.registration", None),
+        fever.id: ("clinic.departure", "screened_out"),
+        cough.id: ("clinic.departure", "screened_out"),
+    }
+
+
+@pytest.mark.parametrize(
+    "record", [{"temperature_c": "hot"}, {"temperature_c": True}, {"symptoms": "cough"}]
+)
+async def test_an_arrival_record_that_cannot_be_read_fails_alone(record: dict[str, Any]) -> None:
+    good = event(PATIENT, key="p1")
+    bad = event({**PATIENT, "patient_id": "p9", **record}, key="p9")
+    ctx = FakeContext(good)
+    await Arrival().handle_batch([good, bad], ctx)
+    assert [e.parent.id for e in ctx.emitted] == [good.id]
+    assert list(ctx.failed) == [bad.id]
+
+
+async def test_registration_sends_a_complete_patient_to_vaccination() -> None:
+    patient = event(PATIENT, key="p1")
+    ctx = FakeContext(patient)
+    await Registration().handle(patient, ctx)
+    [sent] = ctx.emitted
+    assert (sent.target, sent.payload["registered"], sent.key) == ("clinic.vaccination", True, "p1")
+
+
+@pytest.mark.parametrize(
+    ("record", "complaint"),
+    [
+        ({"name": ""}, "missing name"),
+        ({"birth_date": None}, "missing birth_date"),
+        ({"birth_date": "17/05/1990"}, "is not a date"),
+        ({"name": ["Ada"]}, "must be text"),
+    ],
+)
+async def test_an_incomplete_registration_fails_permanently_with_what_is_wrong(
+    record: dict[str, Any], complaint: str
+) -> None:
+    patient = event({**PATIENT, **record}, key="p1")
+    with pytest.raises(PermanentFailure, match=complaint):
+        await Registration().handle(patient, FakeContext(patient))
+
+
+async def test_vaccination_records_the_dose_and_sends_the_patient_to_monitoring() -> None:
+    patient = event({**PATIENT, "registered": True}, key="p1")
+    ctx = FakeContext(patient)
+    await Vaccination(vaccine="flu-2026").handle(patient, ctx)
+    assert ctx.appended_to("clinic:doses") == [
+        {"patient_id": "p1", "vaccine": "flu-2026", "dose_event_id": patient.id}
+    ]
+    [sent] = ctx.emitted
+    assert sent.target == "clinic.monitoring"
+
+
+async def test_monitoring_releases_each_patient_to_departure_after_the_observation_time() -> None:
+    patients = [event(PATIENT, key="p1"), event({**PATIENT, "patient_id": "p2"}, key="p2")]
+    ctx = FakeContext(patients[0])
+    await Monitoring(observation_s=900).handle_batch(patients, ctx)
+    assert [(e.target, e.delay_s, e.parent.id) for e in ctx.emitted] == [
+        ("clinic.departure", 900.0, patients[0].id),
+        ("clinic.departure", 900.0, patients[1].id),
+    ]
+
+
+async def test_departure_logs_the_visit() -> None:
+    leaving = event({**PATIENT, "outcome": "vaccinated"}, key="p1")
+    ctx = FakeContext(leaving)
+    await Departure().handle(leaving, ctx)
+    assert ctx.appended_to("clinic:visits") == [
+        {"patient_id": "p1", "outcome": "vaccinated", "event_id": leaving.id}
+    ]
+
+
+# --- built-in ---
+
+
+async def test_forward_taps_each_event_into_its_stream() -> None:
+    tapped = event({"n": 1}, key="k", cls="things")
+    ctx = FakeContext(tapped)
+    await Forward(stream="audit").handle(tapped, ctx)
+    [entry] = ctx.appended_to("audit")
+    assert (entry["id"], entry["class"], entry["key"]) == (tapped.id, "things", "k")

@@ -1,0 +1,240 @@
+"""The pool's engine on `router.testing.fake_transport()`: handling, ordering, retries, dead
+letters, batch members and refused outputs, with the real transport code on fakeredis.
+
+The real-Redis pool, delivery and fault tests stay (`test_pool_modes.py`, `test_delivery.py`,
+`test_faults.py`): they prove the real thing. These need no server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import defaultdict
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+from servers import wait_for
+
+from actors.api import Actor, Context, Envelope, PermanentFailure
+from router.clock import SystemClock
+from router.config import parse_config
+from router.metrics import Metrics
+from router.routing.addressing import Addresser
+from router.routing.rules import Router
+from router.runtime.pool import Pool
+from router.runtime.scheduler import LaneScheduler
+from router.streams import keys
+from router.streams.transport import Outgoing
+from router.testing import fake_transport
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Sequence
+
+    from router.streams.redis import RedisTransport
+
+GROUP = "switchyard"
+
+
+class Recording(Actor):
+    """Records what it handles; a payload's `fail` raises, `permanent` raises permanently, and
+    `append_to` appends to that stream."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.handled: list[Envelope] = []
+        self.active: dict[str | None, int] = defaultdict(int)
+        self.overlap = False
+
+    async def handle(self, event: Envelope, ctx: Context) -> None:
+        self.active[event.key] += 1
+        self.overlap |= self.active[event.key] > 1
+        await asyncio.sleep(0)  # let other handlers run meanwhile
+        self.active[event.key] -= 1
+        if "permanent" in event.payload:
+            raise PermanentFailure(event.payload["permanent"])
+        if "fail" in event.payload:
+            raise RuntimeError(event.payload["fail"])
+        if "append_to" in event.payload:
+            ctx.append(event.payload["append_to"], {"id": event.id})
+        self.handled.append(event)
+
+
+class MemberFailing(Recording):
+    """A batch handler that fails each member whose payload says `bad`, alone."""
+
+    async def handle_batch(self, events: Sequence[Envelope], ctx: Context) -> None:
+        for event in events:
+            if event.payload.get("bad"):
+                ctx.fail(event, PermanentFailure("bad member"))
+            else:
+                ctx.append("test:done", {"id": event.id}, parent=event)
+                self.handled.append(event)
+
+
+def class_yaml(mode: str, extra: str = "") -> str:
+    return f"""
+lanes: [{{name: high}}]
+classes:
+  work:
+    lane: high
+    actor: "actors.builtin:Log"
+    mode: {mode}
+    concurrency: 4
+    retry: {{max_attempts: 2, backoff_ms: 10, jitter: 0}}
+    {extra}
+"""
+
+
+@contextlib.asynccontextmanager
+async def running(
+    actor: Actor, mode: str = "queue", extra: str = ""
+) -> AsyncIterator[tuple[Pool, RedisTransport, Metrics]]:
+    """A pool of class `work` running `actor` on a fresh fake transport."""
+    config = parse_config(class_yaml(mode, extra))
+    clock = SystemClock()
+    transport = fake_transport(GROUP)
+    metrics = Metrics(CollectorRegistry())
+    pool = Pool(
+        cls="work",
+        config=config.classes["work"],
+        actor=actor,
+        transport=transport,
+        addresser=Addresser(config, Router.from_config(config), clock),
+        metrics=metrics,
+        clock=clock,
+        scheduler=LaneScheduler(64, config.lanes, clock),
+        block_ms=10,
+    )
+    task = asyncio.create_task(pool.run())
+    try:
+        await wait_for(lambda: pool.running)
+        yield pool, transport, metrics
+    finally:
+        pool.stop()
+        async with asyncio.timeout(10):
+            await task
+
+
+async def send(transport: RedisTransport, *payloads: dict[str, Any], key: str = "k") -> list[str]:
+    events = [Envelope(f"e{n}-{id(p)}", "work", "high", p, key=key) for n, p in enumerate(payloads)]
+    await transport.publish([Outgoing("work", e.encode()) for e in events])
+    return [e.id for e in events]
+
+
+def processed(metrics: Metrics, outcome: str) -> float:
+    labels = {"class": "work", "outcome": outcome}
+    value = metrics.registry.get_sample_value("switchyard_events_processed_total", labels)
+    return value or 0.0
+
+
+async def dead_letters(transport: RedisTransport) -> list[dict[bytes, bytes]]:
+    entries: Any = await transport.redis.xrange(keys.dead_letters("work"))
+    return [fields for _, fields in entries]
+
+
+async def pending(transport: RedisTransport) -> int:
+    summary: Any = await transport.redis.xpending(keys.stream("work"), GROUP)
+    return int(summary["pending"])
+
+
+async def test_handled_events_are_acknowledged_and_nothing_stays_pending() -> None:
+    actor = Recording()
+    async with running(actor) as (_, transport, metrics):
+        ids = await send(transport, {"n": 1}, {"n": 2}, {"n": 3})
+        await wait_for(lambda: processed(metrics, "ok") == 3)
+        assert sorted(e.id for e in actor.handled) == sorted(ids)
+        assert await pending(transport) == 0
+
+
+async def test_stream_mode_runs_one_key_at_a_time_in_order() -> None:
+    actor = Recording()
+    async with running(actor, "stream") as (_, transport, metrics):
+        for n in range(20):
+            await send(transport, {"n": n}, key=f"k{n % 3}")
+        await wait_for(lambda: processed(metrics, "ok") == 20)
+    assert not actor.overlap
+    for key in ("k0", "k1", "k2"):
+        numbers = [e.payload["n"] for e in actor.handled if e.key == key]
+        assert numbers == sorted(numbers)
+
+
+async def test_a_failing_event_is_retried_through_the_delay_queue_then_dead_lettered() -> None:
+    async with running(Recording()) as (_, transport, metrics):
+        [failing] = await send(transport, {"fail": "boom"})
+        await wait_for(lambda: processed(metrics, "dead") == 1, timeout=10)
+        assert processed(metrics, "retried") == 1
+        [letter] = await dead_letters(transport)
+        assert (letter[b"id"].decode(), letter[b"reason"], letter[b"attempts"]) == (
+            failing, b"handler_error", b"2",
+        )  # fmt: skip
+        assert await pending(transport) == 0
+
+
+async def test_a_permanent_failure_is_dead_lettered_at_once_with_its_reason() -> None:
+    async with running(Recording()) as (_, transport, metrics):
+        await send(transport, {"permanent": "no such patient"})
+        await wait_for(lambda: processed(metrics, "dead") == 1)
+        assert processed(metrics, "retried") == 0
+        [letter] = await dead_letters(transport)
+        assert letter[b"reason"] == b"permanent"
+        assert (letter[b"error_type"], b"no such patient" in letter[b"error"]) == (
+            b"PermanentFailure", True,
+        )  # fmt: skip
+
+
+async def test_a_batch_member_failed_by_its_handler_is_dead_lettered_alone() -> None:
+    actor = MemberFailing()
+    batch = "batch: {max_size: 5, max_wait_ms: 50}"
+    async with running(actor, "batch", batch) as (_, transport, metrics):
+        ids = await send(transport, {"n": 1}, {"n": 2, "bad": True}, {"n": 3})
+        await wait_for(lambda: processed(metrics, "ok") == 2 and processed(metrics, "dead") == 1)
+        [letter] = await dead_letters(transport)
+        assert letter[b"id"].decode() == ids[1]
+        done: Any = await transport.redis.xrange("test:done")
+        assert sorted(f[b"id"].decode() for _, f in done) == sorted([ids[0], ids[2]])
+        assert await pending(transport) == 0
+
+
+async def test_batch_mode_without_handle_batch_fails_members_alone() -> None:
+    actor = Recording()
+    batch = "batch: {max_size: 5, max_wait_ms: 50}"
+    async with running(actor, "batch", batch) as (_, transport, metrics):
+        ids = await send(transport, {"n": 1}, {"permanent": "bad"}, {"n": 3})
+        await wait_for(lambda: processed(metrics, "ok") == 2 and processed(metrics, "dead") == 1)
+        assert sorted(e.id for e in actor.handled) == sorted([ids[0], ids[2]])
+
+
+async def test_an_output_redis_refuses_fails_its_own_event_and_not_its_neighbours() -> None:
+    actor = Recording()
+    async with running(actor) as (_, transport, metrics):
+        await transport.redis.set("not:a:stream", "x")  # XADD to it is refused: WRONGTYPE
+        ids = await send(transport, {"append_to": "not:a:stream"}, {"append_to": "fine"})
+        await wait_for(lambda: processed(metrics, "ok") == 1 and processed(metrics, "retried"))
+        fine: Any = await transport.redis.xrange("fine")
+        assert [f[b"id"].decode() for _, f in fine] == [ids[1]]
+        await wait_for(lambda: processed(metrics, "dead") == 1, timeout=10)
+        [letter] = await dead_letters(transport)
+        assert (letter[b"id"].decode(), letter[b"reason"]) == (ids[0], b"output_error")
+
+
+async def test_an_entry_with_no_envelope_is_kept_as_a_dead_letter_and_acknowledged() -> None:
+    async with running(Recording()) as (_, transport, metrics):
+        await transport.redis.xadd(keys.stream("work"), {"e": b"\xc1 not an envelope"})
+        letters = await wait_for(lambda: dead_letters(transport))
+        assert letters[0][b"reason"] == b"decode_error"
+        assert await pending(transport) == 0
+        rejected = metrics.registry.get_sample_value(
+            "switchyard_events_rejected_total", {"reason": "decode_error"}
+        )
+        assert rejected == 1
+
+
+@pytest.mark.parametrize("mode", ["queue", "stream"])
+async def test_stop_drains_what_was_fetched_before_it_returns(mode: str) -> None:
+    actor = Recording()
+    async with running(actor, mode) as (pool, transport, metrics):
+        await send(transport, *({"n": n} for n in range(10)))
+        await wait_for(lambda: pool.inflight or processed(metrics, "ok"))
+    assert await pending(transport) == 0
+    assert processed(metrics, "ok") == len(actor.handled)
