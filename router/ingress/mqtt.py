@@ -105,12 +105,12 @@ class MqttIngress:
                 self._set_connected(False)
                 delay = backoff.next_delay()
                 log.warning("mqtt broker unavailable", error=str(exc), retry_in_s=round(delay, 2))
-                await self._pause(delay)
+                await wait_set(self._stopping, delay)
             except Exception:  # a bug here must not take HTTP and the pools down with it
                 self._set_connected(False)
                 delay = backoff.next_delay()
                 log.exception("mqtt ingress failed, restarting", retry_in_s=round(delay, 2))
-                await self._pause(delay)
+                await wait_set(self._stopping, delay)
             else:
                 return
             finally:
@@ -200,9 +200,6 @@ class MqttIngress:
         if kept:
             self._messages.labels("kept").inc(kept)
         return True
-
-    async def _pause(self, seconds: float) -> None:
-        await wait_set(self._stopping, seconds)
 
     def _set_connected(self, connected: bool) -> None:
         self.connected = connected

@@ -191,7 +191,7 @@ class Workers:
                 exit_code=code,
                 retry_in_s=round(delay, 2),
             )
-            await self._pause(delay)
+            await wait_set(self._stopping, delay)
 
     async def _run_once(self, worker: Worker) -> int:
         """Start a process for the worker and return its exit code."""
@@ -236,9 +236,6 @@ class Workers:
         proc.stdin.close()
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             await proc.stdin.wait_closed()  # else it exited before reading: its exit code says why
-
-    async def _pause(self, seconds: float) -> None:
-        await wait_set(self._stopping, seconds)
 
     # --- what the workers report ---
 
