@@ -24,16 +24,18 @@ from typing import IO, TYPE_CHECKING, Any
 
 import msgpack
 from prometheus_client import CollectorRegistry, Histogram
-from redis.asyncio import Redis
 
 from bench.loadgen import make_event
 from router.embedded.process import parent_death_hook, read_tail, signal_process
 from router.metrics import Metrics, histogram_buckets, quantile
 from router.streams import keys
+from router.streams.client import connect
 from router.streams.envelope import Envelope, new_event_id
 
 if TYPE_CHECKING:  # the child processes (bench.paced, bench.flood) need not load the service
     from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+
+    from redis.asyncio import Redis
 
     from router.service.service import Service
 
@@ -145,6 +147,7 @@ async def child(
     stdin: bool = True,
     stdout: bool = True,
     grace_s: float = 5.0,
+    cwd: Path = PROJECT_ROOT,
 ) -> AsyncIterator[asyncio.subprocess.Process]:
     """Run a child in its own process group; on the way out stop the whole group.
 
@@ -155,7 +158,7 @@ async def child(
     try:
         proc = await asyncio.create_subprocess_exec(
             *map(str, argv),
-            cwd=PROJECT_ROOT,
+            cwd=cwd,
             env={**os.environ, **(env or {})},
             stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE if stdout else asyncio.subprocess.DEVNULL,
@@ -338,17 +341,19 @@ async def fill_stream(
     topic: str = "bench/x",
     chunk: int = 500,
     calls_per_trip: int = 10,
+    tag: str | None = None,
 ) -> float:
-    """Append `count` envelopes to a class stream, as ingest would store them; returns seconds.
+    """Append `count` envelopes to a class stream (partition `tag` of it, when given), as
+    ingest would store them; returns seconds. `url` may name a Redis Cluster.
 
     Server-side XADD loops (EVAL), a script call per `chunk`, several per round trip: about 4x
     pipelined XADDs. Writes the wire format directly (router.streams.keys), so it does not depend on
     Transport's publish signature.
     """
-    redis = Redis.from_url(url)
+    redis = connect(url)
     started = time.perf_counter()
     try:
-        stream = keys.stream(cls)
+        stream = keys.stream(tag or cls)
         done = 0
         while done < count:
             checkpoint()

@@ -1,9 +1,10 @@
 """Structured logging: JSON lines in production, readable lines on a terminal.
 
-Every log line is one line, whoever writes it: the libraries' own loggers (aiohttp, asyncio)
-go through the same renderer, a traceback becomes a field of its JSON line, and a malformed
-HTTP request is one warning without a traceback. Strings from outside (topics, payload
-excerpts) cannot drive the operator's terminal: control characters are shown escaped.
+Every log line is one line, written whole, whoever writes it: the libraries' own loggers
+(aiohttp, asyncio) go through the same renderer, a traceback becomes a field of its JSON line,
+and a malformed HTTP request is one warning without a traceback. Strings from outside
+(topics, payload excerpts) cannot drive the operator's terminal: control characters are shown
+escaped.
 """
 
 from __future__ import annotations
@@ -49,7 +50,9 @@ def configure_logging(log_format: str = "auto", level: str = "info") -> None:
             *finish,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        # One write per line (print() makes two, which interleave with a lane worker's lines
+        # on the shared stderr when Python runs unbuffered).
+        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(sys.stderr)

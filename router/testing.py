@@ -46,15 +46,20 @@ class FakeClock:
 
 
 def fake_transport(
-    group: str = "switchyard", consumer: str = "test", *, dedup_window_s: float = 600.0
+    group: str = "switchyard",
+    consumer: str = "test",
+    *,
+    dedup_window_s: float = 600.0,
+    server: fakeredis.FakeServer | None = None,
 ) -> RedisTransport:
-    """Switchyard's Redis transport on a fresh fakeredis server.
+    """Switchyard's Redis transport on a fresh fakeredis server, or on `server` (one server,
+    several transports: several processes on one Redis).
 
     The same code runs as against Redis, with one difference: fakeredis's Lua has no
     `cmsgpack`, which the enqueue script uses to read a batch from one argument, so batches go
     to it as plain arguments, three per event (real-Redis tests cover the packed form).
     """
-    redis = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
+    redis = fakeredis.FakeAsyncRedis(server=server or fakeredis.FakeServer())
     return RedisTransport(
         redis, group, consumer, dedup_window_s=dedup_window_s, packed_batches=False
     )

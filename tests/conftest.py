@@ -13,11 +13,12 @@ import pytest
 import pytest_asyncio
 import redis as sync_redis
 from prometheus_client import CollectorRegistry
-from redis.asyncio import Redis
 from servers import BrokerServer, RedisServer
 
 from router.config import load_config
+from router.embedded.cluster import EmbeddedCluster
 from router.service.service import Service
+from router.streams.client import RedisClient, connect
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -40,17 +41,48 @@ async def redis_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterato
 
 
 @pytest.fixture
-def redis_url(redis_server: RedisServer) -> str:
+def single_redis_url(redis_server: RedisServer) -> str:
     """The session server's URL, emptied first (it is ours, so FLUSHALL is allowed)."""
     with sync_redis.Redis.from_url(redis_server.url) as client:
         client.flushall()
     return redis_server.url
 
 
+@pytest.fixture
+def redis_url(single_redis_url: str) -> str:
+    """The Redis a test runs on: the session server. A module that runs its tests on the
+    cluster too overrides this with `any_redis_url`."""
+    return single_redis_url
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[EmbeddedCluster]:
+    """One local 3-master Redis Cluster for the whole session, on free ports."""
+    cluster = EmbeddedCluster(tmp_path_factory.mktemp("redis-cluster"), masters=3)
+    await cluster.start()
+    yield cluster
+    await cluster.stop()
+
+
+@pytest_asyncio.fixture
+async def cluster_url(redis_cluster: EmbeddedCluster) -> str:
+    """The session cluster's `redis+cluster://` URL, every master emptied first."""
+    await redis_cluster.flush()
+    return redis_cluster.url
+
+
+@pytest.fixture(params=["single", "cluster"])
+def any_redis_url(request: pytest.FixtureRequest) -> str:
+    """Run the test twice: on the session redis-server, and on the session Redis Cluster."""
+    fixture = "single_redis_url" if request.param == "single" else "cluster_url"
+    url: str = request.getfixturevalue(fixture)
+    return url
+
+
 @pytest_asyncio.fixture(name="redis")
-async def redis_client(redis_url: str) -> AsyncIterator[Redis]:
-    """An asyncio client on the emptied session server, closed after the test."""
-    client = Redis.from_url(redis_url)
+async def redis_client(redis_url: str) -> AsyncIterator[RedisClient]:
+    """An asyncio client on the test's emptied Redis (a cluster client for a cluster URL)."""
+    client = connect(redis_url)
     yield client
     await client.aclose()
 

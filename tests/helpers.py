@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from router.clock import Clock
     from router.config import Config
     from router.service.service import Service
+    from router.streams.client import RedisClient
 
 GROUP = "switchyard"
 
@@ -113,7 +114,7 @@ async def stream_entries(redis: Redis, stream: str) -> list[dict[str, bytes]]:
     return [{name.decode(): value for name, value in fields.items()} for _, fields in reply]
 
 
-async def pending(redis: Redis, cls: str = "work") -> int:
+async def pending(redis: RedisClient, cls: str = "work") -> int:
     """Entries of `cls` delivered to a consumer and not acknowledged (XPENDING)."""
     summary: Any = await redis.xpending(keys.stream(cls), GROUP)
     return int(summary["pending"])

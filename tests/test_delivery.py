@@ -46,6 +46,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("probes", "steere
 DEAD_CONSUMER = "dead-consumer"
 
 
+@pytest.fixture
+def redis_url(any_redis_url: str) -> str:
+    """Every delivery test runs on a single Redis and on the 3-master cluster."""
+    return any_redis_url
+
+
 @pytest_asyncio.fixture
 async def raw_transport(redis: Redis) -> AsyncIterator[Transport]:
     """A Transport on the test's Redis, as another process (or a dead consumer) would have."""
@@ -297,11 +303,26 @@ async def test_an_entry_delivered_more_than_max_deliveries_times_is_dead_lettere
         assert await pending(redis, "work") == 0
 
 
+# Written and read in one script (atomic on a single Redis and on a cluster). ARGV: group,
+# the dead consumer, `me`, then the envelopes; returns their stream ids.
+INTERLEAVED = """
+local ids = {}
+for i = 4, #ARGV do ids[#ids + 1] = redis.call('XADD', KEYS[1], '*', 'e', ARGV[i]) end
+local function read(consumer, count)
+  redis.call('XREADGROUP', 'GROUP', ARGV[1], consumer, 'COUNT', count, 'STREAMS', KEYS[1], '>')
+end
+read(ARGV[2], 1)
+read(ARGV[3], #ids - 2)
+read(ARGV[2], 1)
+return ids
+"""
+
+
 async def interleaved_with_own_entries(
     redis: Redis, cls: str, me: str, own: int
 ) -> tuple[bytes, bytes, list[bytes]]:
     """A dead consumer's two entries with `own` entries of consumer `me` between them (two
-    instances reading one stream interleave like this); written and read in one MULTI so a
+    instances reading one stream interleave like this); written and read in one script so a
     running service cannot take any. The dead consumer's entries were delivered 3 times.
 
     Returns (first dead entry, last dead entry, the entries of `me`).
@@ -309,14 +330,8 @@ async def interleaved_with_own_entries(
     stream = keys.stream(cls)
     await RedisTransport(redis, GROUP, me).ensure_group(cls)
     events = [envelope_for(cls, "high", {"key": f"k{n}", "n": n}) for n in range(own + 2)]
-    async with redis.pipeline(transaction=True) as pipe:
-        for event in events:
-            pipe.xadd(stream, {keys.ENVELOPE_FIELD: event.encode()})
-        pipe.xreadgroup(GROUP, DEAD_CONSUMER, {stream: ">"}, count=1)
-        pipe.xreadgroup(GROUP, me, {stream: ">"}, count=own)
-        pipe.xreadgroup(GROUP, DEAD_CONSUMER, {stream: ">"}, count=1)
-        replies = await pipe.execute()
-    ids: list[bytes] = replies[: own + 2]
+    args = [GROUP, DEAD_CONSUMER, me, *(event.encode() for event in events)]
+    ids: list[bytes] = await redis.eval(INTERLEAVED, 1, stream, *args)  # type: ignore[arg-type]
     first, last = ids[0], ids[-1]
     for _ in range(2):
         await redis.xclaim(stream, GROUP, DEAD_CONSUMER, 0, [first, last])
@@ -395,7 +410,7 @@ async def test_a_slow_handler_keeps_its_lease_and_a_second_instance_does_not_tak
     async with serve(first) as service_a, serve(second) as service_b:
         [event_id] = await post_accepted(http, service_a, "work/1", {"key": "slow"})
         await wait_for(lambda: probe("first").active == 1)
-        assert service_b.pools["work"].running
+        await wait_for(lambda: service_b.pools["work"].running)
         owner = service_a.transport.consumer
 
         # Watch the entry for several claim_idle periods: its idle time keeps being reset by

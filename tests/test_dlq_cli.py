@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import sys
 import time
+from asyncio.subprocess import PIPE
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -29,7 +33,6 @@ from router.streams.redis import RedisTransport
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
-    from pathlib import Path
 
     import aiohttp
     from redis.asyncio import Redis
@@ -37,6 +40,12 @@ if TYPE_CHECKING:
     from router.service.service import Service
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("probes", "steered_runs")]
+
+
+@pytest.fixture
+def redis_url(any_redis_url: str) -> str:
+    """Every dead-letter command runs against a single Redis and the 3-master cluster."""
+    return any_redis_url
 
 
 @pytest.fixture
@@ -367,3 +376,31 @@ def add_route(config_file: Path, rule: str) -> None:
     """Put `rule` first in the config file's routes."""
     text = config_file.read_text()
     config_file.write_text(text.replace("routes:\n", f"routes:\n  - {rule}\n", 1))
+
+
+async def test_two_replays_of_the_same_unrouted_events_route_each_into_its_class_once(
+    service: Service, redis: Redis, http: aiohttp.ClientSession, config_file: Path
+) -> None:
+    """The class stream is in another slot than `_unrouted` on a cluster: the event is written
+    first, de-duplicated by its entry's id, then deleted; two replays at one moment (two
+    processes) still put each event into its class once."""
+    ids = [
+        (await post_accepted(http, service, f"late/{n}", {"key": "k", "n": n}))[0] for n in range(3)
+    ]
+    add_route(config_file, "{topic: late/+, class: work, key: key}")
+
+    command = [sys.executable, "-m", "router", "dlq", "replay", "--all"]
+    command += ["--class", keys.UNROUTED, "--config", str(config_file)]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}  # the config's test actor
+    replays = [
+        await asyncio.create_subprocess_exec(*command, stdout=PIPE, env=env) for _ in range(2)
+    ]
+    outs = [(await replay.communicate())[0].decode() for replay in replays]
+
+    assert [replay.returncode for replay in replays] == [0, 0]
+    replayed = [int(re.search(r"replayed (\d+)", out)[1]) for out in outs]  # type: ignore[index]
+    assert sum(replayed) == 3
+    await wait_for(lambda: len(probe("work").handled) == 3, timeout=5)
+    assert sorted(probe("work").handled_ids()) == sorted(ids)
+    assert await redis.xlen(keys.stream("work")) == 3
+    assert await redis.xlen(keys.unrouted()) == 0

@@ -38,9 +38,12 @@ from servers import (
 
 from router.config import parse_config
 from router.streams import keys
+from router.streams.client import connect
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
+
+    from router.streams.client import RedisClient
 
 pytestmark = pytest.mark.integration
 
@@ -118,7 +121,7 @@ async def wait_until_healthy(
     await wait_for(healthy, timeout=timeout, interval=0.05)
 
 
-async def handled_ids(redis: Redis) -> list[str]:
+async def handled_ids(redis: RedisClient) -> list[str]:
     entries: Any = await redis.xrange(HANDLED)
     return [fields[b"id"].decode() for _, fields in entries]
 
@@ -204,7 +207,7 @@ async def loading(loader: Loader) -> AsyncIterator[None]:
             await load
 
 
-async def every_sent_event_handled(redis: Redis, loader: Loader) -> list[str]:
+async def every_sent_event_handled(redis: RedisClient, loader: Loader) -> list[str]:
     """Wait until every sent event was handled and nothing is pending; the handled ids."""
 
     async def all_handled() -> bool:
@@ -227,18 +230,19 @@ CONCURRENCY = 4
 @pytest.mark.timeout(120)
 @pytest.mark.usefixtures("child_imports_test_actors")
 async def test_a_service_sigkilled_ten_times_under_load_loses_no_accepted_event(
-    private_redis: RedisServer,
+    any_redis_url: str,
     tmp_path: Path,
     http: aiohttp.ClientSession,
     processes: list[ServiceProcess],
 ) -> None:
+    """On a single Redis and on the 3-master cluster."""
     port = free_port()
     path = tmp_path / "switchyard.yaml"
-    path.write_text(service_yaml(private_redis.url, port, concurrency=CONCURRENCY, sleep_s=0.005))
+    path.write_text(service_yaml(any_redis_url, port, concurrency=CONCURRENCY, sleep_s=0.005))
     rng = random.Random(20_251_126)
     loader = Loader(http, port, posters=4, pace_s=0.01)
     started = time.monotonic()
-    async with Redis.from_url(private_redis.url) as redis:
+    async with connect(any_redis_url) as redis:
         service = await start_service(processes, path, port, http)
         async with loading(loader):
             for _ in range(KILLS):

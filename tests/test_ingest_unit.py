@@ -10,6 +10,7 @@ import msgpack
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
+from redis.asyncio import Redis
 
 from router.clock import SystemClock
 from router.config import Config, parse_config
@@ -194,7 +195,9 @@ async def test_each_outcome_has_its_status(
 async def test_while_redis_is_away_events_are_refused_with_503_and_retry_after(
     parts: Parts, client: TestClient[aiohttp.web.Request, Any]
 ) -> None:
-    parts.transport.redis.connection_pool.connection_kwargs["server"].connected = False
+    fake = parts.transport.redis
+    assert isinstance(fake, Redis)
+    fake.connection_pool.connection_kwargs["server"].connected = False
     response = await client.post("/events/things/1", json={"key": "a"})
     assert response.status == 503
     assert response.headers["Retry-After"] == "1"

@@ -316,6 +316,14 @@ async def dead_letter_replayed(ran: Ran, project: Project) -> None:
     await handled(project, "clinic.registration", "dead", at_least=2)  # still no name
 
 
+async def second_instance(ran: Ran, project: Project) -> None:
+    """It joined `make serve`'s Redis, took partitions, and at Ctrl-C handed them back."""
+    assert "partition taken" in ran.out
+    assert "switchyard stopped" in ran.out
+    status = (await project.run(".venv/bin/switchyard status")).ok()
+    assert "1 instance(s) reporting" in status.out  # it left at once, not at a timeout
+
+
 @dataclass(frozen=True, slots=True)
 class Check:
     """What the README promises for the commands matching `pattern`: verified after the
@@ -352,6 +360,7 @@ CHECKS = (
     Check(r"curl .*/events/clinic/registration", dead_lettered),
     Check(r"dlq list --class clinic.registration$", dead_letter_listed),
     Check(r"dlq replay --class clinic.registration --all$", dead_letter_replayed),
+    Check(r"SWITCHYARD_HTTP_PORT=0 .*switchyard run$", second_instance, interrupt_after="taken"),
 )
 
 
@@ -441,9 +450,7 @@ async def test_the_walk_through(project: Project) -> None:
 async def test_make_serve_on_your_own_redis_and_broker(
     project: Project, tmp_path: Path, mqtt_broker: BrokerServer
 ) -> None:
-    [command] = [
-        c for c in readme_commands(README.read_text()) if c.words.startswith("SWITCHYARD_REDIS")
-    ]
+    [command] = [c for c in readme_commands(README.read_text()) if c.words.endswith(" make serve")]
     redis = RedisServer(tmp_path / "own-redis")
     await redis.start()
     try:

@@ -15,6 +15,7 @@ import pytest
 from actors_for_tests import Probe, probe
 from helpers import THINGS, Serve, post_events, processed, sample, stream_entries
 from prometheus_client import CollectorRegistry
+from redis.asyncio import Redis
 from servers import wait_for
 
 from router.config import Config, parse_config
@@ -23,7 +24,6 @@ from router.streams import keys
 
 if TYPE_CHECKING:
     import aiohttp
-    from redis.asyncio import Redis
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("probes")]
 
@@ -453,7 +453,7 @@ async def test_stop_closes_every_connection_to_redis(
             none_left, timeout=1.0, message="every service connection to close after stop()"
         )
     finally:
-        assert service.redis is not None
+        assert isinstance(service.redis, Redis)
         await service.redis.connection_pool.aclose()  # so a leak cannot fail a later test
 
 

@@ -191,7 +191,7 @@ classes:
 
         async def reported() -> bool:
             return bool(
-                await service.transport.redis.get(f"sy:instance:{service.transport.consumer}")
+                await service.transport.redis.get(keys.instance(service.transport.consumer))
             )
 
         await wait_for(reported)

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from typing import TYPE_CHECKING
 
-from router.cli.common import add_config_option, with_config
+from router.cli.common import EXIT_CONFIG, add_config_option, connect, with_config
+from router.errors import ConfigError, ConfigIssue, EmbeddedServerError
+from router.streams.client import redact
+from router.streams.layout import partition_problems
+from router.streams.redis import RedisTransport
+from router.streams.transport import UNAVAILABLE
 
 if TYPE_CHECKING:
     import argparse
@@ -21,27 +28,55 @@ def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def check(args: argparse.Namespace, config: Config) -> int:
+    problems, note = asyncio.run(_against_redis(config))
+    if problems:
+        issues = [
+            ConfigIssue(
+                f"classes.{name}.partitions", config.line_of(("classes", name, "partitions")), why
+            )
+            for name, why in problems.items()
+        ]
+        print(ConfigError(config.source, issues), file=sys.stderr)
+        return EXIT_CONFIG
     print(summary(config))
+    print(note)
     return 0
+
+
+async def _against_redis(config: Config) -> tuple[dict[str, str], str]:
+    """What the config would change in Redis that it must not (the partition counts of
+    classes holding events), when Redis can be reached; and a line saying which."""
+    try:
+        redis = connect(config)
+    except EmbeddedServerError:
+        return {}, "partition counts not checked against Redis: the embedded Redis is not running"
+    try:
+        transport = RedisTransport(redis, config.redis.group, "switchyard-check")
+        return await partition_problems(transport, config), "partition counts: as in Redis"
+    except UNAVAILABLE as exc:
+        return {}, f"partition counts not checked against Redis: unreachable ({exc})"
+    finally:
+        await redis.aclose()
 
 
 def summary(config: Config) -> str:
     """A one-screen overview of a valid config."""
     lines = [
         f"{config.source}: ok",
-        f"redis: {config.redis.url}   http: {config.http.host}:{config.http.port}"
+        f"redis: {redact(config.redis.url)}   http: {config.http.host}:{config.http.port}"
         + ("" if config.http.enabled else " (off)")
         + f"   mqtt: {config.mqtt.url}"
         + (f" ({len(config.mqtt.subscriptions)} subscriptions)" if config.mqtt.enabled else ""),
         _lane_line(config),
         f"routes: {len(config.routes)}",
         f"classes ({len(config.classes)}):",
-        f"  {'class':<28} {'lane':<8} {'mode':<7} {'conc':>5}  {'sla':<14} actor",
+        f"  {'class':<28} {'lane':<8} {'mode':<7} {'conc':>5} {'parts':>5}  {'sla':<14} actor",
     ]
     for name, cls in config.classes_by_lane():
         sla = f"{cls.sla.target_ms:g}ms@{cls.sla.objective:g}" if cls.sla else "-"
         lines.append(
-            f"  {name:<28} {cls.lane:<8} {cls.mode:<7} {cls.concurrency:>5}  {sla:<14} {cls.actor}"
+            f"  {name:<28} {cls.lane:<8} {cls.mode:<7} {cls.concurrency:>5} {cls.partitions:>5}  "
+            f"{sla:<14} {cls.actor}"
         )
     return "\n".join(lines)
 

@@ -8,13 +8,12 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from redis.asyncio import Redis
-
 from router.config import load_config
 from router.errors import ActorLoadError, ConfigError, ConfigIssue, EmbeddedServerError
 from router.logs import configure_logging
 from router.runtime.loader import load_actor
 from router.service.servers import resolve_redis_url
+from router.streams import client
 from router.streams.transport import UNAVAILABLE
 
 if TYPE_CHECKING:
@@ -22,6 +21,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
 
     from router.config import Config
+    from router.streams.client import RedisClient
 
 DEFAULT_CONFIG = os.environ.get("SWITCHYARD_CONFIG", "config.yaml")
 EXIT_CONFIG = 2
@@ -62,9 +62,10 @@ def logging_for(config: Config, default_level: str | None = None) -> None:
     configure_logging(config.service.log_format, default_level or config.service.log_level)
 
 
-def connect(config: Config) -> Redis:
-    """A client for a command: the configured Redis, or the running service's embedded one."""
-    return Redis.from_url(resolve_redis_url(config.redis), socket_connect_timeout=2)
+def connect(config: Config) -> RedisClient:
+    """A client for a command: the configured Redis (or Cluster), or the running service's
+    embedded one."""
+    return client.connect(resolve_redis_url(config.redis), socket_connect_timeout=2)
 
 
 def run_against_redis(

@@ -76,20 +76,22 @@ async def _dlq_async(config: Config, args: argparse.Namespace, since_ms: int) ->
     redis = connect(config)
     try:
         transport = RedisTransport(redis, config.redis.group, "switchyard-cli")
-        letters = DeadLetters(redis, transport, args.cls)
+        partitions = config.classes[args.cls].partitions if args.cls in config.classes else 1
+        every = [DeadLetters(redis, transport, tag) for tag in keys.tags(args.cls, partitions)]
         if args.action in ("list", "show"):
-            found = await _matching(letters, args.ids, since_ms, limit=args.limit)
+            found = await _matching(every, args.ids, since_ms, limit=args.limit)
             if args.action == "list":
                 _print_letters(found)
             else:
                 for letter in found:
                     print(json.dumps(letter.summary(), indent=2, default=str))
         elif args.action == "replay":
-            replayed, skipped = 0, list[str]()
             route = _router_of(config) if args.cls in keys.INGRESS_REJECTS else None
-            async for page in _pages(letters, args.ids, since_ms):
-                moved, missed = await letters.replay(page, route)
-                replayed, skipped = replayed + moved, skipped + missed
+            replayed, skipped = 0, list[str]()
+            for letters in every:
+                async for page in _pages(letters, args.ids, since_ms):
+                    moved, missed = await letters.replay(page, route)
+                    replayed, skipped = replayed + moved, skipped + missed
             print(
                 f"replayed {replayed} into {args.cls}"
                 + (f"; skipped {len(skipped)}" if skipped else "")
@@ -98,8 +100,9 @@ async def _dlq_async(config: Config, args: argparse.Namespace, since_ms: int) ->
                 print(f"  skipped {entry_id}: already replayed, no event in it, or still unrouted")
         else:
             purged = 0
-            async for page in _pages(letters, args.ids, since_ms):
-                purged += await letters.purge(page)
+            for letters in every:
+                async for page in _pages(letters, args.ids, since_ms):
+                    purged += await letters.purge(page)
             print(f"purged {purged} dead letters of {args.cls}")
     finally:
         await redis.aclose()
@@ -110,8 +113,11 @@ def _router_of(config: Config) -> Route:
     """Routing as the service does it, for replaying ingress rejects into their classes."""
     addresser = Addresser(config, Router.from_config(config), SystemClock())
 
-    def route(topic: str, payload: dict[str, Any], event_id: str | None) -> Envelope | None:
-        return addresser.for_topic(topic, payload, source="replay", event_id=event_id)
+    def route(
+        topic: str, payload: dict[str, Any], event_id: str | None
+    ) -> tuple[Envelope, str] | None:
+        envelope = addresser.for_topic(topic, payload, source="replay", event_id=event_id)
+        return None if envelope is None else (envelope, addresser.partition(envelope))
 
     return route
 
@@ -132,13 +138,15 @@ async def _pages(
 
 
 async def _matching(
-    letters: DeadLetters, ids: Sequence[str], since_ms: int, limit: int
+    every: Sequence[DeadLetters], ids: Sequence[str], since_ms: int, limit: int
 ) -> list[DeadLetter]:
+    """The dead letters of every partition, oldest first within each, up to `limit`."""
     found: list[DeadLetter] = []
-    async for page in _pages(letters, ids, since_ms):
-        found += page
-        if len(found) >= limit:
-            return found[:limit]
+    for letters in every:
+        async for page in _pages(letters, ids, since_ms):
+            found += page
+            if len(found) >= limit:
+                return found[:limit]
     return found
 
 

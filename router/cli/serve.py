@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from router.cli.common import EXIT_CONFIG, add_config_option, logging_for, with_config
 from router.cli.demo import DemoOptions, run_demo
-from router.errors import EmbeddedServerError
+from router.errors import ConfigError, EmbeddedServerError
 from router.service.lane_workers import Assignment, claim_stdout, read_config
 from router.service.service import Service
 from router.streams.transport import UNAVAILABLE
@@ -102,6 +102,9 @@ def _serve(
 ) -> int:
     try:
         return asyncio.run(_serve_async(config, demo, assignment, ready))
+    except ConfigError as exc:  # what the config asks cannot be done with the data in Redis
+        print(exc, file=sys.stderr)
+        return EXIT_CONFIG
     except EmbeddedServerError as exc:
         print(f"switchyard: {exc}", file=sys.stderr)
     except UNAVAILABLE as exc:

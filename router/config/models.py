@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from router.config.syntax import parse_ref, parse_template, validate_topic_filter
 
@@ -38,6 +38,19 @@ class ServiceConfig(_Model):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     dedup_window_s: float = Field(600.0, gt=0)
     capacity: int | None = Field(None, ge=1)  # in-flight entries across classes; None: no cap
+    # Every process beats into Redis each `heartbeat_s`; one silent for `member_timeout_s`
+    # counts as gone: its ordered partitions and its pending entries move to the others.
+    heartbeat_s: float = Field(0.5, gt=0, le=60)
+    member_timeout_s: float = Field(2.5, gt=0, le=600)
+
+    @model_validator(mode="after")
+    def _beats_before_timeout(self) -> ServiceConfig:
+        if self.member_timeout_s < 3 * self.heartbeat_s:
+            raise ValueError(
+                "member_timeout_s must be at least three heartbeats (3 x heartbeat_s), so one "
+                "slow beat does not make a live process look gone"
+            )
+        return self
 
 
 class RedisConfig(_Model):
@@ -53,8 +66,12 @@ class RedisConfig(_Model):
     @field_validator("url")
     @classmethod
     def _known_scheme(cls, url: str) -> str:
-        if url != "embedded" and not url.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must be 'embedded' or a redis://, rediss:// or unix:// URL")
+        schemes = ("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")
+        if url != "embedded" and not url.startswith(schemes):
+            raise ValueError(
+                "must be 'embedded', a redis://, rediss:// or unix:// URL, or a Redis Cluster's "
+                "redis+cluster://host:port,host:port"
+            )
         return url
 
 
@@ -122,7 +139,7 @@ class LaneConfig(_Model):
     CPU-heavy lane cannot slow the others down (0: in the service process).
     """
 
-    name: str
+    name: str = Field(pattern=CLASS_NAME.pattern)  # letters, digits, `_.-`; no leading `_`
     min_share: float = Field(0.0, ge=0, le=1)
     max_wait_ms: int | None = Field(None, ge=1)
     workers: int = Field(0, ge=0, le=64)
@@ -184,6 +201,9 @@ class ClassConfig(_Model):
     claim_idle_ms: int = Field(60_000, ge=100)
     max_deliveries: int = Field(5, ge=1)
     max_len: int | None = Field(None, ge=1)
+    # Streams the class is split into by its key (a stable hash): they spread over a Redis
+    # Cluster's nodes, and each is consumed on its own. `concurrency` applies per partition.
+    partitions: int = Field(1, ge=1, le=1024)
     shed: ShedConfig | None = None
     options: dict[str, Any] = Field(default_factory=dict)
 
@@ -203,6 +223,12 @@ class ClassConfig(_Model):
     def batch_size(self) -> int:
         """Entries one unit of work takes: a whole batch in batch mode, else one."""
         return self.batch_or_default.max_size if self.mode == "batch" else 1
+
+    @property
+    def ordered(self) -> bool:
+        """Events of one key are handled one at a time, in order, across instances too: each
+        partition has one consumer at a time, by lease."""
+        return self.mode == "stream"
 
     @property
     def capacity(self) -> int:

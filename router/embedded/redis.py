@@ -70,10 +70,12 @@ class EmbeddedRedis(ChildServer):
         port: int | None = None,
         binary: str | None = None,
         appendonly: bool = True,
+        options: Sequence[str] = (),
     ) -> None:
         super().__init__(data_dir, port=port)
         self._binary = binary
         self._appendonly = appendonly
+        self._options = list(options)  # more `--name value` settings, e.g. cluster mode
 
     @property
     def url(self) -> str:
@@ -104,6 +106,7 @@ class EmbeddedRedis(ChildServer):
             "--daemonize", "no",
             "--logfile", str(self.log_path),
             "--protected-mode", "yes",
+            *self._options,
         ]  # fmt: skip
 
     async def _answers(self, proc: asyncio.subprocess.Process, port: int) -> bool:

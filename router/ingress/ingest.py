@@ -191,7 +191,8 @@ class Ingest:
                 raise
         data = _encoded(envelope.encode, index)
         self._check_size(len(data), index)
-        batch.entries.append(Outgoing(envelope.cls, data, dedup_id=event_source_id))
+        tag = self.addresser.partition(envelope)
+        batch.entries.append(Outgoing(envelope.cls, data, dedup_id=event_source_id, tag=tag))
         batch.entry_results.append(len(batch.results))
         batch.results.append(Accepted(envelope.id, envelope.cls))
         if batch.origins is not None:

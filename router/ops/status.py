@@ -1,29 +1,30 @@
 """Status: what every running instance reports into Redis, and the `switchyard status` table.
 
 Each instance writes a small JSON report (per class: in-flight, rate, p50/p99, SLA compliance)
-under `sy:instance:<consumer>` with a short expiry, and keeps its name in the `sy:instances`
-sorted set by last-seen time. `switchyard status` reads those reports and the streams
-themselves, so it works from any machine that reaches Redis.
+under `sy:{_instances}:report:<consumer>` with a short expiry, and keeps its name in the
+`sy:{_instances}` sorted set by last-seen time (one hash tag: one cluster slot). `switchyard
+status` reads those reports, the streams themselves and the ordered partitions' leases, so it
+works from any machine that reaches Redis.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from router.metrics import Metrics, finished_by_class, quantile
 from router.streams import keys
 from router.streams.redis import RedisTransport
-from router.streams.transport import StreamStats
+from router.streams.transport import StreamStats, per_class
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from redis.asyncio import Redis
-
     from router.config import ClassConfig, Config
+    from router.streams.client import RedisClient
 
 REPORT_TTL_FACTOR = 3  # a report outlives three stats intervals, then the instance counts as gone
 
@@ -61,7 +62,7 @@ class Reporter:
         return {"at": time.time(), "classes": classes}
 
     async def publish(
-        self, redis: Redis, consumer: str, report: dict[str, Any], interval_s: float
+        self, redis: RedisClient, consumer: str, report: dict[str, Any], interval_s: float
     ) -> None:
         ttl_ms = int(interval_s * REPORT_TTL_FACTOR * 1000)
         async with redis.pipeline(transaction=False) as pipe:
@@ -71,7 +72,7 @@ class Reporter:
             await pipe.execute()
 
 
-async def read_reports(redis: Redis) -> dict[str, dict[str, Any]]:
+async def read_reports(redis: RedisClient) -> dict[str, dict[str, Any]]:
     """The live instances' reports, by consumer name."""
     members: Any = await redis.zrange(keys.instances(), 0, -1)
     names = [member.decode() for member in members]
@@ -88,15 +89,42 @@ COLUMNS = (
 
 
 def render(
-    config: Config, stats: dict[str, StreamStats], reports: dict[str, dict[str, Any]]
+    config: Config,
+    stats: dict[str, StreamStats],
+    reports: dict[str, dict[str, Any]],
+    owners: dict[str, list[str | None]] | None = None,
 ) -> str:
-    """The status table: one line per class, lanes in priority order."""
+    """The status table: one line per class, lanes in priority order; then who consumes each
+    ordered class's partitions."""
     live = ", ".join(sorted(reports)) or "-"
     lines = [f"{len(reports)} instance(s) reporting: {live}", COLUMNS]
     for name, cls in config.classes_by_lane():
         mine = [r["classes"][name] for r in reports.values() if name in r.get("classes", {})]
         lines.append(_line(name, cls, stats.get(name, StreamStats()), mine))
+    if owners:
+        lines.append("ordered partitions, one consumer each:")
+        lines += [_owners_line(name, holders) for name, holders in owners.items()]
     return "\n".join(lines)
+
+
+def _owners_line(name: str, holders: list[str | None]) -> str:
+    """`music.like_song   8 partitions: host-1-9f2c x4, host-2-77aa x4`, and how many have
+    no owner (between an instance's death and the take-over)."""
+    counts = Counter(holder for holder in holders if holder is not None)
+    owned = ", ".join(f"{holder} x{count}" for holder, count in sorted(counts.items()))
+    free = holders.count(None)
+    line = f"  {name:<27} {len(holders):>4} partition(s): {owned or '-'}"
+    return line + (f"; {free} unowned" if free else "")
+
+
+async def read_owners(redis: RedisClient, config: Config) -> dict[str, list[str | None]]:
+    """Per ordered class, the consumer holding each partition's lease (None: nobody now)."""
+    owners: dict[str, list[str | None]] = {}
+    for name, cls in config.classes.items():
+        if cls.ordered:
+            tags = keys.tags(name, cls.partitions)
+            owners[name] = [_text(await redis.get(keys.owner(tag))) for tag in tags]
+    return owners
 
 
 def _line(name: str, cls: ClassConfig, stat: StreamStats, mine: Sequence[dict[str, Any]]) -> str:
@@ -122,8 +150,13 @@ def _ms(seconds: float | None) -> str:
     return f"{seconds * 1000:7.1f}" if seconds is not None else f"{'-':>7}"
 
 
-async def collect(redis: Redis, config: Config) -> str:
+async def collect(redis: RedisClient, config: Config) -> str:
     """Everything `switchyard status` shows, read from Redis."""
     transport = RedisTransport(redis, config.redis.group, "switchyard-status")
-    stats = await transport.stats(list(config.classes))
-    return render(config, stats, await read_reports(redis))
+    tags = [t for name, c in config.classes.items() for t in keys.tags(name, c.partitions)]
+    stats = per_class(await transport.stats(tags))
+    return render(config, stats, await read_reports(redis), await read_owners(redis, config))
+
+
+def _text(value: Any) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value

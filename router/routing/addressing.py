@@ -12,6 +12,7 @@ import math
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from router.streams import keys
 from router.streams.envelope import Envelope, new_event_id
 
 if TYPE_CHECKING:
@@ -32,6 +33,14 @@ class Addresser:
         self.router = router
         self.clock = clock
         self._lanes = {name: cls.lane for name, cls in config.classes.items()}
+        self._partitions = {name: cls.partitions for name, cls in config.classes.items()}
+
+    def partition(self, envelope: Envelope) -> str:
+        """The tag of the partition an event goes to: by its key, or by its id when it has
+        none (events without a key have no order to keep, so they spread)."""
+        return keys.tag_for(
+            envelope.cls, envelope.key or envelope.id, self._partitions[envelope.cls]
+        )
 
     def for_class(
         self,

@@ -34,13 +34,14 @@ class Accounting:
         clock: Clock,
         failures: Failures,
         log: structlog.typing.FilteringBoundLogger,
+        sla_window: SlaWindow | None = None,
     ) -> None:
         self.clock = clock
         self.failures = failures
         self.log = log
         self.metrics = metrics
         self.target_s = config.sla.target_ms / 1000 if config.sla else None
-        self.sla_window = SlaWindow()
+        self.sla_window = sla_window or SlaWindow()  # shared by a class's partitions here
         lane = config.lane
         self._latency = Observations(metrics.latency.labels(cls, lane))
         self._queue_wait = Observations(metrics.queue_wait.labels(cls, lane))

@@ -147,7 +147,8 @@ class EventContext:
             # A timed wait is not queueing delay: its latency is measured from its release.
             due = envelope.ingest_ts + delay_s
             envelope = envelope._replace(ingest_ts=due)
-        outgoing = Outgoing(envelope.cls, envelope.encode(), dedup_id=envelope.id, due=due)
+        tag = self._addresser.partition(envelope)
+        outgoing = Outgoing(envelope.cls, envelope.encode(), dedup_id=envelope.id, due=due, tag=tag)
         self._written().emits.append((parent.id, outgoing))
         return envelope.id
 

@@ -17,8 +17,8 @@ if TYPE_CHECKING:
 class Leases:
     """Renews the idle time of a pool's held entries every third of `claim_idle_ms`."""
 
-    def __init__(self, cls: str, transport: Transport, slots: Slots, claim_idle_ms: int) -> None:
-        self.cls = cls
+    def __init__(self, tag: str, transport: Transport, slots: Slots, claim_idle_ms: int) -> None:
+        self.tag = tag
         self.transport = transport
         self.slots = slots
         self.every_s = claim_idle_ms / 3000
@@ -28,4 +28,4 @@ class Leases:
             await asyncio.sleep(self.every_s)
             if self.slots.held:
                 with contextlib.suppress(*UNAVAILABLE):  # the next round tries again
-                    await self.transport.renew(self.cls, list(self.slots.held))
+                    await self.transport.renew(self.tag, list(self.slots.held))

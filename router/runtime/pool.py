@@ -27,6 +27,8 @@ from router.runtime.slots import Slots
 from router.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Collection
+
     from router.clock import Clock
     from router.config import ClassConfig
     from router.metrics import Metrics, SlaWindow
@@ -43,6 +45,7 @@ class Pool:
         self,
         *,
         cls: str,
+        tag: str | None = None,
         config: ClassConfig,
         actor: Actor,
         transport: Transport,
@@ -51,21 +54,32 @@ class Pool:
         clock: Clock,
         scheduler: LaneScheduler,
         block_ms: int = 500,
+        sla_window: SlaWindow | None = None,
+        keeper: Callable[[], bool] = lambda: True,
+        leased: Callable[[], bool] | None = None,
     ) -> None:
+        """`keeper`: whether this process polls the partition's delay queue (one per shared
+        partition does). `leased`: for an ordered partition, whether this process still surely
+        holds its lease; the pool reads only while it does."""
         self.cls = cls
+        self.tag = tag = tag or cls  # the partition this pool consumes: by default the only one
         self.config = config
         self.actor = actor
         self.transport = transport
         self.running = False
         self._stopping = asyncio.Event()
         log = structlog.get_logger("switchyard.pool").bind(**{"class": cls})
+        if tag != cls:
+            log = log.bind(partition=tag)
         gauge = metrics.inflight.labels(cls)
         self.slots = Slots(config.capacity, config.batch_size, config.lane, scheduler, gauge)
-        self.promoter = Promoter(cls, transport, clock)
+        self.promoter = Promoter(tag, transport, clock, keeper)
         failures = Failures(config.retry)
-        self.accounting = Accounting(cls, config, metrics, clock=clock, failures=failures, log=log)
+        self.accounting = Accounting(
+            cls, config, metrics, clock=clock, failures=failures, log=log, sla_window=sla_window
+        )
         self.settler = Settler(
-            cls, transport, self.slots, failures, self.accounting,
+            tag, transport, self.slots, failures, self.accounting,
             metrics=metrics, clock=clock, log=log, retried=self.promoter.wake,
         )  # fmt: skip
         handling = Handling(
@@ -74,11 +88,11 @@ class Pool:
         )  # fmt: skip
         self.dispatcher = Dispatcher(config.mode, handling.handle)
         self.reader = Reader(
-            cls, config, transport, self.slots, scheduler,
+            tag, config, transport, self.slots, scheduler,
             dispatcher=self.dispatcher, settler=self.settler, clock=clock, metrics=metrics,
-            log=log, stopping=self._stopping, block_ms=block_ms,
+            log=log, stopping=self._stopping, block_ms=block_ms, leased=leased,
         )  # fmt: skip
-        self.leases = Leases(cls, transport, self.slots, config.claim_idle_ms)
+        self.leases = Leases(tag, transport, self.slots, config.claim_idle_ms)
 
     @property
     def inflight(self) -> int:
@@ -89,15 +103,26 @@ class Pool:
     def sla_window(self) -> SlaWindow:
         return self.accounting.sla_window
 
+    def take_over(self, alive: Collection[str], min_idle_ms: int = 0) -> None:
+        """Take the pending entries of the consumers not `alive` (see `Reader.take_over`)."""
+        self.reader.take_over(alive, min_idle_ms)
+
     async def run(self) -> None:
-        """Run until `stop()` and then drain: finish what was fetched, settle it, return."""
+        """Run until `stop()` and then drain: finish what was fetched, settle it, return.
+
+        An ordered (stream-mode) pool runs only while this process holds its partition's
+        lease, so before it reads anything new it takes every other consumer's pending
+        entries: the previous owner's, oldest first.
+        """
         self._reset()
-        await self.transport.ensure_group(self.cls)
+        await self.transport.ensure_group(self.tag)
+        if self.config.ordered:
+            self.take_over(())
         await self.actor.start()
         self.running = True
         try:
             async with asyncio.TaskGroup() as group:
-                name = f"pool:{self.cls}"
+                name = f"pool:{self.tag}"
                 helpers = [
                     group.create_task(self.dispatcher.run_handler(), name=f"{name}:handler:{n}")
                     for n in range(self.config.concurrency)

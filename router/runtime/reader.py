@@ -8,6 +8,7 @@ readable envelope has no event to count and is kept aside at once.
 
 from __future__ import annotations
 
+from collections import deque
 from typing import TYPE_CHECKING
 
 from router.backoff import Backoff
@@ -21,6 +22,7 @@ from router.tasks import until_stopped
 
 if TYPE_CHECKING:
     import asyncio
+    from collections.abc import Callable, Collection
 
     import structlog
 
@@ -34,13 +36,15 @@ if TYPE_CHECKING:
     from router.runtime.slots import Slots
     from router.streams.transport import Fields, Transport
 
+LEASE_RECHECK_S = 0.1  # how often a pool whose lease is unsure looks again
+
 
 class Reader:
     """The one reading task of a pool."""
 
     def __init__(
         self,
-        cls: str,
+        tag: str,
         config: ClassConfig,
         transport: Transport,
         slots: Slots,
@@ -53,8 +57,9 @@ class Reader:
         log: structlog.typing.FilteringBoundLogger,
         stopping: asyncio.Event,
         block_ms: int,
+        leased: Callable[[], bool] | None = None,
     ) -> None:
-        self.cls = cls
+        self.tag = tag
         self.config = config
         self.transport = transport
         self.slots = slots
@@ -66,21 +71,33 @@ class Reader:
         self.log = log
         self.stopping = stopping
         self.block_ms = block_ms
+        self.leased = leased  # an ordered partition's: read only while the lease is sure
         self.claim_every_s = max(0.05, config.claim_idle_ms / 2000)
         self._taken = 0  # entries the current round's reads hold
         self._claim_cursor = b"0-0"
         self._next_claim = 0.0
+        self._takeovers: deque[tuple[frozenset[str], int]] = deque()  # (alive, min idle ms)
+
+    def take_over(self, alive: Collection[str], min_idle_ms: int = 0) -> None:
+        """Take the pending entries of every other consumer not `alive`, before reading new
+        ones: a dead instance's, or, for an ordered partition that just changed hands, all."""
+        self._takeovers.append((frozenset(alive), min_idle_ms))
 
     async def run(self) -> None:
         """Read until the pool stops; then return, leaving the rest in Redis."""
         backoff = Backoff()
         while not self.stopping.is_set():
+            if self.leased is not None and not self.leased():
+                await wait_set(self.stopping, LEASE_RECHECK_S)  # renewals are failing
+                continue
             granted = await self._admitted()
             if granted == 0:
                 break
             self._taken = 0
             try:
-                if self.clock.monotonic() >= self._next_claim:
+                if self._takeovers:
+                    await self._take_over(granted)
+                elif self.clock.monotonic() >= self._next_claim:
                     await self._reclaim(granted)
                 elif self.config.mode == "batch":
                     await self._read_batch(granted)
@@ -111,25 +128,39 @@ class Reader:
 
     async def _fetch(self, count: int, block_ms: int) -> list[Entry]:
         """Read new entries; ones that are not envelopes go straight to the dead letters."""
-        raw = await self.transport.read(self.cls, count, block_ms)
+        raw = await self.transport.read(self.tag, count, block_ms)
         return await self._accept([(entry_id, data, 1) for entry_id, data in raw])
 
-    async def _reclaim(self, free: int) -> None:
-        """Take over entries a dead consumer left pending; poison ones become dead letters."""
-        self._next_claim = self.clock.monotonic() + self.claim_every_s
-        self._claim_cursor, claimed = await self.transport.claim_idle(
-            self.cls, self.config.claim_idle_ms, free, self._claim_cursor
-        )
-        if not claimed:
-            return
-        self.log.warning("reclaimed entries of a dead or stalled consumer", count=len(claimed))
-        entries = await self._accept(claimed)
+    async def _take_over(self, free: int) -> None:
+        """The oldest takeover asked for, a fetch's worth at a time, oldest entries first: in
+        an ordered partition the taken entries run before anything newer of their keys."""
+        alive, min_idle_ms = self._takeovers[0]
+        claimed = await self.transport.claim_from(self.tag, alive, free, min_idle_ms)
+        if len(claimed) < free:
+            self._takeovers.popleft()  # nothing more to take
+        if claimed:
+            self.log.warning("took over another consumer's pending entries", count=len(claimed))
+            self._hand_over(await self._accept(claimed))
+
+    def _hand_over(self, entries: list[Entry]) -> None:
+        """Entries taken over from another consumer, to the handlers in the class's mode."""
         if self.config.mode == "batch":
             size = self.slots.unit
             for start in range(0, len(entries), size):
                 self.dispatcher.batch(entries[start : start + size])
         else:
             self.dispatcher.entries(entries)
+
+    async def _reclaim(self, free: int) -> None:
+        """Take over entries a dead consumer left pending; poison ones become dead letters."""
+        self._next_claim = self.clock.monotonic() + self.claim_every_s
+        self._claim_cursor, claimed = await self.transport.claim_idle(
+            self.tag, self.config.claim_idle_ms, free, self._claim_cursor
+        )
+        if not claimed:
+            return
+        self.log.warning("reclaimed entries of a dead or stalled consumer", count=len(claimed))
+        self._hand_over(await self._accept(claimed))
 
     async def _accept(self, raw: list[tuple[bytes, bytes | None, int]]) -> list[Entry]:
         """Decode fetched entries and hold them in flight; returns those to handle."""
@@ -153,7 +184,7 @@ class Reader:
         if unreadable:
             self.metrics.rejected.labels("decode_error").inc(len(unreadable))
             await self.transport.settle(
-                self.cls, [i for i, _ in unreadable], dead=[f for _, f in unreadable]
+                self.tag, [i for i, _ in unreadable], dead=[f for _, f in unreadable]
             )
         return entries
 

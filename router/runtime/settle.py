@@ -35,7 +35,7 @@ class Settler:
 
     def __init__(
         self,
-        cls: str,
+        tag: str,
         transport: Transport,
         slots: Slots,
         failures: Failures,
@@ -46,7 +46,7 @@ class Settler:
         log: structlog.typing.FilteringBoundLogger,
         retried: Callable[[], None],
     ) -> None:
-        self.cls = cls
+        self.tag = tag
         self.transport = transport
         self.slots = slots
         self.failures = failures
@@ -157,6 +157,6 @@ class Settler:
             if done.error is not None:
                 self.failures.settle(done, now, retries, dead)
         entry_ids = [entry_id for done in batch for entry_id in done.entry_ids]
-        await self.transport.settle(self.cls, entry_ids, retries, dead)
+        await self.transport.settle(self.tag, entry_ids, retries, dead)
         if retries:
             self._retried()

@@ -12,13 +12,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import structlog
-from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisClusterException
 
 from router.embedded.broker import EmbeddedBroker
 from router.embedded.redis import EmbeddedRedis
 from router.errors import EmbeddedServerError
+from router.streams.client import RedisClient, connect
 
 if TYPE_CHECKING:
     from router.config import MqttConfig, RedisConfig
@@ -54,13 +55,13 @@ class RedisConnection:
     def __init__(self, config: RedisConfig) -> None:
         self.config = config
         self.embedded: EmbeddedRedis | None = None
-        self.client: Redis | None = None
+        self.client: RedisClient | None = None
 
     @property
     def url(self) -> str:
         return self.embedded.url if self.embedded else self.config.url
 
-    async def open(self) -> Redis:
+    async def open(self) -> RedisClient:
         """Start the embedded server if configured, connect, and PING: fail at start, not at
         the first event."""
         config = self.config
@@ -69,17 +70,18 @@ class RedisConnection:
             await self.embedded.start()
             await _write_url(config.data_dir, self.embedded.url)
             log.info("embedded redis started", url=self.embedded.url, data_dir=str(config.data_dir))
-        pool = BlockingConnectionPool.from_url(
+        self.client = connect(
             self.url,
             max_connections=config.max_connections,
-            timeout=10,  # seconds to wait for a free connection
             socket_keepalive=True,
             socket_connect_timeout=2,
             socket_timeout=config.block_ms / 1000 + 5,  # a blocked read must not time out
             retry=Retry(NoBackoff(), 1),  # one fresh connection when a pooled one went stale
         )
-        self.client = Redis.from_pool(pool)  # the client owns the pool: aclose() closes both
-        await self.client.ping()
+        try:
+            await self.client.ping()
+        except RedisClusterException as exc:  # no node of a cluster answered
+            raise ConnectionError(str(exc)) from exc
         return self.client
 
     async def close(self) -> None:

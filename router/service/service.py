@@ -1,11 +1,14 @@
 """The service: wires one process together and owns its start, drain and stop.
 
-Start order: Redis (the embedded server first, when configured), the pools, the lane workers,
-the MQTT ingress, HTTP. Every long-running task belongs to the `Supervisor`.
+Start order: RedisClient (the embedded server first, when configured), the first heartbeat, the
+pools, the lane workers, the MQTT ingress, HTTP. Every long-running task belongs to the
+`Supervisor`. The pools of ordered partitions start and stop as `Ownership` hands them to
+this process or away from it.
 
 Shutdown order (tested): stop the HTTP, then the MQTT ingress; stop every pool's reader and
 send the lane workers SIGTERM; let in-flight work finish and be acknowledged within
-`drain_timeout_s`, here and in the workers (killed if they outlast it); close Redis; stop the
+`drain_timeout_s`, here and in the workers (killed if they outlast it), ordered partitions
+keeping their leases meanwhile; give up the leases and leave the lanes; close Redis; stop the
 embedded servers. Work still unfinished at the deadline stays pending in Redis for reclaim.
 
 A lane worker (`python -m router worker`) is this same service with an `Assignment`: it runs
@@ -22,10 +25,11 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from router.clock import Clock, SystemClock
+from router.errors import ConfigError, ConfigIssue
 from router.ingress.http import EventsEndpoint
 from router.ingress.ingest import Ingest
 from router.ingress.mqtt import MqttIngress
-from router.metrics import Metrics
+from router.metrics import Metrics, SlaWindow
 from router.ops.stats import StatsLoop
 from router.routing.addressing import Addresser
 from router.routing.rules import Router
@@ -33,22 +37,25 @@ from router.runtime.loader import load_actor
 from router.runtime.pool import Pool
 from router.runtime.scheduler import LaneScheduler
 from router.service.lane_workers import HOST, Assignment, Workers
+from router.service.membership import Membership
+from router.service.ownership import Ownership
 from router.service.placement import Placement
 from router.service.servers import MqttBroker, RedisConnection, consumer_name
 from router.service.supervisor import Supervisor
 from router.service.views import ServiceViews
 from router.service.web import service_app, start_site, worker_app
 from router.streams import keys
+from router.streams.layout import partition_problems, record_partitions
 from router.streams.redis import RedisTransport
 from router.streams.retention import Retention
 from router.streams.transport import UNAVAILABLE
 
 if TYPE_CHECKING:
     from aiohttp import web
-    from redis.asyncio import Redis
 
     from router.config import Config
     from router.embedded.broker import EmbeddedBroker
+    from router.streams.client import RedisClient
     from router.streams.transport import StreamStats
 
 log = structlog.get_logger("switchyard.service")
@@ -87,7 +94,8 @@ class Service:
         self.mqtt_task: asyncio.Task[None] | None = None
         self.workers: Workers | None = None
         self.pools: dict[str, Pool] = {}
-        self._pool_tasks: list[asyncio.Task[None]] = []
+        self._pool_tasks: dict[str, asyncio.Task[None]] = {}  # by partition tag
+        self.ownership: Ownership | None = None
         self._stats: StatsLoop | None = None
         self.views = ServiceViews(self)
         self._runner: web.AppRunner | None = None
@@ -96,7 +104,7 @@ class Service:
         self._stopped = asyncio.Event()
 
     @property
-    def redis(self) -> Redis | None:
+    def redis(self) -> RedisClient | None:
         return self.connection.client
 
     @property
@@ -132,6 +140,7 @@ class Service:
         try:
             await self._connect()
             await self.supervisor.start()
+            await self._join()
             self._start_pools()
             await self._start_workers()
             await self._start_mqtt()
@@ -139,7 +148,11 @@ class Service:
         except BaseException:
             await self.stop()
             raise
-        log.info("switchyard started", classes=len(self.pools), consumer=self.transport.consumer)
+        log.info(
+            "switchyard started",
+            classes=len(self.placement.classes()),
+            consumer=self.transport.consumer,
+        )
 
     async def _connect(self) -> None:
         redis = await self.connection.open()
@@ -150,27 +163,102 @@ class Service:
             dedup_window_s=self.config.service.dedup_window_s,
         )
         self.ingest = Ingest(self.config, self.addresser, self.transport, self.metrics, self.clock)
+        if self.assignment is None:  # the service checks the layout; its lane workers follow it
+            await self._check_partitions()
+
+    async def _join(self) -> None:
+        """Beat once before any pool reads, so the lanes' other processes count this one."""
+        settings = self.config.service
+        lanes = [lane.name for lane in self.placement.lanes()]
+        if self.assignment is None:  # services also share the upkeep: retention, figures
+            lanes.append(keys.SERVICES)
+        membership = Membership(
+            self.transport.redis, self.transport.consumer, lanes, settings.member_timeout_s
+        )
+        ordered: dict[str, list[str]] = {}
+        for name in self.placement.classes():
+            cls = self.config.classes[name]
+            if cls.ordered:
+                ordered.setdefault(cls.lane, []).extend(keys.tags(name, cls.partitions))
+        self.ownership = Ownership(
+            membership=membership, transport=self.transport, clock=self.clock,
+            heartbeat_s=settings.heartbeat_s, drain_timeout_s=settings.drain_timeout_s,
+            ordered=ordered, shared=self._shared_pools, launch=self._launch_owned,
+            retire=self._retire_owned,
+        )  # fmt: skip
+        await self.ownership.join()
+
+    async def _check_partitions(self) -> None:
+        """Refuse a partition count that would orphan waiting events; else record the counts."""
+        problems = await partition_problems(self.transport, self.config)
+        if problems:
+            issues = [
+                ConfigIssue(f"classes.{name}.partitions", self._line(name), why)
+                for name, why in problems.items()
+            ]
+            raise ConfigError(self.config.source, issues)
+        await record_partitions(self.transport.redis, self.config)
+
+    def _line(self, name: str) -> int | None:
+        return self.config.line_of(("classes", name, "partitions"))
 
     def _start_pools(self) -> None:
         local = self.placement.classes()
-        everything = max(1, sum(self.config.classes[name].capacity for name in local))
+        everything = max(1, sum(self._capacity_of(name) for name in local))
         capacity = self.config.service.capacity or everything
         self.scheduler = LaneScheduler(capacity, self.placement.lanes(), self.clock)
-        self.pools = {name: self._pool(name) for name in local}
+        self.windows = {name: SlaWindow() for name in local}
         spawn = self.supervisor.spawn
         spawn("ingest:writer", self.ingest.writer.run)
-        for name, pool in self.pools.items():
-            restarted = self.metrics.pool_restarts.labels(name).inc
-            self._pool_tasks.append(spawn(f"pool:{name}", pool.run, restarted))
+        for name in local:
+            cls = self.config.classes[name]
+            if not cls.ordered:  # ordered partitions start when this process owns them
+                for tag in keys.tags(name, cls.partitions):
+                    self._start_pool(name, tag)
+        assert self.ownership is not None  # joined before the pools start
+        spawn("ownership", self.ownership.run)
         self._stats = self._stats_loop()
         spawn("stats", self._stats.run)
         if self.assignment is None:  # the service trims for its workers too
-            spawn("retention", Retention(self.config, self.transport, self.metrics).run)
+            retention = Retention(self.config, self.transport, self.metrics, self._upkeep)
+            spawn("retention", retention.run)
 
-    def _pool(self, name: str) -> Pool:
+    def _capacity_of(self, name: str) -> int:
         cls = self.config.classes[name]
-        return Pool(
+        return cls.capacity * cls.partitions
+
+    def _upkeep(self, tag: str) -> bool:
+        """Whether this process keeps a partition's shared upkeep (retention, figures); a
+        lane worker never does, its service does it for it."""
+        ownership = self.ownership
+        return (
+            self.assignment is None
+            and ownership is not None
+            and ownership.keeper(keys.SERVICES, tag)
+        )
+
+    def _shared_pools(self, lane: str) -> list[Pool]:
+        """This process's pools of unordered partitions in `lane`."""
+        return [p for p in self.pools.values() if p.config.lane == lane and not p.config.ordered]
+
+    def _launch_owned(self, tag: str) -> tuple[Pool, asyncio.Task[None]]:
+        """Start the pool of an ordered partition whose lease this process just took."""
+        return self._start_pool(keys.class_of(tag), tag)
+
+    def _retire_owned(self, tag: str, pool: Pool) -> None:
+        """An ordered partition's pool ended here (handed over, or its lease lost): it no
+        longer counts for readiness or the views."""
+        if self.pools.get(tag) is pool:
+            del self.pools[tag], self._pool_tasks[tag]
+
+    def _start_pool(self, name: str, tag: str) -> tuple[Pool, asyncio.Task[None]]:
+        """Build and run the pool of one partition of a class."""
+        cls = self.config.classes[name]
+        ownership = self.ownership
+        assert ownership is not None  # joined before the pools start
+        pool = Pool(
             cls=name,
+            tag=tag,
             config=cls,
             actor=load_actor(cls.actor, cls.options),
             transport=self.transport,
@@ -179,19 +267,28 @@ class Service:
             clock=self.clock,
             scheduler=self.scheduler,
             block_ms=self.config.redis.block_ms,
+            sla_window=self.windows[name],
+            keeper=lambda: ownership.keeper(cls.lane, tag),
+            leased=(lambda: ownership.leased(tag)) if cls.ordered else None,
         )
+        self.pools[tag] = pool
+        restarted = self.metrics.pool_restarts.labels(name).inc
+        task = self.supervisor.spawn(f"pool:{tag}", pool.run, restarted)
+        self._pool_tasks[tag] = task
+        return pool, task
 
     def _stats_loop(self) -> StatsLoop:
         # The service watches every stream (ingress sheds load by them); a worker, its own.
-        watched = list(self.pools) if self.assignment is not None else list(self.config.classes)
+        classes = self.placement.classes() if self.assignment is not None else self.config.classes
+        watched = [t for c in classes for t in keys.tags(c, self.config.classes[c].partitions)]
 
         def fresh(stats: dict[str, StreamStats]) -> None:
             self.ingest.shedding.stats = stats
 
         return StatsLoop(
             self.config, self.transport, self.transport.redis, self.metrics,
-            clock=self.clock, scheduler=self.scheduler, classes=watched,
-            figures=self.views.pool_figures, fresh=fresh,
+            clock=self.clock, scheduler=self.scheduler, tags=watched,
+            figures=self.views.pool_figures, fresh=fresh, keeper=self._upkeep,
         )  # fmt: skip
 
     async def _start_workers(self) -> None:
@@ -199,8 +296,9 @@ class Service:
         if self.assignment is not None or not self.config.isolated_lanes():
             return
         self.workers = Workers(self.config, self.redis_url, self.metrics)
-        for name in self.workers.classes():
-            await self.transport.ensure_group(name)  # so retention keeps what they have not read
+        for name in self.workers.classes():  # so retention keeps what they have not read
+            for tag in keys.tags(name, self.config.classes[name].partitions):
+                await self.transport.ensure_group(tag)
         self.supervisor.spawn("workers", self.workers.run)
         await self.workers.wait_started()
 
@@ -237,13 +335,16 @@ class Service:
             if self._runner is not None:
                 await self._runner.cleanup()  # 1. no new events: HTTP, then MQTT
             await self._stop_mqtt()
+            if self.ownership is not None:
+                self.ownership.leave()  # starts no more pools; keeps leases until drained
             for pool in self.pools.values():
                 pool.stop()  # 2. no new reads, here and in the lane workers
             if self.workers is not None:
                 self.workers.stop()
             deadline_s = self.config.service.drain_timeout_s
+            pools = list(self._pool_tasks.values())
             drained, self._workers_clean = await asyncio.gather(  # 3. in-flight
-                _finished(self._pool_tasks, deadline_s), self._drain_workers(deadline_s)
+                _finished(pools, deadline_s), self._drain_workers(deadline_s)
             )
             if not drained:
                 log.warning("drain timeout passed, unfinished entries stay pending for reclaim")
@@ -255,6 +356,9 @@ class Service:
         await self.supervisor.close()
         if self.workers is not None:
             await self.workers.close()
+        if self.ownership is not None:
+            with contextlib.suppress(*UNAVAILABLE):  # else the leases expire in a few seconds
+                await self.ownership.release()
         if self.redis is not None:  # leave the status table at once, not when the report expires
             consumer = self.transport.consumer
             with contextlib.suppress(*UNAVAILABLE):

@@ -10,7 +10,8 @@ from prometheus_client import generate_latest
 
 from router.ops import health
 from router.ops.exposition import merge, parse, render
-from router.streams.transport import UNAVAILABLE
+from router.streams import keys
+from router.streams.transport import UNAVAILABLE, per_class
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -52,15 +53,28 @@ class ServiceViews:
         self.service = service
 
     def pool_figures(self) -> tuple[dict[str, int], dict[str, float]]:
-        """Per class: entries in flight here, and SLA compliance over the rolling window."""
+        """Per class: entries in flight here (all its partitions), and SLA compliance over the
+        rolling window."""
         now = self.service.clock.monotonic()
-        inflight = {name: pool.inflight for name, pool in self.service.pools.items()}
-        return inflight, {
-            name: pool.sla_window.compliance(now) for name, pool in self.service.pools.items()
-        }
+        inflight: dict[str, int] = {}
+        compliance: dict[str, float] = {}
+        for pool in self.service.pools.values():
+            inflight[pool.cls] = inflight.get(pool.cls, 0) + pool.inflight
+            compliance[pool.cls] = pool.sla_window.compliance(now)  # one window per class
+        return inflight, compliance
 
     def pool_views(self) -> Mapping[str, Any]:
-        return {name: pool.snapshot() for name, pool in self.service.pools.items()}
+        """Per class: its pools here, their partitions summed."""
+        views: dict[str, dict[str, Any]] = {}
+        for pool in self.service.pools.values():
+            view = views.get(pool.cls)
+            if view is None:
+                views[pool.cls] = {**pool.snapshot(), "partitions": 1}
+                continue
+            view["inflight"] += pool.inflight
+            view["running"] = view["running"] and pool.running
+            view["partitions"] += 1
+        return views
 
     async def readiness_problems(self) -> list[str]:
         problems = await health.readiness_problems(
@@ -74,11 +88,15 @@ class ServiceViews:
         """/classes: the classes of this process and of its lane workers, with fresh figures."""
         stats = self.service.stats
         with contextlib.suppress(*UNAVAILABLE):  # the last known figures are still worth showing
-            stats = await self.service.transport.stats(list(self.service.config.classes))
+            stats = per_class(await self.service.transport.stats(self._every_partition()))
         pools = dict(self.pool_views())
         if self.service.workers is not None:
             pools.update(await self.service.workers.class_views())
         return health.class_views(self.service.config, stats, pools)
+
+    def _every_partition(self) -> list[str]:
+        config = self.service.config
+        return [t for name, c in config.classes.items() for t in keys.tags(name, c.partitions)]
 
     async def exposition(self) -> bytes:
         """This process's metrics merged with its lane workers': one scrape per instance."""

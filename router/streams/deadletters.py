@@ -24,13 +24,13 @@ from router.streams.envelope import Envelope
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
 
-    from redis.asyncio import Redis
-
+    from router.streams.client import RedisClient
     from router.streams.transport import Fields, Transport
 
 LIST_LIMIT = 1_000
-# (topic, payload, event id or None) -> the envelope routing makes of it, or None: unrouted.
-Route = Callable[[str, dict[str, Any], str | None], Envelope | None]
+# (topic, payload, event id or None) -> the envelope routing makes of it and its partition's
+# tag, or None: unrouted.
+Route = Callable[[str, dict[str, Any], str | None], tuple[Envelope, str] | None]
 
 
 def failure_fields(
@@ -75,9 +75,9 @@ class DeadLetter:
         except DecodeError:
             return None
 
-    def rerouted(self, route: Route) -> Envelope | None:
-        """An ingress reject's event (kept with its topic and payload) routed afresh, or None
-        when it holds no event or still routes nowhere."""
+    def rerouted(self, route: Route) -> tuple[Envelope, str] | None:
+        """An ingress reject's event (kept with its topic and payload) routed afresh, with its
+        partition; None when it holds no event or still routes nowhere."""
         topic, packed = self.fields.get("topic"), self.fields.get("payload")
         if topic is None or not isinstance(packed, bytes):
             return None
@@ -108,13 +108,13 @@ class DeadLetter:
 
 
 class DeadLetters:
-    """The dead-letter stream of one class."""
+    """The dead-letter stream of one class partition (`tag`), or of ingress rejects."""
 
-    def __init__(self, redis: Redis, transport: Transport, cls: str) -> None:
+    def __init__(self, redis: RedisClient, transport: Transport, tag: str) -> None:
         self.redis = redis
         self.transport = transport
-        self.cls = cls
-        self.key = keys.dead_letters(cls)
+        self.tag = tag
+        self.key = keys.dead_letters(tag)
 
     async def entries(self, since_ms: int = 0, limit: int = LIST_LIMIT) -> list[DeadLetter]:
         """Entries from `since_ms` (Unix milliseconds) on, oldest first."""
@@ -143,15 +143,15 @@ class DeadLetters:
         """
         replayed, skipped = 0, []
         for letter in letters:
-            envelope = letter.envelope
+            envelope, tag = letter.envelope, self.tag  # a class's dead letter: its own partition
             if envelope is None and route is not None:
-                envelope = letter.rerouted(route)
+                envelope, tag = letter.rerouted(route) or (None, tag)
             if envelope is None:
                 skipped.append(letter.entry_id)
                 continue
             fresh = envelope._replace(attempt=0)
             moved = await self.transport.move_if_deleted(
-                self.key, letter.entry_id.encode(), envelope.cls, fresh.encode()
+                self.key, letter.entry_id.encode(), tag, fresh.encode()
             )
             if moved:
                 replayed += 1

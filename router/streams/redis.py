@@ -13,15 +13,17 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
 from router.streams import keys
-from router.streams.transport import UNAVAILABLE, StreamStats, Written
+from router.streams.transport import UNAVAILABLE, Outgoing, StreamStats, Written
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Collection, Mapping, Sequence
 
-    from router.streams.transport import Fields, Outgoing
+    from router.streams.client import RedisClient
+    from router.streams.transport import Fields
 
 BACKLOG_COUNT_LIMIT = 10_000
 WRITE_PROBE_TTL_MS = 10_000
@@ -76,6 +78,10 @@ _ENQUEUE_FLAT = _ENQUEUE.replace("ITEMS", "{select(3, unpack(ARGV))}")
 # Move due events from the delay queue back into the stream, atomically: safe to run from every
 # instance at once. Returns {moved, score of the next due event or false}.
 _PROMOTE = """
+local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if first[2] == nil or tonumber(first[2]) > tonumber(ARGV[1]) then
+  return {0, first[2] or false}  -- nothing due: the idle case, one read
+end
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 for _, member in ipairs(due) do
   redis.call('XADD', KEYS[2], '*', 'e', member)
@@ -83,6 +89,23 @@ for _, member in ipairs(due) do
 end
 local next_due = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 return {#due, next_due[2] or false}
+"""
+
+# A partition lease: taken when free, kept when ours; another consumer's is left alone.
+_HOLD = """
+local owner = redis.call('GET', KEYS[1])
+if owner == false or owner == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', tonumber(ARGV[2]))
+  return 1
+end
+return 0
+"""
+
+_DROP = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
 """
 
 # Replay a dead letter only if this caller removed it, so running a replay twice is harmless.
@@ -94,12 +117,36 @@ return false
 """
 
 
+# Settle handled entries: schedule retries, keep dead letters, acknowledge; one script on the
+# partition's keys, so it is atomic on a single Redis and a cluster alike (a cluster client's
+# MULTI is not usable from asyncio). KEYS: delay queue, dead letters, stream. ARGV: group,
+# retry count, (due ms, data) per retry, dead-letter count, (field count, fields...) per dead
+# letter, then the entry ids.
+_SETTLE = """
+local at = 2
+for _ = 1, tonumber(ARGV[at]) do
+  redis.call('ZADD', KEYS[1], ARGV[at + 1], ARGV[at + 2])
+  at = at + 2
+end
+at = at + 1
+for _ = 1, tonumber(ARGV[at]) do
+  local count = tonumber(ARGV[at + 1])
+  redis.call('XADD', KEYS[2], '*', unpack(ARGV, at + 2, at + 1 + count))
+  at = at + 1 + count
+end
+for first = at + 1, #ARGV, 500 do
+  redis.call('XACK', KEYS[3], ARGV[1], unpack(ARGV, first, math.min(first + 499, #ARGV)))
+end
+return 1
+"""
+
+
 class RedisTransport:
     """The class streams of one consumer group, as seen by one consumer (this process)."""
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         group: str,
         consumer: str,
         *,
@@ -112,16 +159,16 @@ class RedisTransport:
         self.consumer = consumer
         self.dedup_window_ms = int(dedup_window_s * 1000)
         self._promote = redis.register_script(_PROMOTE)
-        # The same connections, but XREADGROUP replies kept as Redis sent them: redis-py would
-        # build a dict of fields per entry, the largest cost of reading after the handler.
-        self._reader = Redis(connection_pool=redis.connection_pool)
-        self._reader.set_response_callback("XREADGROUP", _read_entries)
+        self._reader = _raw_reader(redis)
         self._move_if_deleted = redis.register_script(_MOVE_IF_DELETED)
+        self._hold = redis.register_script(_HOLD)
+        self._drop = redis.register_script(_DROP)
+        self._settle = redis.register_script(_SETTLE)
 
-    async def ensure_group(self, cls: str) -> None:
+    async def ensure_group(self, tag: str) -> None:
         """Create the class stream and its group, delivering from the start; idempotent."""
         try:
-            await self.redis.xgroup_create(keys.stream(cls), self.group, id="0", mkstream=True)
+            await self.redis.xgroup_create(keys.stream(tag), self.group, id="0", mkstream=True)
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
@@ -129,7 +176,7 @@ class RedisTransport:
     async def publish(
         self, items: Sequence[Outgoing], extra: Sequence[tuple[str, Fields]] = ()
     ) -> list[bytes | None]:
-        """Write envelopes into their classes (streams or delay queues) in one round trip.
+        """Write envelopes into their tags (streams or delay queues) in one round trip.
 
         `extra` are (stream key, fields) written in the same pipeline, e.g. audit taps.
         Returns, per item, its stream id, b"delayed", or None for a de-duplicated repeat.
@@ -142,9 +189,9 @@ class RedisTransport:
         """`publish`, with what Redis refuses returned entry by entry: a refused script call
         fails the items it carried, a refused extra entry only itself. Redis being unavailable
         (away, out of memory, read-only) is raised."""
-        chunks = _chunks_by_class(items)
+        chunks = _chunks_by_tag(items)
         now_ms = int(time.time() * 1000)
-        calls = [self._enqueue_args(cls, [items[i] for i in at], now_ms) for cls, at in chunks]
+        calls = [self._enqueue_args(tag, [items[i] for i in at], now_ms) for tag, at in chunks]
         replies: list[Any]
         if len(calls) == 1 and not extra:  # the common case: one command, no pipeline to build
             script, args = calls[0]
@@ -170,9 +217,9 @@ class RedisTransport:
         return Written(ids, extras)
 
     def _enqueue_args(
-        self, cls: str, items: Sequence[Outgoing], now_ms: int
+        self, tag: str, items: Sequence[Outgoing], now_ms: int
     ) -> tuple[str, list[str | int | bytes]]:
-        """The script and the keys and arguments (3 keys) that write `items` into `cls`.
+        """The script and the keys and arguments (3 keys) that write `items` into `tag`.
 
         EVAL, not a registered script: redis-py checks SCRIPT EXISTS before every pipeline
         carrying one, a second round trip; Redis caches the compiled body anyway.
@@ -181,7 +228,7 @@ class RedisTransport:
         for item in items:
             due = "" if item.due is None else str(int(item.due * 1000))
             batch += [item.dedup_id or "", due, item.data]
-        stream, seen, delayed = keys.stream(cls), keys.seen(cls), keys.delayed(cls)
+        stream, seen, delayed = keys.stream(tag), keys.seen(tag), keys.delayed(tag)
         head: list[str | int | bytes] = [stream, seen, delayed, now_ms, self.dedup_window_ms]
         if not self.packed_batches:
             return _ENQUEUE_FLAT, head + batch
@@ -191,70 +238,85 @@ class RedisTransport:
 
     async def settle(
         self,
-        cls: str,
+        tag: str,
         entry_ids: Sequence[bytes],
         retries: Sequence[tuple[float, bytes]] = (),
         dead: Sequence[Fields] = (),
     ) -> None:
         """Acknowledge entries, atomically with their retries and dead letters.
 
-        One MULTI on the class's own keys (one cluster slot): an entry is never both
+        One script on the partition's own keys (one cluster slot): an entry is never both
         acknowledged and lost, nor retried and still pending.
         """
         if not (entry_ids or retries or dead):
             return
-        if not (retries or dead):  # the common case: one command, no pipeline to build
-            await self.redis.xack(keys.stream(cls), self.group, *entry_ids)
+        if not (retries or dead):  # the common case: one command
+            await self.redis.xack(keys.stream(tag), self.group, *entry_ids)
             return
-        async with self.redis.pipeline(transaction=True) as pipe:
-            if retries:
-                pipe.zadd(keys.delayed(cls), {data: due * 1000 for due, data in retries})
-            for fields in dead:
-                pipe.xadd(keys.dead_letters(cls), _redis_fields(fields))
-            if entry_ids:
-                pipe.xack(keys.stream(cls), self.group, *entry_ids)
-            await pipe.execute()
+        args: list[Any] = [self.group, len(retries)]
+        for due, data in retries:
+            args += [due * 1000, data]
+        args.append(len(dead))
+        for fields in dead:
+            flat = [part for pair in fields.items() for part in pair]
+            args += [len(flat), *flat]
+        args += entry_ids
+        stream_keys = [keys.delayed(tag), keys.dead_letters(tag), keys.stream(tag)]
+        await self._settle(keys=stream_keys, args=args)
 
-    async def promote_due(self, cls: str, limit: int = 500) -> tuple[int, float | None]:
+    async def promote_due(self, tag: str, limit: int = 500) -> tuple[int, float | None]:
         """Move due delayed events into the stream; returns (moved, next due in Unix seconds)."""
         now_ms = int(time.time() * 1000)
         reply: Any = await self._promote(
-            keys=[keys.delayed(cls), keys.stream(cls)], args=[now_ms, limit]
+            keys=[keys.delayed(tag), keys.stream(tag)], args=[now_ms, limit]
         )
         moved, next_due = int(reply[0]), reply[1]
         return moved, (float(next_due) / 1000 if next_due else None)
 
-    async def move_if_deleted(self, source: str, entry_id: bytes, cls: str, data: bytes) -> bool:
-        """XDEL `entry_id` from `source` and, only if it was there, append `data` to `cls`."""
-        reply = await self._move_if_deleted(keys=[source, keys.stream(cls)], args=[entry_id, data])
-        return bool(reply)
+    async def move_if_deleted(self, source: str, entry_id: bytes, tag: str, data: bytes) -> bool:
+        """Move an entry of `source` into partition `tag` as `data`, once however many callers
+        try; True for the caller that moved it.
 
-    async def read(self, cls: str, count: int, block_ms: int) -> list[tuple[bytes, bytes | None]]:
+        Within one partition (a class's own dead letters) one script deletes and appends. An
+        ingress reject rerouted into a class lives in another cluster slot: the event is written
+        first, de-duplicated by the entry's id, then deleted, so neither a concurrent replay nor
+        a crash between the two steps can double or lose it.
+        """
+        if keys.tag_of(source) == tag:
+            args = [entry_id, data]
+            return bool(await self._move_if_deleted(keys=[source, keys.stream(tag)], args=args))
+        once = f"replay:{source}:{entry_id.decode()}"
+        outgoing = Outgoing(keys.class_of(tag), data, dedup_id=once, tag=tag)
+        [written] = await self.publish([outgoing])
+        await self.redis.xdel(source, entry_id)
+        return written is not None
+
+    async def read(self, tag: str, count: int, block_ms: int) -> list[tuple[bytes, bytes | None]]:
         """Up to `count` new entries for this consumer, waiting up to `block_ms` for the first.
 
         Returns (stream id, envelope bytes or None when the entry has no envelope field).
         """
         try:
-            entries: list[tuple[bytes, bytes | None]] = await self._reader.execute_command(  # type: ignore[no-untyped-call]
+            entries: list[tuple[bytes, bytes | None]] = await self._reader.execute_command(
                 "XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", count,
-                "BLOCK", block_ms, "STREAMS", keys.stream(cls), ">",
+                "BLOCK", block_ms, "STREAMS", keys.stream(tag), ">",
             )  # fmt: skip
         except ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
-            await self.ensure_group(cls)  # the stream was deleted under us; start it afresh
+            await self.ensure_group(tag)  # the stream was deleted under us; start it afresh
             return []
         return entries
 
     async def claim_idle(
-        self, cls: str, min_idle_ms: int, count: int, cursor: bytes = b"0-0"
+        self, tag: str, min_idle_ms: int, count: int, cursor: bytes = b"0-0"
     ) -> tuple[bytes, list[tuple[bytes, bytes | None, int]]]:
         """Take over entries idle longer than `min_idle_ms` (their consumer died or stalled).
 
         Returns the cursor for the next call (b"0-0" when the scan wrapped) and, per claimed
         entry, (stream id, envelope bytes or None, times delivered including this one).
         """
-        stream = keys.stream(cls)
+        stream = keys.stream(tag)
         reply: Any = await self.redis.xautoclaim(
             stream, self.group, self.consumer, min_idle_ms, start_id=cursor, count=count
         )
@@ -273,49 +335,91 @@ class RedisTransport:
                 claimed.append((entry_id, fields.get(keys.ENVELOPE_FIELD), delivered))
         return next_cursor, claimed
 
-    async def renew(self, cls: str, entry_ids: Sequence[bytes]) -> None:
+    async def claim_from(
+        self, tag: str, alive: Collection[str], count: int, min_idle_ms: int = 0
+    ) -> list[tuple[bytes, bytes | None, int]]:
+        """Take over the pending entries of every consumer but this one and those `alive`,
+        oldest first, up to `count`: a dead instance's entries, or all of an ordered
+        partition's when its lease changed hands. Per entry: (stream id, envelope bytes or
+        None, times delivered including this one). `min_idle_ms` keeps two claimers from
+        taking the same entry twice: the second finds it freshly claimed."""
+        stream = keys.stream(tag)
+        summary: Any = await self.redis.xpending(stream, self.group)
+        owners = [_text(c["name"]) for c in summary.get("consumers") or []]
+        gone = [c for c in owners if c != self.consumer and c not in alive]
+        delivered: dict[bytes, int] = {}
+        for consumer in gone:
+            rows: Any = await self.redis.xpending_range(
+                stream, self.group, min="-", max="+", count=count, consumername=consumer
+            )
+            delivered |= {_bytes(r["message_id"]): int(r["times_delivered"]) for r in rows}
+        if not delivered:
+            return []
+        first: list[Any] = sorted(delivered, key=_id_key)[:count]
+        reply: Any = await self.redis.xclaim(stream, self.group, self.consumer, min_idle_ms, first)
+        return sorted(
+            (
+                (_bytes(entry_id), fields.get(keys.ENVELOPE_FIELD), delivered[_bytes(entry_id)] + 1)
+                for entry_id, fields in reply
+                if fields is not None
+            ),
+            key=lambda claimed: _id_key(claimed[0]),
+        )
+
+    async def hold_lease(self, tag: str, ttl_ms: int) -> bool:
+        """Take, or keep, the lease of an ordered partition for `ttl_ms`; False while another
+        consumer holds it. The lease holds this consumer's name, unique to the process run,
+        so a process that lost its lease can never renew it (a fencing token)."""
+        reply = await self._hold(keys=[keys.owner(tag)], args=[self.consumer, ttl_ms])
+        return bool(reply)
+
+    async def drop_lease(self, tag: str) -> None:
+        """Give up the lease of an ordered partition, if it is still this consumer's."""
+        await self._drop(keys=[keys.owner(tag)], args=[self.consumer])
+
+    async def renew(self, tag: str, entry_ids: Sequence[bytes]) -> None:
         """Reset the idle time of entries still being handled, so nobody reclaims them."""
         if entry_ids:
             await self.redis.xclaim(
-                keys.stream(cls), self.group, self.consumer, 0, list(entry_ids), justid=True
+                keys.stream(tag), self.group, self.consumer, 0, list(entry_ids), justid=True
             )
 
-    async def stats(self, classes: Sequence[str]) -> dict[str, StreamStats]:
+    async def stats(self, tags: Sequence[str]) -> dict[str, StreamStats]:
         """Length, pending, backlog, oldest unfinished entry and dead letters of every class.
 
         Two pipelined round trips: the counts, then the first undelivered entry of each class
         with a backlog (and, on Redis before 7, which has no `lag`, a bounded count of them).
         """
         async with self.redis.pipeline(transaction=False) as pipe:
-            for cls in classes:
-                pipe.xlen(keys.stream(cls))
-                pipe.xinfo_groups(keys.stream(cls))
-                pipe.xpending(keys.stream(cls), self.group)
-                pipe.xlen(keys.dead_letters(cls))
+            for tag in tags:
+                pipe.xlen(keys.stream(tag))
+                pipe.xinfo_groups(keys.stream(tag))
+                pipe.xpending(keys.stream(tag), self.group)
+                pipe.xlen(keys.dead_letters(tag))
             replies = await pipe.execute(raise_on_error=False)
         counts: dict[str, tuple[Any, Any, Any, Any]] = {}
         undelivered: dict[str, Any] = {}
         async with self.redis.pipeline(transaction=False) as pipe:
-            for index, cls in enumerate(classes):
+            for index, tag in enumerate(tags):
                 length, groups, pending, dead = replies[4 * index : 4 * index + 4]
                 if isinstance(length, Exception) or isinstance(groups, Exception):
                     continue
                 group = _find_group(groups, self.group)
-                counts[cls] = (length, group, pending, dead)
+                counts[tag] = (length, group, pending, dead)
                 last = group.get("last-delivered-id")
                 if last is not None and group.get("lag") != 0:
                     start = b"(" + (last if isinstance(last, bytes) else str(last).encode())
                     limit = 1 if group.get("lag") is not None else BACKLOG_COUNT_LIMIT
-                    pipe.xrange(keys.stream(cls), min=start, count=limit)
-                    undelivered[cls] = None
+                    pipe.xrange(keys.stream(tag), min=start, count=limit)
+                    undelivered[tag] = None
             found = await pipe.execute() if undelivered else []
-        for cls, entries in zip(list(undelivered), found, strict=True):
-            undelivered[cls] = entries or []
+        for tag, entries in zip(list(undelivered), found, strict=True):
+            undelivered[tag] = entries or []
         return {
-            cls: _stream_stats(*counts[cls], undelivered.get(cls) or [])
-            if cls in counts
+            tag: _stream_stats(*counts[tag], undelivered.get(tag) or [])
+            if tag in counts
             else StreamStats()
-            for cls in classes
+            for tag in tags
         }
 
     async def ping(self) -> bool:
@@ -327,17 +431,33 @@ class RedisTransport:
         await self.redis.set(keys.write_probe(self.consumer), b"1", px=WRITE_PROBE_TTL_MS)
 
 
-def _chunks_by_class(items: Sequence[Outgoing]) -> list[tuple[str, list[int]]]:
-    """The items' indexes grouped by class, in runs of at most SCRIPT_ITEMS: one script call
-    each."""
-    by_class: dict[str, list[int]] = defaultdict(list)
+def _chunks_by_tag(items: Sequence[Outgoing]) -> list[tuple[str, list[int]]]:
+    """The items' indexes grouped by partition, in runs of at most SCRIPT_ITEMS: one script
+    call each."""
+    by_tag: dict[str, list[int]] = defaultdict(list)
     for index, item in enumerate(items):
-        by_class[item.cls].append(index)
+        by_tag[item.partition].append(index)
     return [
-        (cls, indexes[start : start + SCRIPT_ITEMS])
-        for cls, indexes in by_class.items()
+        (tag, indexes[start : start + SCRIPT_ITEMS])
+        for tag, indexes in by_tag.items()
         for start in range(0, len(indexes), SCRIPT_ITEMS)
     ]
+
+
+def _raw_reader(redis: RedisClient) -> RedisClient:
+    """A client whose XREADGROUP replies stay as Redis sent them: redis-py would build a dict
+    of fields per entry, the largest cost of reading after the handler.
+
+    For one server, a second client on the same connections; a cluster client cannot share
+    its nodes, so its own parsing is set, and the transport must be its only XREADGROUP
+    caller (the service's client is the transport's alone).
+    """
+    if isinstance(redis, RedisCluster):
+        redis.set_response_callback("XREADGROUP", _read_entries)
+        return redis
+    reader = Redis(connection_pool=redis.connection_pool)
+    reader.set_response_callback("XREADGROUP", _read_entries)
+    return reader
 
 
 def _read_entries(response: Any, **kwargs: Any) -> list[tuple[bytes, bytes | None]]:
@@ -396,6 +516,16 @@ def _find_group(groups: Sequence[Mapping[Any, Any]], name: str) -> Mapping[str, 
         if _text(decoded.get("name")) == name:
             return decoded
     return {}
+
+
+def _bytes(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()
+
+
+def _id_key(entry_id: bytes) -> tuple[int, int]:
+    """A stream id as numbers, for sorting (b"10-2" before b"9-5" as text)."""
+    ms, _, seq = entry_id.partition(b"-")
+    return int(ms), int(seq or 0)
 
 
 def _text(value: Any) -> Any:

@@ -4,20 +4,27 @@ carries, and which errors mean "Redis is unavailable, try again"."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from redis.exceptions import (
+    AskError,
     BusyLoadingError,
+    ClusterError,
     MasterDownError,
     OutOfMemoryError,
     ReadOnlyError,
+    SlotNotCoveredError,
+    TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-# Redis away, slow, or refusing writes for now (out of memory, loading, a read-only replica):
+from router.streams import keys
+
+# Redis away, slow, or refusing writes for now (out of memory, loading, a read-only replica,
+# a cluster in motion):
 # back off and retry, answer 503, report not ready. Anything else is a bug or a
 # misconfiguration and should surface.
 UNAVAILABLE: tuple[type[Exception], ...] = (
@@ -30,6 +37,11 @@ UNAVAILABLE: tuple[type[Exception], ...] = (
     BusyLoadingError,
     ReadOnlyError,
     MasterDownError,
+    # a Redis Cluster resharding (MOVED, ASK, TRYAGAIN), down, or with a node gone
+    AskError,
+    TryAgainError,
+    ClusterError,
+    SlotNotCoveredError,
 )
 
 Fields = Mapping[str, str | bytes | int | float]
@@ -37,12 +49,18 @@ Fields = Mapping[str, str | bytes | int | float]
 
 @dataclass(frozen=True, slots=True)
 class Outgoing:
-    """An encoded envelope on its way into a class."""
+    """An encoded envelope on its way into a class, and the partition of the class it goes to
+    (`tag`; None: the class's only partition)."""
 
     cls: str
     data: bytes
-    dedup_id: str | None = None  # skip it when this id arrived in the class within the window
+    dedup_id: str | None = None  # skip it when this id arrived in the partition in the window
     due: float | None = None  # Unix seconds: wait in the delay queue until then
+    tag: str | None = None
+
+    @property
+    def partition(self) -> str:
+        return self.cls if self.tag is None else self.tag
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +100,26 @@ class StreamStats:
     dead_letters: int = 0
 
 
+def per_class(stats: Mapping[str, StreamStats]) -> dict[str, StreamStats]:
+    """Partitions' figures summed into their classes' (the oldest entry: the oldest of all)."""
+    classes: dict[str, StreamStats] = {}
+    for tag, part in stats.items():
+        cls = keys.class_of(tag)
+        seen = classes.get(cls)
+        if seen is None:
+            classes[cls] = part
+            continue
+        oldest = [ms for ms in (seen.oldest_ms, part.oldest_ms) if ms is not None]
+        classes[cls] = StreamStats(
+            length=seen.length + part.length,
+            pending=seen.pending + part.pending,
+            backlog=seen.backlog + part.backlog,
+            oldest_ms=min(oldest) if oldest else None,
+            dead_letters=seen.dead_letters + part.dead_letters,
+        )
+    return classes
+
+
 class Transport(Protocol):
     """The class streams of one consumer group, as seen by one consumer.
 
@@ -92,7 +130,7 @@ class Transport(Protocol):
     group: str
     consumer: str
 
-    async def ensure_group(self, cls: str) -> None:
+    async def ensure_group(self, tag: str) -> None:
         """Create the class stream and its group, delivering from the start; idempotent."""
 
     async def publish(
@@ -109,32 +147,45 @@ class Transport(Protocol):
 
     async def settle(
         self,
-        cls: str,
+        tag: str,
         entry_ids: Sequence[bytes],
         retries: Sequence[tuple[float, bytes]] = (),
         dead: Sequence[Fields] = (),
     ) -> None:
         """Acknowledge entries, atomically with their retries and dead letters."""
 
-    async def promote_due(self, cls: str, limit: int = 500) -> tuple[int, float | None]:
+    async def promote_due(self, tag: str, limit: int = 500) -> tuple[int, float | None]:
         """Move due delayed events into the stream; (moved, next due in Unix seconds)."""
 
-    async def move_if_deleted(self, source: str, entry_id: bytes, cls: str, data: bytes) -> bool:
-        """XDEL `entry_id` from `source` and, only if it was there, append `data` to `cls`."""
+    async def move_if_deleted(self, source: str, entry_id: bytes, tag: str, data: bytes) -> bool:
+        """Move an entry of `source` into partition `tag` as `data`, once however many callers
+        try; True for the caller that moved it."""
 
-    async def read(self, cls: str, count: int, block_ms: int) -> list[tuple[bytes, bytes | None]]:
+    async def read(self, tag: str, count: int, block_ms: int) -> list[tuple[bytes, bytes | None]]:
         """Up to `count` new entries for this consumer: (stream id, envelope bytes or None)."""
 
     async def claim_idle(
-        self, cls: str, min_idle_ms: int, count: int, cursor: bytes = b"0-0"
+        self, tag: str, min_idle_ms: int, count: int, cursor: bytes = b"0-0"
     ) -> tuple[bytes, list[tuple[bytes, bytes | None, int]]]:
         """Take over entries idle longer than `min_idle_ms`; (next cursor, claimed entries)."""
 
-    async def renew(self, cls: str, entry_ids: Sequence[bytes]) -> None:
+    async def claim_from(
+        self, tag: str, alive: Collection[str], count: int, min_idle_ms: int = 0
+    ) -> list[tuple[bytes, bytes | None, int]]:
+        """Take over the pending entries of every consumer but this one and those `alive`,
+        oldest first."""
+
+    async def hold_lease(self, tag: str, ttl_ms: int) -> bool:
+        """Take or keep an ordered partition's lease; False while another consumer holds it."""
+
+    async def drop_lease(self, tag: str) -> None:
+        """Give up an ordered partition's lease, if it is still this consumer's."""
+
+    async def renew(self, tag: str, entry_ids: Sequence[bytes]) -> None:
         """Reset the idle time of entries still being handled."""
 
-    async def stats(self, classes: Sequence[str]) -> dict[str, StreamStats]:
-        """Length, pending, backlog, oldest unfinished entry and dead letters of each class."""
+    async def stats(self, tags: Sequence[str]) -> dict[str, StreamStats]:
+        """Length, pending, backlog, oldest unfinished entry and dead letters, per partition."""
 
     async def check_writable(self) -> None:
         """Raise what a write raises now (out of memory, read-only), which a PING does not."""
