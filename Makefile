@@ -16,8 +16,10 @@ $(STAMP): pyproject.toml
 
 run: demo  ## the service plus a simulator of the three workloads, on an embedded Redis
 
-demo: $(STAMP)  ## observation shortened to 20 s so departures show within the demo
-	SWITCHYARD_CLINIC_OBSERVATION_S=$${SWITCHYARD_CLINIC_OBSERVATION_S:-20} $(PY) -m router demo
+demo: $(STAMP)  ## observation shortened to 20 s, the lake rolled every 2 s and compacted every 20 s
+	SWITCHYARD_CLINIC_OBSERVATION_S=$${SWITCHYARD_CLINIC_OBSERVATION_S:-20} \
+	SWITCHYARD_MUSIC_ROLL_MS=$${SWITCHYARD_MUSIC_ROLL_MS:-2000} \
+	SWITCHYARD_MUSIC_COMPACT_EVERY_S=$${SWITCHYARD_MUSIC_COMPACT_EVERY_S:-20} $(PY) -m router demo
 
 serve: $(STAMP)  ## the service alone, no simulator
 	$(PY) -m router run

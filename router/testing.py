@@ -114,6 +114,7 @@ class FakeContext:
     appended: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     failed: dict[str, BaseException] = field(default_factory=dict)
     log: Any = field(default_factory=lambda: structlog.get_logger("switchyard.test"))
+    taken_over: set[str] = field(default_factory=set)  # ids `redelivered()` says yes to
 
     def emit(
         self,
@@ -136,6 +137,9 @@ class FakeContext:
 
     def fail(self, event: Envelope, error: BaseException) -> None:
         self.failed[event.id] = error
+
+    def redelivered(self, event: Envelope) -> bool:
+        return event.id in self.taken_over
 
     def appended_to(self, stream: str) -> list[dict[str, Any]]:
         """The fields of every entry appended to `stream`, in order."""

@@ -15,12 +15,16 @@ Behaviour is steered per probe (`probe(name).gate`) and per event (payload field
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from actors.api import Actor, Context
+from actors.music import LakeArchiver
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -240,3 +244,22 @@ class Appender(Actor):
 
     async def handle(self, event: Envelope, ctx: Context) -> None:
         ctx.append("test:appended", {"id": event.id, "value": event.payload.get("value")})
+
+
+# --- added for the music lake tests (tests/test_music_lake.py) ---
+
+
+class CrashingArchiver(LakeArchiver):
+    """The lake archiver, but the first run to publish a segment SIGKILLs its own process
+    right after, before the batch is acknowledged. Option `marker`: a file that says the crash
+    happened, so the restarted service archives normally."""
+
+    def __init__(self, *, marker: str, **options: Any) -> None:
+        super().__init__(**options)
+        self.marker = Path(marker)
+
+    async def handle_batch(self, events: Sequence[Envelope], ctx: Context) -> None:
+        await super().handle_batch(events, ctx)
+        if not self.marker.exists():
+            self.marker.write_text(f"{len(events)}\n")
+            os.kill(os.getpid(), signal.SIGKILL)

@@ -13,7 +13,7 @@ import pytest
 import pytest_asyncio
 import redis as sync_redis
 from prometheus_client import CollectorRegistry
-from servers import BrokerServer, RedisServer
+from servers import BrokerServer, RedisServer, S3Server
 
 from router.config import load_config
 from router.embedded.cluster import EmbeddedCluster
@@ -97,9 +97,12 @@ async def private_redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
 
 
 @pytest.fixture
-def repo_config(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Config:
-    """The repository's own config.yaml on the test's Redis: HTTP on a free port, no MQTT."""
+def repo_config(redis_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Config:
+    """The repository's own config.yaml on the test's Redis: HTTP on a free port, no MQTT, the
+    music lake in the test's directory (`tmp_path / "lake"`), rolled every 200 ms."""
     monkeypatch.setenv("SWITCHYARD_REDIS_URL", redis_url)
+    monkeypatch.setenv("SWITCHYARD_MUSIC_LAKE", str(tmp_path / "lake"))
+    monkeypatch.setenv("SWITCHYARD_MUSIC_ROLL_MS", "200")
     monkeypatch.setenv("SWITCHYARD_HTTP_PORT", "0")
     monkeypatch.setenv("SWITCHYARD_MQTT_URL", "off")
     monkeypatch.setenv("SWITCHYARD_CLINIC_OBSERVATION_S", "0.2")  # the timed wait, shortened
@@ -182,3 +185,18 @@ async def mosquitto(tmp_path: Path) -> AsyncIterator[BrokerServer]:
         yield broker
     finally:
         await broker.kill()
+
+
+@pytest.fixture
+async def s3(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[S3Server]:
+    """A real S3-compatible server (moto's), with the environment pointing at it and a bucket
+    `lake`."""
+    server = S3Server()
+    await server.start()
+    for name, value in server.environment().items():
+        monkeypatch.setenv(name, value)
+    server.create_bucket("lake")
+    try:
+        yield server
+    finally:
+        await server.stop()

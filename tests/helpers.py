@@ -1,5 +1,6 @@
 """Small helpers shared by the integration tests: POSTing events to a running service, reading
-its metrics, reading streams and pending counts from its Redis, and talking MQTT to it.
+its metrics, reading streams and pending counts from its Redis, reading its music lake, and
+talking MQTT to it.
 """
 
 from __future__ import annotations
@@ -8,12 +9,16 @@ import json
 import uuid
 from typing import TYPE_CHECKING, Any, Protocol
 
+import duckdb
+from prometheus_client.parser import text_string_to_metric_families
 from servers import BrokerServer, mqtt_client, wait_for
 
+from actors.music.lake import Lake
 from router.streams import keys
 
 if TYPE_CHECKING:
     from contextlib import AbstractAsyncContextManager
+    from pathlib import Path
 
     import aiohttp
     from actors_for_tests import Probe
@@ -118,6 +123,27 @@ async def pending(redis: RedisClient, cls: str = "work") -> int:
     """Entries of `cls` delivered to a consumer and not acknowledged (XPENDING)."""
     summary: Any = await redis.xpending(keys.stream(cls), GROUP)
     return int(summary["pending"])
+
+
+async def scraped(
+    http: aiohttp.ClientSession, service: Service, name: str, labels: dict[str, str]
+) -> float:
+    """A sample of the service's /metrics, its lane workers' merged in (0 when absent)."""
+    async with http.get(f"http://127.0.0.1:{service.http_port}/metrics") as response:
+        text = await response.text()
+    for family in text_string_to_metric_families(text):
+        for found in family.samples:
+            if found.name == name and labels.items() <= found.labels.items():
+                return float(found.value)
+    return 0.0
+
+
+def lake_rows(lake: str | Path) -> list[dict[str, Any]]:
+    """Every row of a music lake, repeats included, as dicts."""
+    con = duckdb.connect()
+    Lake(str(lake)).register(con)
+    relation = con.sql("SELECT * FROM interactions")
+    return [dict(zip(relation.columns, row, strict=True)) for row in relation.fetchall()]
 
 
 # --- MQTT ---

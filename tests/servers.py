@@ -7,6 +7,7 @@ import contextlib
 import inspect
 import json
 import shutil
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BrokerServer",
     "RedisServer",
+    "S3Server",
     "ServiceProcess",
     "free_port",
     "mqtt_client",
@@ -333,3 +335,66 @@ mqtt:
    subscriptions: {json.dumps(list(subscriptions))}, inflight: {inflight}{group}}}
 lanes: [{{name: high}}, {{name: low}}]
 {body}"""
+
+
+class S3Server:
+    """A local S3-compatible object store owned by the tests: moto's server mode, a process of
+    its own on a free port. `pause()` freezes it (SIGSTOP: connections hang, as with a store
+    that went away) and `resume()` thaws it with its objects intact."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self._proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{_HOST}:{self.port}"
+
+    def environment(self) -> dict[str, str]:
+        """What an S3 client reads to use this store."""
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": "switchyard-test",
+            "AWS_SECRET_ACCESS_KEY": "switchyard-test",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+
+    async def start(self) -> None:
+        self._proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "moto.server", "-H", _HOST, "-p", str(self.port),
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        await wait_for(self._answers, timeout=20, interval=0.1, message="moto's S3 server")
+
+    async def _answers(self) -> bool:
+        try:
+            _, writer = await asyncio.open_connection(_HOST, self.port)
+        except OSError:
+            return False
+        writer.close()
+        await writer.wait_closed()
+        return True
+
+    def create_bucket(self, name: str) -> None:
+        import pyarrow.fs as pafs  # noqa: PLC0415 - only the object-store tests need pyarrow
+
+        endpoint = {"endpoint_override": f"{_HOST}:{self.port}", "scheme": "http"}
+        store = pafs.S3FileSystem(
+            region="us-east-1", allow_bucket_creation=True, access_key="switchyard-test",
+            secret_key="switchyard-test", **endpoint,
+        )  # fmt: skip
+        store.create_dir(name)
+
+    def pause(self) -> None:
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGCONT)
+
+    async def stop(self) -> None:
+        if self._proc is not None and self._proc.returncode is None:
+            self._proc.send_signal(signal.SIGCONT)
+            self._proc.kill()
+            await self._proc.wait()

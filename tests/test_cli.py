@@ -20,7 +20,7 @@ def test_check_summarises_the_default_config_and_exits_zero(
 ) -> None:
     assert main(["check", "--config", str(ROOT / "config.yaml")]) == 0
     out = capsys.readouterr().out
-    assert "lanes (3, highest first): high, medium, low" in out
+    assert "lanes (4, highest first): high, medium, low, archive (1 worker)" in out
     assert "doorbell.button_press" in out
     assert "clinic.vaccination" in out
 
@@ -61,4 +61,4 @@ def test_the_module_runs_as_a_command() -> None:
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    assert "classes (16)" in result.stdout
+    assert "classes (10)" in result.stdout

@@ -1,5 +1,6 @@
-"""The three workloads' actors, called directly with `router.testing.FakeContext`: what each
-emits and appends for good events, and how it refuses bad ones. No server."""
+"""The doorbell's and the clinic's actors (the music lake has tests/test_music_lake.py),
+called directly with `router.testing.FakeContext`: what each emits and appends for good
+events, and how it refuses bad ones. No server."""
 
 from __future__ import annotations
 
@@ -11,33 +12,9 @@ from actors.api import PermanentFailure
 from actors.builtin import Forward
 from actors.clinic import Arrival, Departure, Monitoring, Registration, Vaccination
 from actors.doorbell import Detection, OwnerAlert, ReadingSummary, VideoArchive
-from actors.music import InteractionLog
 from router.testing import FakeContext, event
 
 PATIENT = {"patient_id": "p1", "name": "Ada", "birth_date": "1990-05-17", "temperature_c": 36.6}
-
-
-# --- music ---
-
-
-async def test_an_interaction_is_logged_with_the_fields_analytics_reads() -> None:
-    liked = event(
-        {"user_id": 10, "action": "like_song", "track": "t1", "genre": "jazz", "other": "x"},
-        key="10",
-    )
-    ctx = FakeContext(liked)
-    await InteractionLog().handle(liked, ctx)
-    [record] = ctx.appended_to("music:interactions")
-    assert record == {
-        "event_id": liked.id, "user_id": 10, "action": "like_song", "track": "t1", "genre": "jazz",
-    }  # fmt: skip
-
-
-@pytest.mark.parametrize("value", [True, {"name": "t"}, ["t"]], ids=["bool", "object", "list"])
-async def test_an_interaction_with_a_value_of_the_wrong_kind_fails_permanently(value: Any) -> None:
-    bad = event({"user_id": 10, "action": "skip_song", "track": value})
-    with pytest.raises(PermanentFailure, match="track is a"):
-        await InteractionLog().handle(bad, FakeContext(bad))
 
 
 # --- doorbell ---

@@ -202,12 +202,14 @@ def test_routing_any_topic_and_payload_never_raises_and_names_a_configured_class
 
 @SETTINGS
 @given(user=st.text(min_size=1, max_size=8).filter(lambda t: "/" not in t))
-def test_every_music_action_of_a_user_is_routed_to_its_own_class(config: Config, user: str) -> None:
+def test_every_music_action_of_a_user_is_routed_to_the_lake_by_user(
+    config: Config, user: str
+) -> None:
     router = Router.from_config(config)
     for action in ACTIONS[:-1]:
         routed = router.route(f"music/{user}/events", {"action": action, "user_id": 7})
         assert routed is not None
-        assert (routed.cls, routed.key) == (f"music.{action}", "7")
+        assert (routed.cls, routed.key) == ("music.interactions", "7")
     assert router.route(f"music/{user}/events", {"action": "create_playlist", "user_id": 7}) is None
 
 

@@ -270,9 +270,33 @@ async def published_over_mqtt(ran: Ran, project: Project) -> None:
 
 
 async def music_posted(ran: Ran, project: Project) -> None:
-    assert accepted(ran.out) == ["music.skip_song", "music.like_song"]
-    await handled(project, "music.skip_song")
-    await handled(project, "music.like_song")
+    assert accepted(ran.out) == ["music.interactions", "music.interactions"]
+    await handled(project, "music.interactions", at_least=2)  # both in the lake
+
+
+async def questions_listed(ran: Ran, project: Project) -> None:
+    for question in ("artists", "genres", "peak-times", "app-versions", "quality"):
+        assert question in ran.out
+
+
+async def genres_answered(ran: Ran, project: Project) -> None:
+    [jazz] = [line.split() for line in ran.out.splitlines() if line.lstrip().startswith("jazz")]
+    assert jazz[1] == "3"  # the like: +3
+
+
+async def peak_times_answered(ran: Ran, project: Project) -> None:
+    """The brief's own example event, Monday 2025-10-27 14:03, with the like beside it."""
+    assert ["Mon", "14", "2", "1"] in [line.split() for line in ran.out.splitlines()]
+
+
+async def app_versions_answered(ran: Ran, project: Project) -> None:
+    assert ran.out.splitlines()[0].startswith("app_version,users,user_share,events")
+
+
+async def artists_answered(ran: Ran, project: Project) -> None:
+    answer = json.loads(ran.out)
+    assert answer["rows"][0][:2] == ["Nina Simone", 3]
+    assert answer["chart"]["kind"] == "bars"
 
 
 async def patient_arrived(ran: Ran, project: Project) -> None:
@@ -281,7 +305,7 @@ async def patient_arrived(ran: Ran, project: Project) -> None:
 
 
 async def status_table(ran: Ran, project: Project) -> None:
-    assert "1 instance(s) reporting" in ran.out
+    assert "2 instance(s) reporting" in ran.out  # the service and its archive lane's worker
     assert set(rates(ran.out)) == set(CLASSES)
 
 
@@ -321,7 +345,7 @@ async def second_instance(ran: Ran, project: Project) -> None:
     assert "partition taken" in ran.out
     assert "switchyard stopped" in ran.out
     status = (await project.run(".venv/bin/switchyard status")).ok()
-    assert "1 instance(s) reporting" in status.out  # it left at once, not at a timeout
+    assert "2 instance(s) reporting" in status.out  # it (and its worker) left at once
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,6 +376,11 @@ CHECKS = (
     Check(r"publish doorbell/front-door/button_press", published_over_http),
     Check(r"publish doorbell/front-door/motion_detected .* --url", published_over_mqtt),
     Check(r"curl .*/events/music/10/events", music_posted),
+    Check(r"switchyard analytics music$", questions_listed),
+    Check(r"analytics music genres --user 10$", genres_answered),
+    Check(r"analytics music peak-times --user 10 ", peak_times_answered),
+    Check(r"analytics music app-versions --format csv$", app_versions_answered),
+    Check(r"curl .*/analytics/music/artists\?user=10", artists_answered),
     Check(r"curl .*/events/clinic/arrival", patient_arrived),
     Check(r"switchyard status$", status_table),
     Check(r"switchyard status --watch$", status_table, interrupt_after="instance\\(s\\) reporting"),
@@ -403,8 +432,8 @@ def test_the_readme_actor_example_is_an_actor() -> None:
 
 async def test_make_run_shows_every_class_flowing_and_stops_on_ctrl_c(project: Project) -> None:
     """The README's first command: the demo on embedded servers, then Ctrl-C."""
-    observation = {"SWITCHYARD_CLINIC_OBSERVATION_S": "1"}  # so departures show in seconds
-    async with project.started("make run", **observation) as demo:
+    quick = {"SWITCHYARD_CLINIC_OBSERVATION_S": "1", "SWITCHYARD_MUSIC_ROLL_MS": "1000"}
+    async with project.started("make run", **quick) as demo:  # departures, lake rows in seconds
         await demo.until(flowing, timeout=60)
         stopped = await demo.interrupt()
 
@@ -418,6 +447,7 @@ async def test_demo_with_a_duration_shows_every_class_and_exits_0(project: Proje
         ".venv/bin/switchyard demo --duration 10 --every 5",
         timeout=60,
         SWITCHYARD_CLINIC_OBSERVATION_S="1",
+        SWITCHYARD_MUSIC_ROLL_MS="1000",
     )
     ran.ok()
     whole_run = ran.out.split("whole run:")[-1]
@@ -429,7 +459,8 @@ async def test_demo_with_a_duration_shows_every_class_and_exits_0(project: Proje
 async def test_the_walk_through(project: Project) -> None:
     """With `make serve` running, each command of the walk-through, in the README's order."""
     walk = [c for c in readme_commands(README.read_text()) if check_of(c).verify is not None]
-    async with project.started("make serve", SWITCHYARD_LOG_FORMAT="json") as service:
+    serve = {"SWITCHYARD_LOG_FORMAT": "json", "SWITCHYARD_MUSIC_ROLL_MS": "300"}
+    async with project.started("make serve", **serve) as service:
         await ready(project)
         for command in walk:
             check = check_of(command)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import msgpack
 import pytest
 from actors_for_tests import Probe, probe
-from helpers import THINGS, Serve, post_events, processed, sample, stream_entries
+from helpers import THINGS, Serve, lake_rows, post_events, processed, sample, stream_entries
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 from servers import wait_for
@@ -468,8 +468,8 @@ async def _entries(redis: Redis, stream: str) -> list[dict[str, str]]:
     ]
 
 
-async def test_repo_config_routes_a_music_interaction_to_its_class_and_log(
-    serve: Serve, repo_config: Config, redis: Redis, http: aiohttp.ClientSession
+async def test_repo_config_routes_a_music_interaction_to_its_class_and_the_lake(
+    serve: Serve, repo_config: Config, http: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     event = {"user_id": 10, "action": "skip_song", "timestamp": "2025-10-27T14:03:00"}
     async with serve(repo_config) as service:
@@ -478,10 +478,11 @@ async def test_repo_config_routes_a_music_interaction_to_its_class_and_log(
 
         assert status == 202
         [accepted] = reply["accepted"]
-        assert accepted["class"] == "music.skip_song"
-        [logged] = await wait_for(lambda: _entries(redis, "music:interactions"))
+        assert accepted["class"] == "music.interactions"
+        [logged] = await wait_for(lambda: lake_rows(tmp_path / "lake"), timeout=10)
         assert logged["event_id"] == accepted["id"]
         assert (logged["user_id"], logged["action"]) == ("10", "skip_song")
+        assert logged["ts"].isoformat() == "2025-10-27T14:03:00+00:00"
 
 
 async def test_repo_config_routes_doorbell_presses_and_readings_by_topic(

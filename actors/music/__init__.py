@@ -1,37 +1,9 @@
-"""Music-streaming interactions: kept as a durable, analysable log of what users do."""
+"""Music-streaming interactions: a durable log in the lake, and the analytics over it.
 
-from __future__ import annotations
+`LakeArchiver` reads each batch of interactions into lake rows and writes them as Parquet
+segments; `MusicAnalytics` answers the brief's questions over the lake with DuckDB.
+"""
 
-from typing import TYPE_CHECKING, Any
+from actors.music.archive import LakeArchiver
 
-from actors.api import Actor, Context, PermanentFailure
-
-if TYPE_CHECKING:
-    from actors.api import Envelope
-
-# What analytics reads later: who did what, when, where in the app, on what, to which track.
-LOG_FIELDS = (
-    "user_id", "action", "timestamp", "screen", "section", "device", "platform", "app_version",
-    "track", "artist", "genre", "channel", "playlist",
-)  # fmt: skip
-
-
-class InteractionLog(Actor):
-    """Appends each interaction to the durable log stream (option `stream`)."""
-
-    def __init__(self, *, stream: str = "music:interactions", **options: Any) -> None:
-        super().__init__(stream=stream, **options)
-        self.stream = stream
-
-    async def handle(self, event: Envelope, ctx: Context) -> None:
-        payload = event.payload
-        record: dict[str, str | bytes | int | float] = {"event_id": event.id}
-        for name in LOG_FIELDS:
-            value = payload.get(name)
-            if value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-                kind = type(value).__name__
-                raise PermanentFailure(f"{name} is a {kind}; the log takes text or numbers")
-            record[name] = value
-        ctx.append(self.stream, record)
+__all__ = ["LakeArchiver"]

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from router.config import load_config
 from router.errors import ActorLoadError, ConfigError, ConfigIssue, EmbeddedServerError
 from router.logs import configure_logging
+from router.ops.analytics import load_analytics
 from router.runtime.loader import load_actor
 from router.service.servers import resolve_redis_url
 from router.streams import client
@@ -46,7 +47,8 @@ def load(path: str) -> Config | None:
 
 
 def check_actors(config: Config) -> None:
-    """Import every actor and build it with its options, so a typo fails here, not at 3 a.m."""
+    """Import every actor and analytics provider and build it with its options, so a typo
+    fails here, not at 3 a.m."""
     issues = []
     for name, cls in config.classes.items():
         try:
@@ -54,6 +56,13 @@ def check_actors(config: Config) -> None:
         except ActorLoadError as exc:
             path = ("classes", name, "actor")
             issues.append(ConfigIssue(f"classes.{name}.actor", config.line_of(path), exc.reason))
+    for workload, settings in config.analytics.items():
+        try:
+            load_analytics(settings)
+        except (ImportError, TypeError, ValueError) as exc:
+            path = ("analytics", workload, "provider")
+            where = f"analytics.{workload}.provider"
+            issues.append(ConfigIssue(where, config.line_of(path), f"{settings.provider}: {exc}"))
     if issues:
         raise ConfigError(config.source, issues)
 

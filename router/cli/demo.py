@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import aiohttp
 
+from router.cli.listeners import Listeners
 from router.clock import wait_set
 from router.ingress.mqtt import MqttError, MqttPublisher
 from router.ops.status import Reporter, render
@@ -26,16 +27,10 @@ if TYPE_CHECKING:
 
     from router.service.service import Service
 
-MUSIC_ACTIONS = (
-    ("skip_song", 30), ("change_song", 25), ("like_song", 15), ("add_to_playlist", 10),
-    ("select_channel", 8), ("remove_from_playlist", 7), ("remove_channel", 5),
-)  # fmt: skip
 DOORBELL_EVENTS = (
     ("temperature", 35), ("light", 35), ("motion_detected", 15), ("sound_detected", 8),
     ("video_upload", 5), ("button_press", 2),
 )  # fmt: skip
-ARTISTS = (("Nina Simone", "jazz"), ("Daft Punk", "electronic"), ("Fela Kuti", "afrobeat"),
-           ("Björk", "art pop"), ("Bach", "classical"), ("Kendrick Lamar", "hip hop"))  # fmt: skip
 WORKLOAD_WEIGHTS = (55, 40, 5)  # music, doorbell, clinic
 
 
@@ -51,31 +46,23 @@ class Simulator:
 
     def __init__(self, seed: int | None = None, users: int = 500, devices: int = 50) -> None:
         self.random = random.Random(seed)
-        self.users = users
+        self.listeners = Listeners(self.random, users)
         self.devices = devices
         self.patients = 0
 
     def events(self, count: int) -> Iterator[tuple[str, dict[str, Any]]]:
-        makers = (self.music, self.doorbell, self.clinic)
-        for make in self.random.choices(makers, WORKLOAD_WEIGHTS, k=count):
-            yield make()
+        makers = (self.listeners.interactions, self._doorbell, self._clinic)
+        made = 0
+        while made < count:
+            batch = self.random.choices(makers, WORKLOAD_WEIGHTS)[0]()
+            yield from batch[: count - made]
+            made += len(batch)
 
-    def music(self) -> tuple[str, dict[str, Any]]:
-        user = self.random.randint(1, self.users)
-        names, weights = zip(*MUSIC_ACTIONS, strict=True)
-        artist, genre = self.random.choice(ARTISTS)
-        return f"music/{user}/events", {
-            "user_id": user,
-            "action": self.random.choices(names, weights)[0],
-            "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
-            "screen": self.random.choice(("now_playing", "library", "search", "home")),
-            "device": self.random.choice(("phone", "desktop", "speaker", "car")),
-            "platform": self.random.choice(("ios", "android", "web", "macos")),
-            "app_version": self.random.choice(("8.9.2", "8.10.0", "8.10.1")),
-            "track": f"track-{self.random.randint(1, 2000)}",
-            "artist": artist,
-            "genre": genre,
-        }
+    def _doorbell(self) -> list[tuple[str, dict[str, Any]]]:
+        return [self.doorbell()]
+
+    def _clinic(self) -> list[tuple[str, dict[str, Any]]]:
+        return [self.clinic()]
 
     def doorbell(self) -> tuple[str, dict[str, Any]]:
         device = f"door-{self.random.randint(1, self.devices):03d}"
@@ -161,8 +148,26 @@ class _Senders:
             pass  # the service is stopping or overloaded; the summary shows what got through
 
 
+HISTORY = 20_000  # music interactions of the past week, for the analytics to have a week
+HISTORY_POST = 1_000
+HISTORY_TOPIC = "music/backfill/events"  # one topic for a whole post: the key is the user_id
+
+
 async def _simulate(senders: _Senders, rate: float) -> None:
     simulator = Simulator()
+    async with asyncio.TaskGroup() as group:
+        group.create_task(_backfill(senders, simulator), name="demo:backfill")
+        group.create_task(_live(senders, simulator, rate), name="demo:live")
+
+
+async def _backfill(senders: _Senders, simulator: Simulator) -> None:
+    """The past week of music, beside the live traffic: a post of `HISTORY_POST` at a time."""
+    history = [payload for _, payload in simulator.listeners.history(HISTORY)]
+    for start in range(0, len(history), HISTORY_POST):
+        await senders.send(HISTORY_TOPIC, history[start : start + HISTORY_POST])
+
+
+async def _live(senders: _Senders, simulator: Simulator, rate: float) -> None:
     tick = 0.02
     loop = asyncio.get_running_loop()
     next_tick = loop.time()
@@ -170,12 +175,17 @@ async def _simulate(senders: _Senders, rate: float) -> None:
     while True:
         carry += rate * tick
         count, carry = int(carry), carry - int(carry)
-        by_topic: dict[str, list[dict[str, Any]]] = {}
-        for topic, payload in simulator.events(count):
-            by_topic.setdefault(topic, []).append(payload)
-        await asyncio.gather(*(senders.send(topic, batch) for topic, batch in by_topic.items()))
+        await _send(senders, list(simulator.events(count)))
         next_tick += tick
         await asyncio.sleep(max(0.0, next_tick - loop.time()))
+
+
+async def _send(senders: _Senders, events: list[tuple[str, dict[str, Any]]]) -> None:
+    """Events grouped by topic, a post (or MQTT messages) per topic, all at once."""
+    by_topic: dict[str, list[dict[str, Any]]] = {}
+    for topic, payload in events:
+        by_topic.setdefault(topic, []).append(payload)
+    await asyncio.gather(*(senders.send(topic, batch) for topic, batch in by_topic.items()))
 
 
 async def _report(service: Service, reporter: Reporter, every: float, out: TextIO) -> None:

@@ -71,10 +71,18 @@ def _run(args: argparse.Namespace, config: Config) -> int:
 def _demo(args: argparse.Namespace, config: Config) -> int:
     logging_for(config, default_level="warning")
     options = DemoOptions(rate=args.rate, duration=args.duration, every=args.every)
-    code = _serve(config, demo=options)
+    code = _serve(in_one_process(config), demo=options)
     outcome = "stopped cleanly" if code == 0 else f"stopped with exit code {code}"
     print(f"switchyard demo: {outcome}", flush=True)
     return code
+
+
+def in_one_process(config: Config) -> Config:
+    """The config with every lane run by the service itself: the demo's summary reads this
+    process's counters, and at its rate no lane needs a core of its own."""
+    lanes = [lane.model_copy(update={"workers": 0}) for lane in config.lanes]
+    single: Config = config.model_copy(update={"lanes": lanes})
+    return single
 
 
 def _worker(args: argparse.Namespace) -> int:

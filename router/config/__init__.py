@@ -6,6 +6,7 @@ checking a file with every error located by its YAML line.
 
 from router.config.load import load_config, parse_config
 from router.config.models import (
+    AnalyticsConfig,
     BatchConfig,
     ClassConfig,
     Config,
@@ -23,7 +24,7 @@ from router.config.models import (
 )
 
 __all__ = [
-    "BatchConfig", "ClassConfig", "Config", "FieldMatch", "HttpConfig", "LaneConfig", "MqttConfig",
-    "RedisConfig", "RetryConfig", "RouteConfig", "ServiceConfig", "ShedConfig", "SlaConfig",
-    "YamlPath", "load_config", "parse_config",
+    "AnalyticsConfig", "BatchConfig", "ClassConfig", "Config", "FieldMatch", "HttpConfig",
+    "LaneConfig", "MqttConfig", "RedisConfig", "RetryConfig", "RouteConfig", "ServiceConfig",
+    "ShedConfig", "SlaConfig", "YamlPath", "load_config", "parse_config",
 ]  # fmt: skip

@@ -296,6 +296,13 @@ class RouteConfig(_Model):
         return text
 
 
+class AnalyticsConfig(_Model):
+    """A workload's analytics: the provider (`module:Class`, like an actor) and its options."""
+
+    provider: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
 class Config(_Model):
     """The whole file."""
 
@@ -306,6 +313,7 @@ class Config(_Model):
     lanes: list[LaneConfig] = Field(min_length=1)
     routes: list[RouteConfig] = Field(default_factory=list)
     classes: dict[str, ClassConfig] = Field(min_length=1)
+    analytics: dict[str, AnalyticsConfig] = Field(default_factory=dict)  # by workload name
 
     _lines: dict[YamlPath, int] = PrivateAttr(default_factory=dict)
     _source: str = PrivateAttr(default="<config>")

@@ -61,6 +61,13 @@ class Context(Protocol):
         """
         ...
 
+    def redelivered(self, event: Envelope) -> bool:
+        """Whether another run may have handled this event already: it was taken over from
+        a consumer that died or stalled, maybe after its handler finished. (A retry, after a
+        run that failed, shows as `event.attempt > 0`.) A handler whose effect lives outside
+        Switchyard's outputs (a file, an upload) checks for it before doing it again."""
+        ...
+
     def fail(self, event: Envelope, error: BaseException) -> None:
         """In `handle_batch`: this member failed, the rest of the batch did not.
 

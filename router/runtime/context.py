@@ -67,6 +67,7 @@ class EventContext:
         "_log",
         "_outputs",
         "_parent",
+        "_redelivered",
     )
 
     def __init__(
@@ -77,8 +78,10 @@ class EventContext:
         log: structlog.typing.FilteringBoundLogger,
         *,
         batch: bool = False,
+        redelivered: frozenset[str] = frozenset(),
     ) -> None:
         self._cls = cls
+        self._redelivered = redelivered
         self._parent = parent
         self._addresser = addresser
         self._base_log = log
@@ -99,7 +102,9 @@ class EventContext:
 
     def member(self, event: Envelope) -> EventContext:
         """A context for one event of this batch, writing into the batch's outputs."""
-        child = EventContext(self._cls, event, self._addresser, self._base_log)
+        child = EventContext(
+            self._cls, event, self._addresser, self._base_log, redelivered=self._redelivered
+        )
         child._outputs = self._written()
         child._children = self._children = self._children or {}
         return child
@@ -107,6 +112,9 @@ class EventContext:
     @property
     def cls(self) -> str:
         return self._cls
+
+    def redelivered(self, event: Envelope) -> bool:
+        return event.id in self._redelivered
 
     @property
     def log(self) -> structlog.typing.FilteringBoundLogger:

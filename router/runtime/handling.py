@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from router.runtime.done import Entry
     from router.runtime.policies import Expiry
     from router.runtime.settle import Settler
+    from router.runtime.slots import Slots
     from router.streams.envelope import Envelope
 
 
@@ -40,6 +41,7 @@ class Handling:
         addresser: Addresser,
         settler: Settler,
         *,
+        slots: Slots,
         expiry: Expiry | None,
         clock: Clock,
         log: structlog.typing.FilteringBoundLogger,
@@ -48,6 +50,7 @@ class Handling:
         self.actor = actor
         self.addresser = addresser
         self.settler = settler
+        self.slots = slots
         self.expiry = expiry
         self.clock = clock
         self.log = log
@@ -70,7 +73,10 @@ class Handling:
         else:
             entry_ids, events = [i for i, _ in batch], [e for _, e in batch]
         first = events[0]
-        ctx = EventContext(self.cls, first, self.addresser, self.log, batch=len(events) > 1)
+        ctx = EventContext(
+            self.cls, first, self.addresser, self.log,
+            batch=len(events) > 1, redelivered=self._redelivered(batch),
+        )  # fmt: skip
         clock = self.clock
         started_wall, started = clock.wall(), clock.monotonic()
         error: BaseException | None = None
@@ -123,6 +129,13 @@ class Handling:
             rest = outputs.without(set(failed))
             ids, members = [i for i, _ in kept], [e for _, e in kept]
             self.settler.later(Done(ids, members, rest, None, "", False, *timing))
+
+    def _redelivered(self, batch: list[Entry]) -> frozenset[str]:
+        """The events of `batch` another consumer held before (empty, nearly always)."""
+        held_before = self.slots.redelivered
+        if not held_before:
+            return frozenset()
+        return frozenset(event.id for entry_id, event in batch if entry_id in held_before)
 
     def _handle_one(self, events: list[Envelope], ctx: EventContext) -> Awaitable[None]:
         return self.actor.handle(events[0], ctx)

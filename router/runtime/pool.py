@@ -83,7 +83,7 @@ class Pool:
             metrics=metrics, clock=clock, log=log, retried=self.promoter.wake,
         )  # fmt: skip
         handling = Handling(
-            cls, config, actor, addresser, self.settler,
+            cls, config, actor, addresser, self.settler, slots=self.slots,
             expiry=Expiry.of(cls, config, clock, metrics.shed), clock=clock, log=log,
         )  # fmt: skip
         self.dispatcher = Dispatcher(config.mode, handling.handle)

@@ -174,6 +174,8 @@ class Reader:
                 unreadable.append(_undecodable(entry_id, data, exc, self.clock.wall()))
                 continue
             held.add(entry_id)
+            if delivered > 1:
+                self.slots.redelivered.add(entry_id)
             self._taken += 1
             if delivered > self.config.max_deliveries:
                 error = PoisonEntry(delivered, self.config.max_deliveries)
@@ -208,6 +210,8 @@ class Reader:
                 if not batch:
                     raise
                 break  # hand over what we have; the next read meets the outage again
+            if not fetched and not batch:
+                break  # nothing waiting: back to the loop, which also takes over and reclaims
             if fetched and deadline is None:
                 deadline = self.clock.monotonic() + settings.max_wait_ms / 1000
             batch.extend(fetched)

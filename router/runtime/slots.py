@@ -29,6 +29,7 @@ class Slots:
         self.lane = lane
         self.scheduler = scheduler
         self.held: set[bytes] = set()
+        self.redelivered: set[bytes] = set()  # held entries some consumer had before
         self.freed = asyncio.Event()
         self._gauge = gauge
 
@@ -48,6 +49,8 @@ class Slots:
         """Entries settled, or left pending for reclaim: their slots are free again."""
         before = len(self.held)
         self.held.difference_update(entry_ids)
+        if self.redelivered:
+            self.redelivered.intersection_update(self.held)
         self.scheduler.release(self.lane, before - len(self.held))
         self.show()
         self.freed.set()
@@ -68,4 +71,5 @@ class Slots:
         """Forget a failed run's entries (they stay pending in Redis) and their slots."""
         self.scheduler.release(self.lane, len(self.held))
         self.held.clear()
+        self.redelivered.clear()
         self.show()

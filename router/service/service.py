@@ -30,6 +30,7 @@ from router.ingress.http import EventsEndpoint
 from router.ingress.ingest import Ingest
 from router.ingress.mqtt import MqttIngress
 from router.metrics import Metrics, SlaWindow
+from router.ops.analytics_http import AnalyticsViews
 from router.ops.stats import StatsLoop
 from router.routing.addressing import Addresser
 from router.routing.rules import Router
@@ -317,7 +318,8 @@ class Service:
         elif self.config.http.enabled:
             limits = self.config.service
             events = EventsEndpoint(self.ingest, self.metrics, limits)
-            app = service_app(events, self.views, limits.max_body_bytes)
+            analytics = AnalyticsViews(self.config.analytics)
+            app = service_app(events, self.views, limits.max_body_bytes, analytics)
             host = self.config.http.host
             self._runner, self.http_port = await start_site(app, host, self.http_port)
             log.info("http ingress listening", host=host, port=self.http_port)

@@ -11,6 +11,7 @@ from router.ops.views import Views
 
 if TYPE_CHECKING:
     from router.ingress.http import EventsEndpoint
+    from router.ops.analytics_http import AnalyticsViews
     from router.ops.views import Observed
 
 # Bodies are inflated by Switchyard within max_body_bytes (`router.ingress.decode.inflated`),
@@ -23,7 +24,12 @@ RUNNER_OPTIONS: dict[str, Any] = {
 }
 
 
-def service_app(events: EventsEndpoint, observed: Observed, max_body_bytes: int) -> web.Application:
+def service_app(
+    events: EventsEndpoint,
+    observed: Observed,
+    max_body_bytes: int,
+    analytics: AnalyticsViews | None = None,
+) -> web.Application:
     """POST /events, and the views: what the service serves."""
     # Bounds the body as read; Switchyard inflates it itself, within the same bound.
     app = web.Application(client_max_size=max_body_bytes)
@@ -33,6 +39,8 @@ def service_app(events: EventsEndpoint, observed: Observed, max_body_bytes: int)
     app.router.add_get("/healthz", views.healthz)
     app.router.add_get("/readyz", views.readyz)
     app.router.add_get("/classes", views.classes)
+    if analytics is not None:
+        analytics.add_routes(app)
     return app
 
 

@@ -1,0 +1,170 @@
+"""Analytics: questions a workload answers over what it stored, for the CLI, HTTP and the page.
+
+A workload names its provider in the config (`analytics.<workload>.provider`, an import path
+like an actor's) with its options. A provider lists its questions and answers one at a time;
+answering may block (a query over files), so the service runs it in a thread. An `Answer` is
+a table with a hint of how to draw it, so one page draws every workload's answers.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from router.runtime.loader import import_object
+
+if TYPE_CHECKING:
+    from router.config import AnalyticsConfig
+
+Format = Literal["table", "json", "csv"]
+
+
+class QueryError(ValueError):
+    """A question that does not exist, or parameters that make no sense; the message says which."""
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """For whom and over when: one user or everyone, a time range, the zone to read it in."""
+
+    user: str | None = None
+    since: datetime | None = None  # inclusive, aware
+    until: datetime | None = None  # exclusive, aware
+    tz: str = "UTC"
+
+    @classmethod
+    def parse(
+        cls,
+        user: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        tz: str | None = None,
+    ) -> Query:
+        """From text (CLI flags, URL parameters): ISO dates or times, read in `tz`."""
+        zone_name = tz or "UTC"
+        try:
+            zone = ZoneInfo(zone_name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise QueryError(
+                f"unknown time zone {zone_name!r} (say UTC, Europe/Paris, ...)"
+            ) from None
+        start, end = _moment(since, zone, "since"), _moment(until, zone, "until")
+        if start is not None and end is not None and start >= end:
+            raise QueryError(f"since ({since}) must be before until ({until})")
+        return cls(user=user or None, since=start, until=end, tz=zone_name)
+
+
+def _moment(text: str | None, zone: ZoneInfo, name: str) -> datetime | None:
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise QueryError(f"{name}: {text!r} is not an ISO date or time (2025-10-27, ...)") from None
+    if isinstance(moment, datetime) and moment.tzinfo is None:
+        moment = moment.replace(tzinfo=zone)
+    return moment.astimezone(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Chart:
+    """How to draw an answer: `bars` (a label column, a value column), `heatmap` (two label
+    columns, x and y, and a value column) or `table` (just the table)."""
+
+    kind: Literal["bars", "heatmap", "table"] = "table"
+    x: str | None = None  # bars: the label; heatmap: the column across
+    y: str | None = None  # heatmap: the column down
+    value: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A table: column names and rows of JSON values, how to draw it, and how it was worked
+    out (a score's weights, say), in a sentence or two."""
+
+    question: str
+    title: str
+    columns: list[str]
+    rows: list[list[Any]]
+    chart: Chart = field(default_factory=Chart)
+    note: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        document: dict[str, Any] = _jsonable(asdict(self))
+        return document
+
+
+class Analytics(Protocol):
+    """What a workload's analytics provider offers."""
+
+    def questions(self) -> dict[str, str]:
+        """Question name -> what it answers, in one line."""
+        ...
+
+    def answer(self, question: str, query: Query) -> Answer:
+        """Work out one answer (may block); QueryError for an unknown question."""
+        ...
+
+
+def load_analytics(config: AnalyticsConfig) -> Analytics:
+    """The provider a config names, built with its options."""
+    provider: Any = import_object(config.provider)
+    built: Analytics = provider(**config.options)
+    return built
+
+
+def render(answer: Answer, form: Format) -> str:
+    """The answer as a terminal table, JSON or CSV."""
+    if form == "json":
+        return json.dumps(answer.to_json(), indent=2)
+    if form == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(answer.columns)
+        writer.writerows(_jsonable(answer.rows))
+        return out.getvalue().rstrip("\n")
+    return _table(answer)
+
+
+def _table(answer: Answer) -> str:
+    cells = [[_cell(value) for value in row] for row in answer.rows]
+    widths = [
+        max([len(name), *(len(row[index]) for row in cells)])
+        for index, name in enumerate(answer.columns)
+    ]
+    lines = [
+        answer.title,
+        "  ".join(n.ljust(w) for n, w in zip(answer.columns, widths, strict=True)),
+    ]
+    lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
+    if not answer.rows:
+        lines.append("(nothing in this range)")
+    if answer.note:
+        lines.append(answer.note)
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.2f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(_jsonable(value))
+
+
+def _jsonable(value: Any) -> Any:
+    """Dates and times as ISO text, everything else as JSON has it."""
+    if isinstance(value, dict):
+        return {key: _jsonable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(item) for item in value]
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return value
