@@ -21,6 +21,11 @@ REJECT_REASONS = (
 )  # fmt: skip
 OUTCOMES = ("ok", "retried", "dead")
 MQTT_OUTCOMES = ("accepted", "kept", "dropped")
+MEDIA_OUTCOMES = (
+    "stored", "repeated", "too_large", "bad_checksum", "unsupported_type", "bad_request",
+    "conflict", "aborted", "unavailable", "failed",
+)  # fmt: skip
+MEDIA_DELETIONS = ("retention", "abandoned")
 
 
 def latency_buckets(sla_targets_s: Iterable[float]) -> tuple[float, ...]:
@@ -114,6 +119,7 @@ class Metrics:
         self.mqtt_messages: Counter | None = None
         self.worker_restarts: Counter | None = None
         self.worker_scrape_errors: Counter | None = None
+        self.media: MediaMetrics | None = None
         self.source_latency = Histogram(
             "switchyard_source_latency_seconds",
             "Source timestamp to acknowledgement, for events the source stamped.",
@@ -219,6 +225,12 @@ class Metrics:
                 self.mqtt_messages.labels(outcome)
         return self.mqtt_connected, self.mqtt_messages
 
+    def enable_media(self) -> MediaMetrics:
+        """Create the media store's series; only a process that takes clips exports them."""
+        if self.media is None:
+            self.media = MediaMetrics(self.registry)
+        return self.media
+
     def enable_workers(self, lanes: Iterable[str]) -> tuple[Counter, Counter]:
         """Create the lane workers' series; only a process that runs workers exports them."""
         if self.worker_restarts is None or self.worker_scrape_errors is None:
@@ -262,6 +274,46 @@ class Metrics:
         self.trimmed.labels(cls)
         self.trimmed_unprocessed.labels(cls)
         self.dead_letters_trimmed.labels(cls)
+
+
+class MediaMetrics:
+    """The media store's series: uploads by outcome, bytes taken, what the store holds."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.uploads = Counter(
+            "switchyard_media_uploads_total",
+            "Clip uploads by outcome: stored, repeated (the same bytes again), too_large, "
+            "bad_checksum, unsupported_type, bad_request, conflict (other bytes at a stored "
+            "clip's path), aborted (the client went away), unavailable (the event could not be "
+            "written yet; the clip is kept and announced later), failed.",
+            ["outcome"],
+            registry=registry,
+        )
+        self.uploaded_bytes = Counter(
+            "switchyard_media_uploaded_bytes_total",
+            "Bytes of the clips stored.",
+            registry=registry,
+        )
+        self.stored_bytes = Gauge(
+            "switchyard_media_stored_bytes",
+            "Bytes the store's announced clips hold, as of the last sweep.",
+            registry=registry,
+        )
+        self.deleted = Counter(
+            "switchyard_media_clips_deleted_total",
+            "Clips deleted: past retention, or abandoned mid-write (bytes never whole).",
+            ["reason"],
+            registry=registry,
+        )
+        self.recovered = Counter(
+            "switchyard_media_clips_recovered_total",
+            "Clips stored whose event a crash kept from being written, announced by a sweep.",
+            registry=registry,
+        )
+        for outcome in MEDIA_OUTCOMES:
+            self.uploads.labels(outcome)
+        for reason in MEDIA_DELETIONS:
+            self.deleted.labels(reason)
 
 
 SLA_WINDOW_S = 300.0

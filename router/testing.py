@@ -22,6 +22,8 @@ from router.streams.envelope import Envelope, child_event_id, new_event_id
 from router.streams.redis import RedisTransport
 
 if TYPE_CHECKING:
+    from router.notify.alert import Alert
+    from router.notify.device import Device
     from router.runtime.actor import StreamFields
 
 
@@ -115,6 +117,8 @@ class FakeContext:
     failed: dict[str, BaseException] = field(default_factory=dict)
     log: Any = field(default_factory=lambda: structlog.get_logger("switchyard.test"))
     taken_over: set[str] = field(default_factory=set)  # ids `redelivered()` says yes to
+    devices: dict[str, Device] = field(default_factory=dict)  # the registry `device()` reads
+    notified: list[Alert] = field(default_factory=list)  # every alert `notify()` was given
 
     def emit(
         self,
@@ -140,6 +144,12 @@ class FakeContext:
 
     def redelivered(self, event: Envelope) -> bool:
         return event.id in self.taken_over
+
+    async def device(self, device_id: str) -> Device | None:
+        return self.devices.get(device_id)
+
+    async def notify(self, alert: Alert) -> None:
+        self.notified.append(alert)
 
     def appended_to(self, stream: str) -> list[dict[str, Any]]:
         """The fields of every entry appended to `stream`, in order."""

@@ -96,16 +96,21 @@ async def private_redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
     await server.stop()
 
 
+REPO_WEBHOOK_SECRET = "repo-config-secret"
+
+
 @pytest.fixture
 def repo_config(redis_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Config:
     """The repository's own config.yaml on the test's Redis: HTTP on a free port, no MQTT, the
     music lake in the test's directory (`tmp_path / "lake"`), rolled every 200 ms."""
     monkeypatch.setenv("SWITCHYARD_REDIS_URL", redis_url)
     monkeypatch.setenv("SWITCHYARD_MUSIC_LAKE", str(tmp_path / "lake"))
+    monkeypatch.setenv("SWITCHYARD_MEDIA_STORE", str(tmp_path / "media"))
     monkeypatch.setenv("SWITCHYARD_MUSIC_ROLL_MS", "200")
     monkeypatch.setenv("SWITCHYARD_HTTP_PORT", "0")
     monkeypatch.setenv("SWITCHYARD_MQTT_URL", "off")
     monkeypatch.setenv("SWITCHYARD_CLINIC_OBSERVATION_S", "0.2")  # the timed wait, shortened
+    monkeypatch.setenv("SWITCHYARD_WEBHOOK_SECRET", REPO_WEBHOOK_SECRET)
     return load_config(REPO / "config.yaml")
 
 

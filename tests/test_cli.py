@@ -61,4 +61,4 @@ def test_the_module_runs_as_a_command() -> None:
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    assert "classes (10)" in result.stdout
+    assert "classes (11)" in result.stdout

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from actors.api import PermanentFailure
+from actors.api import Device, PermanentFailure
 from actors.builtin import Forward
 from actors.clinic import Arrival, Departure, Monitoring, Registration, Vaccination
 from actors.doorbell import Detection, OwnerAlert, ReadingSummary, VideoArchive
@@ -20,27 +20,42 @@ PATIENT = {"patient_id": "p1", "name": "Ada", "birth_date": "1990-05-17", "tempe
 # --- doorbell ---
 
 
-async def test_a_button_press_alerts_the_owner() -> None:
-    press = event({}, key="front-door")
+async def test_a_button_press_alerts_the_owner_before_it_is_recorded() -> None:
+    press = event({"priority": "high", "extra": {"x": 1}}, key="front-door")
     ctx = FakeContext(press)
     await OwnerAlert().handle(press, ctx)
+    [alert] = ctx.notified
+    assert (alert.kind, alert.device, alert.event_id) == ("ring", "front-door", press.id)
+    assert alert.details == {"priority": "high"}  # text and numbers only, nothing nested
     assert ctx.appended_to("doorbell:alerts") == [
-        {"event_id": press.id, "device_id": "front-door", "kind": "button_press"}
+        {"event_id": press.id, "device_id": "front-door", "kind": "ring"}
     ]
 
 
-async def test_a_confident_detection_raises_an_alert_and_a_doubtful_one_does_not() -> None:
+async def test_a_detection_alerts_as_what_it_is_from_the_devices_own_threshold() -> None:
     actor = Detection(alert_confidence=0.9)
-    sure = event({"confidence": 0.95}, key="d1", topic="doorbell/d1/motion_detected")
-    unsure = event({"confidence": 0.2}, key="d1", topic="doorbell/d1/sound_detected")
-    ctx = FakeContext(sure)
-    await actor.handle(sure, ctx)
-    await actor.handle(unsure, ctx)
+    ctx = FakeContext(
+        devices={
+            "keen": Device("keen", "ann", settings={"motion_threshold": 0.5}),
+            "calm": Device("calm", "bob"),
+        }
+    )
+    seen = [
+        event({"confidence": 0.6}, key="keen", topic="doorbell/keen/motion_detected"),
+        event({"confidence": 0.6}, key="calm", topic="doorbell/calm/motion_detected"),
+        event({"confidence": 0.95}, key="calm", topic="doorbell/calm/sound_detected"),
+        event({"confidence": 0.99}, key="nobody", topic="doorbell/nobody/motion_detected"),
+        event({"event": "motion_detected", "confidence": 0.7}, key="keen",
+              topic="doorbell/keen/events"),
+    ]  # fmt: skip
+    for detection in seen:
+        await actor.handle(detection, ctx)
+    assert [(a.kind, a.device) for a in ctx.notified] == [
+        ("motion", "keen"), ("sound", "calm"), ("motion", "keen"),
+    ]  # fmt: skip
     kinds = [r["kind"] for r in ctx.appended_to("doorbell:detections")]
-    assert kinds == ["motion_detected", "sound_detected"]
-    [alert] = ctx.emitted
-    assert alert.target == "doorbell/d1/button_press"
-    assert alert.payload == {"reason": "motion_detected", "confidence": 0.95}
+    assert kinds == ["motion", "motion", "sound", "motion", "motion"]  # every one kept
+    assert ctx.emitted == []  # never re-sent as a ring
 
 
 @pytest.mark.parametrize("confidence", [True, "high", 1.5, -0.1, {"v": 1}])

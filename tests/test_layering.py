@@ -22,9 +22,11 @@ PACKAGES = ("router", "actors")
 STAGES = (
     ("foundation", ("errors", "clock", "tasks", "backoff", "logs", "metrics")),
     ("config", ("config",)),
+    ("storage", ("storage",)),
     ("streams", ("streams",)),
     ("routing", ("routing",)),
     ("ingress", ("ingress",)),
+    ("notify", ("notify",)),
     ("runtime", ("runtime",)),
     ("ops", ("ops",)),
     ("embedded", ("embedded",)),

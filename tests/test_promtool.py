@@ -21,6 +21,7 @@ def test_metrics_output_passes_promtool_lint() -> None:
     metrics.declare_class("doorbell.button_press", "high")
     metrics.ingested.labels("doorbell.button_press", "http").inc(3)
     metrics.latency.labels("doorbell.button_press", "high").observe(0.004)
+    metrics.enable_media().uploads.labels("stored").inc()
     result = subprocess.run(
         [PROMTOOL, "check", "metrics"],
         input=generate_latest(registry),

@@ -254,9 +254,19 @@ def flowing(output: str) -> bool:
 Verify = Callable[[Ran, Project], Awaitable[None]]
 
 
+def owners_rung(output: str) -> bool:
+    """Whether the demo's owners' webhook has received a ring."""
+    counts = re.findall(r"owners' webhook \(http://[^)]+\) received: (\d+) ring", output)
+    return bool(counts) and int(counts[-1]) > 0
+
+
 def accepted(output: str) -> list[str]:
     """The classes of a 202 reply, in order."""
     return [a["class"] for a in json.loads(output)["accepted"]]
+
+
+async def device_registered(ran: Ran, project: Project) -> None:
+    assert ran.out.strip() == "registered front-door (owner ann)"
 
 
 async def published_over_http(ran: Ran, project: Project) -> None:
@@ -373,6 +383,7 @@ CHECKS = (
         r"^SWITCHYARD_REDIS_URL=\S+ SWITCHYARD_MQTT_URL=\S+ make serve$",
         covered_by="test_make_serve_on_your_own_redis_and_broker",
     ),
+    Check(r"doorbell device add front-door --owner ann", device_registered),
     Check(r"publish doorbell/front-door/button_press", published_over_http),
     Check(r"publish doorbell/front-door/motion_detected .* --url", published_over_mqtt),
     Check(r"curl .*/events/music/10/events", music_posted),
@@ -435,6 +446,7 @@ async def test_make_run_shows_every_class_flowing_and_stops_on_ctrl_c(project: P
     quick = {"SWITCHYARD_CLINIC_OBSERVATION_S": "1", "SWITCHYARD_MUSIC_ROLL_MS": "1000"}
     async with project.started("make run", **quick) as demo:  # departures, lake rows in seconds
         await demo.until(flowing, timeout=60)
+        await demo.until(owners_rung, timeout=60)  # a ring reached the demo's webhook
         stopped = await demo.interrupt()
 
     assert "Traceback" not in stopped.out, stopped.out
@@ -489,6 +501,8 @@ async def test_make_serve_on_your_own_redis_and_broker(
         text = text.replace("host:1883", f"127.0.0.1:{mqtt_broker.port}")
         async with project.started(text) as service:
             await ready(project)
+            own = f"SWITCHYARD_REDIS_URL=redis://127.0.0.1:{redis.port} "
+            (await project.run(own + ".venv/bin/switchyard doorbell device add d1 --owner a")).ok()
             publish = ".venv/bin/switchyard publish doorbell/d1/button_press '{}' --url "
             (await project.run(publish + mqtt_broker.url)).ok()
             await handled(project, "doorbell.button_press")

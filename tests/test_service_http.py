@@ -13,12 +13,16 @@ from typing import TYPE_CHECKING
 import msgpack
 import pytest
 from actors_for_tests import Probe, probe
+from aiohttp import web
+from conftest import REPO_WEBHOOK_SECRET
 from helpers import THINGS, Serve, lake_rows, post_events, processed, sample, stream_entries
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
-from servers import wait_for
+from servers import free_port, wait_for
 
 from router.config import Config, parse_config
+from router.notify.device import Device
+from router.notify.receiver import WebhookReceiver
 from router.service.service import Service
 from router.streams import keys
 
@@ -488,7 +492,15 @@ async def test_repo_config_routes_a_music_interaction_to_its_class_and_the_lake(
 async def test_repo_config_routes_doorbell_presses_and_readings_by_topic(
     serve: Serve, repo_config: Config, redis: Redis, http: aiohttp.ClientSession
 ) -> None:
+    owner = WebhookReceiver(REPO_WEBHOOK_SECRET)
+    receiver = web.AppRunner(owner.app())
+    await receiver.setup()
+    port = free_port()
+    await web.TCPSite(receiver, "127.0.0.1", port).start()
     async with serve(repo_config) as service:
+        assert service.notifier is not None
+        webhook = f"http://127.0.0.1:{port}/alerts"
+        await service.notifier.registry("doorbell").add(Device("d1", "ann", webhook=webhook))
         status, press = await post_events(
             http, service, "doorbell/d1/button_press", {"battery": 80}
         )
@@ -504,12 +516,14 @@ async def test_repo_config_routes_doorbell_presses_and_readings_by_topic(
         assert alert == {
             "event_id": press["accepted"][0]["id"],
             "device_id": "d1",
-            "kind": "button_press",
+            "kind": "ring",
         }
+        assert [a["kind"] for a in owner.alerts] == ["ring"]  # the owner had it first
         # readings are batched for up to max_wait_ms (2 s) before the summary is written
         [summary] = await wait_for(lambda: _entries(redis, "doorbell:readings"), timeout=10)
         assert summary["device_id"] == "d1"
         assert (summary["kind"], summary["count"], summary["mean"]) == ("temperature", "1", "21.5")
+    await receiver.cleanup()
 
 
 async def test_repo_config_walks_a_healthy_patient_through_every_clinic_station(

@@ -9,7 +9,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from actors.api import Actor, Context, PermanentFailure
+from actors.api import Actor, Alert, Context, PermanentFailure
+from actors.doorbell.clips import ClipIndex as ClipIndex
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -19,6 +20,30 @@ if TYPE_CHECKING:
 
 def _device(event: Envelope) -> str:
     return event.key or str(event.payload.get("device_id", "unknown"))
+
+
+DETECTIONS = {"motion_detected": "motion", "sound_detected": "sound"}
+
+
+def _event_name(event: Envelope) -> str:
+    """What the device reported: the topic's last level (`doorbell/<d>/motion_detected`), or
+    the payload's `event` on the one-topic shape (`doorbell/<d>/events`)."""
+    last = event.topic.rsplit("/", 1)[-1]
+    if last == "events":
+        named = event.payload.get("event") if isinstance(event.payload, dict) else None
+        return named if isinstance(named, str) else ""
+    return last
+
+
+def _details(event: Envelope, *names: str) -> dict[str, Any]:
+    """The payload's text or number fields among `names`, for the owner's alert."""
+    payload = event.payload if isinstance(event.payload, dict) else {}
+    return {
+        name: payload[name]
+        for name in names
+        if isinstance(payload.get(name), (str, int, float))
+        and not isinstance(payload.get(name), bool)
+    }
 
 
 def _number(event: Envelope, name: str, default: float | None = None) -> float:
@@ -35,7 +60,14 @@ def _number(event: Envelope, name: str, default: float | None = None) -> float:
 
 
 class OwnerAlert(Actor):
-    """A button press: alert the owner now (option `stream`, read by the notification sender)."""
+    """A button press: the owner told at once (`ctx.notify`: signed webhook, MQTT back-channel)
+    before the event is acknowledged, so the class's SLA is measured to delivery; then kept
+    in `stream`, the device's timeline of rings.
+
+    A receiver that is down makes the handler fail and the ring is retried with the class's
+    backoff; a device nobody registered, or a receiver that refuses the alert, sends it to
+    the dead letters with the reason, to replay once fixed.
+    """
 
     def __init__(self, *, stream: str = "doorbell:alerts", **options: Any) -> None:
         super().__init__(stream=stream, **options)
@@ -43,32 +75,46 @@ class OwnerAlert(Actor):
 
     async def handle(self, event: Envelope, ctx: Context) -> None:
         device = _device(event)
-        ctx.append(self.stream, {"event_id": event.id, "device_id": device, "kind": "button_press"})
-        ctx.log.info("doorbell pressed, owner alerted", event_id=event.id, device_id=device)
+        details = _details(event, "priority")
+        await ctx.notify(Alert("ring", device, event.id, event.ingest_ts, details))
+        ctx.append(self.stream, {"event_id": event.id, "device_id": device, "kind": "ring"})
+        ctx.log.info("doorbell rang, owner alerted", event_id=event.id, device_id=device)
 
 
 class Detection(Actor):
-    """Motion or sound: record the detection; a confident one also raises an alert."""
+    """Motion or sound: kept in `stream` for quick review; one at least as confident as the
+    device's threshold (its `motion_threshold` / `sound_threshold`, else `alert_confidence`)
+    alerts the owner as a `motion` or `sound` alert, never as a ring. A device nobody
+    registered has no owner to alert: its detections are only kept."""
 
     def __init__(
         self, *, stream: str = "doorbell:detections", alert_confidence: float = 0.9, **options: Any
     ) -> None:
         super().__init__(stream=stream, alert_confidence=alert_confidence, **options)
         self.stream = stream
-        self.alert_confidence = alert_confidence
+        self.alert_confidence = float(alert_confidence)
 
     async def handle(self, event: Envelope, ctx: Context) -> None:
         device = _device(event)
-        kind = event.topic.rsplit("/", 1)[-1] or "detection"
+        kind = DETECTIONS.get(_event_name(event))
+        if kind is None:
+            raise PermanentFailure(f"not a detection: {_event_name(event)!r:.40}")
         confidence = _number(event, "confidence", 0.0)
         if not 0.0 <= confidence <= 1.0:
             raise PermanentFailure(f"confidence must be between 0 and 1, not {confidence:g}")
+        registered = await ctx.device(device)
+        threshold = (
+            registered.threshold(kind, self.alert_confidence)
+            if registered is not None
+            else self.alert_confidence
+        )
+        if registered is not None and confidence >= threshold:
+            details = {"confidence": confidence, "threshold": threshold}
+            await ctx.notify(Alert(kind, device, event.id, event.ingest_ts, details))
         ctx.append(
             self.stream,
             {"event_id": event.id, "device_id": device, "kind": kind, "confidence": confidence},
         )
-        if confidence >= self.alert_confidence:
-            ctx.emit(f"doorbell/{device}/button_press", {"reason": kind, "confidence": confidence})
 
 
 class ReadingSummary(Actor):
@@ -89,7 +135,7 @@ class ReadingSummary(Actor):
             except PermanentFailure as exc:
                 ctx.fail(event, exc)
                 continue
-            kind = event.topic.rsplit("/", 1)[-1]
+            kind = _event_name(event)
             groups.setdefault((_device(event), kind), []).append(value)
         for (device, kind), values in groups.items():
             ctx.append(

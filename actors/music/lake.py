@@ -6,9 +6,9 @@ A lake is named by a URL: a path (`.switchyard/lake/music`, `file:///srv/lake`) 
 S3 tool reads them: `AWS_ENDPOINT_URL` (a local or non-AWS store), `AWS_ACCESS_KEY_ID`,
 `AWS_SECRET_ACCESS_KEY`, `AWS_DEFAULT_REGION`.
 
-A segment appears whole or not at all: on disk it is written under a temporary name in its
-partition folder and renamed; an object store publishes an upload only once it is complete.
-Readers skip the temporary names.
+A segment appears whole or not at all (the `ObjectStore` publishes it): on disk it is written
+under a hidden temporary name in its partition folder and renamed; for an object store it is
+built in a local file and uploaded once whole. Readers skip the hidden names.
 
 A compacted segment (`compaction`) names in its Parquet metadata the segments it replaces;
 readers leave those out while they still exist, so no row is ever read twice.
@@ -17,21 +17,19 @@ readers leave those out while they still exist, so no row is ever read twice.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from actors.api import ObjectStore
 from actors.music.schema import SCHEMA
 
 if TYPE_CHECKING:
@@ -40,12 +38,10 @@ if TYPE_CHECKING:
     import duckdb
 
 SUFFIX = ".parquet"
-S3_CONNECT_TIMEOUT_S = 5.0  # a store that does not answer fails the batch, which is retried
-S3_REQUEST_TIMEOUT_S = 30.0
-TEMPORARY = ".writing"  # the suffix of a segment still being written on disk: never read
+S3_REQUEST_TIMEOUT_S = 30.0  # a store that does not answer fails the batch, which is retried
+TEMPORARY = ObjectStore.TEMPORARY  # the suffix of a segment still being written on disk: never read
 COMPACTED = "c-"  # the prefix of a compacted segment's name
 REPLACES = b"switchyard.replaces"  # its metadata: the names of the segments it replaces
-UPLOAD_CHUNK = 8 << 20
 PARTITIONING = ds.partitioning(
     pa.schema([("date", pa.string()), ("hour", pa.int32())]), flavor="hive"
 )
@@ -78,17 +74,14 @@ class Lake:
     """Where the segments live, and how to write and read them."""
 
     def __init__(self, url: str, *, request_timeout_s: float = S3_REQUEST_TIMEOUT_S) -> None:
+        try:
+            self.store = ObjectStore(url, request_timeout_s=request_timeout_s)
+        except ValueError:
+            raise ValueError(f"lake {url!r}: a path, file:// or s3:// URL") from None
         self.url = url
-        parts = urlsplit(url)
-        self.is_local = parts.scheme in ("", "file")
-        if self.is_local:
-            self.root = str(Path(parts.path if parts.scheme else url).resolve())
-            self.fs: pafs.FileSystem = pafs.LocalFileSystem()
-        elif parts.scheme == "s3":
-            self.root = f"{parts.netloc}{parts.path}".rstrip("/")
-            self.fs = _s3(request_timeout_s)
-        else:
-            raise ValueError(f"lake {url!r}: a path, file:// or s3:// URL")
+        self.is_local = self.store.is_local
+        self.root = self.store.root
+        self.fs: pafs.FileSystem = self.store.fs
         self._replaces: dict[str, frozenset[str]] = {}  # compacted segments are never rewritten
 
     # --- writing ---
@@ -107,46 +100,25 @@ class Lake:
 
     def publish(self, partition: str, name: str, table: pa.Table) -> Segment:
         """Write `table` as segment `name` of `partition`, visible only once whole."""
-        folder = f"{self.root}/{partition}"
-        final = f"{folder}/{name}"
-        if self.is_local:
-            self.fs.create_dir(folder, recursive=True)
-            temporary = f"{folder}/.{name}{TEMPORARY}"
-            pq.write_table(table, temporary, filesystem=self.fs, compression="zstd")
-            _fsync(temporary)
-            self.fs.move(temporary, final)  # atomic within one file system
-            _fsync(folder)  # and the new name survives a power cut, as the ack will
-        else:
-            pq.write_table(table, final, filesystem=self.fs, compression="zstd")
-        return Segment(partition, final, table.num_rows)
+        built = self.scratch(partition, name)
+        try:
+            pq.write_table(table, built, compression="zstd")
+        except BaseException:
+            Path(built).unlink(missing_ok=True)
+            raise
+        return self.publish_file(partition, name, built, table.num_rows)
 
     def scratch(self, partition: str, name: str) -> str:
-        """A local path to build segment `name` in before `publish_file`: beside it on disk,
-        in the machine's temporary folder for an object store."""
-        if not self.is_local:
-            descriptor, path = tempfile.mkstemp(prefix="switchyard-", suffix=SUFFIX)
-            os.close(descriptor)
-            return path
-        folder = f"{self.root}/{partition}"
-        self.fs.create_dir(folder, recursive=True)
-        return f"{folder}/.{name}{TEMPORARY}"
+        """A local path to build segment `name` in before `publish_file`: a hidden name beside
+        it on disk, in the machine's temporary folder for an object store."""
+        return self.store.scratch(f"{partition}/{name}")
 
     def publish_file(self, partition: str, name: str, built: str, rows: int) -> Segment:
         """Publish the segment built at `built` (a `scratch` path) whole, as `name`."""
-        folder = f"{self.root}/{partition}"
-        final = f"{folder}/{name}"
-        if self.is_local:
-            _fsync(built)
-            self.fs.move(built, final)
-            _fsync(folder)
-            return Segment(partition, final, rows)
-        try:  # every read is done: only the upload itself can fail, and then it is not complete
-            with open(built, "rb") as source, self.fs.open_output_stream(final) as target:
-                while chunk := source.read(UPLOAD_CHUNK):
-                    target.write(chunk)
-        finally:
-            os.unlink(built)
-        if pq.read_metadata(final, filesystem=self.fs).num_rows != rows:
+        key = f"{partition}/{name}"
+        self.store.publish_file(key, built)
+        final = self.store.path(key)
+        if not self.is_local and pq.read_metadata(final, filesystem=self.fs).num_rows != rows:
             self.fs.delete_file(final)
             raise OSError(f"{final}: the store kept a different segment than was uploaded")
         return Segment(partition, final, rows)
@@ -267,28 +239,6 @@ def partition_of(moment: datetime) -> str:
 
 def _with_partitions() -> pa.Schema:
     return SCHEMA.append(pa.field("date", pa.string())).append(pa.field("hour", pa.int32()))
-
-
-def _s3(request_timeout_s: float) -> pafs.S3FileSystem:
-    endpoint = os.environ.get("AWS_ENDPOINT_URL")
-    options: dict[str, Any] = {
-        "region": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
-        "connect_timeout": min(S3_CONNECT_TIMEOUT_S, request_timeout_s),
-        "request_timeout": request_timeout_s,
-    }
-    if endpoint:
-        parts = urlsplit(endpoint)
-        options |= {"endpoint_override": parts.netloc, "scheme": parts.scheme or "https"}
-    return pafs.S3FileSystem(**options)
-
-
-def _fsync(path: str) -> None:
-    """What `path` (a file, or a folder's entries) holds is on disk when this returns."""
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def _quoted(path: str) -> str:

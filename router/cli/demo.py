@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import aiohttp
 
 from router.cli.listeners import Listeners
+from router.cli.owners import DemoOwners
 from router.clock import wait_set
 from router.ingress.mqtt import MqttError, MqttPublisher
 from router.ops.status import Reporter, render
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 
 DOORBELL_EVENTS = (
     ("temperature", 35), ("light", 35), ("motion_detected", 15), ("sound_detected", 8),
-    ("video_upload", 5), ("button_press", 2),
+    ("video_upload", 5), ("audio_upload", 3), ("button_press", 2),
 )  # fmt: skip
 WORKLOAD_WEIGHTS = (55, 40, 5)  # music, doorbell, clinic
 
@@ -44,7 +45,9 @@ class DemoOptions:
 class Simulator:
     """Makes plausible events of the three workloads as (topic, payload) pairs."""
 
-    def __init__(self, seed: int | None = None, users: int = 500, devices: int = 50) -> None:
+    DEVICES = 50  # door-001 ... door-050, registered to the demo's owners
+
+    def __init__(self, seed: int | None = None, users: int = 500, devices: int = DEVICES) -> None:
         self.random = random.Random(seed)
         self.listeners = Listeners(self.random, users)
         self.devices = devices
@@ -77,6 +80,13 @@ class Simulator:
             payload["confidence"] = round(self.random.random(), 2)
         elif event == "video_upload":
             payload.update(clip_id=f"clip-{self.random.getrandbits(32):08x}", duration_s=12.5)
+        elif event == "audio_upload":  # a clip's reference, as the media store announces it
+            clip = f"clip-{self.random.getrandbits(32):08x}"
+            payload.update(
+                clip_id=clip, kind="audio", content_type="audio/ogg", bytes=48_000,
+                sha256=f"{self.random.getrandbits(256):064x}",
+                url=f"/media/doorbell/{device}/{clip}",
+            )  # fmt: skip
         return f"doorbell/{device}/{event}", payload
 
     def clinic(self) -> tuple[str, dict[str, Any]]:
@@ -119,14 +129,19 @@ async def run_demo(
         if service.mqtt is not None:
             publisher = MqttPublisher(service.mqtt.url, protocol=service.mqtt.protocol)
             senders.mqtt = await stack.enter_async_context(publisher)
+        owners = DemoOwners(service, Simulator.DEVICES)
+        stack.push_async_callback(owners.close)
+        await owners.open()
         group = await stack.enter_async_context(asyncio.TaskGroup())
+        report = _report(service, reporter, owners, options.every, out)
         tasks = [
             group.create_task(_simulate(senders, options.rate), name="demo:simulator"),
-            group.create_task(_report(service, reporter, options.every, out), name="demo:report"),
+            group.create_task(report, name="demo:report"),
         ]
         await wait_set(stop, options.duration)
         await cancel_and_wait(*tasks)
-    _print_table(service, whole_run, "whole run", out)
+        _print_table(service, whole_run, "whole run", out)
+        print(owners.line(), file=out, flush=True)
 
 
 @dataclass(slots=True)
@@ -188,10 +203,13 @@ async def _send(senders: _Senders, events: list[tuple[str, dict[str, Any]]]) -> 
     await asyncio.gather(*(senders.send(topic, batch) for topic, batch in by_topic.items()))
 
 
-async def _report(service: Service, reporter: Reporter, every: float, out: TextIO) -> None:
+async def _report(
+    service: Service, reporter: Reporter, owners: DemoOwners, every: float, out: TextIO
+) -> None:
     while True:
         await asyncio.sleep(every)
         _print_table(service, reporter, f"last {every:g}s", out)
+        print(owners.line(), file=out, flush=True)
 
 
 def _print_table(service: Service, reporter: Reporter, title: str, out: TextIO) -> None:

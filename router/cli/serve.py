@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from router.cli.common import EXIT_CONFIG, add_config_option, logging_for, with_config
 from router.cli.demo import DemoOptions, run_demo
+from router.cli.owners import with_a_secret
 from router.errors import ConfigError, EmbeddedServerError
 from router.service.lane_workers import Assignment, claim_stdout, read_config
 from router.service.service import Service
@@ -71,7 +72,7 @@ def _run(args: argparse.Namespace, config: Config) -> int:
 def _demo(args: argparse.Namespace, config: Config) -> int:
     logging_for(config, default_level="warning")
     options = DemoOptions(rate=args.rate, duration=args.duration, every=args.every)
-    code = _serve(in_one_process(config), demo=options)
+    code = _serve(in_one_process(with_a_secret(config)), demo=options)
     outcome = "stopped cleanly" if code == 0 else f"stopped with exit code {code}"
     print(f"switchyard demo: {outcome}", flush=True)
     return code

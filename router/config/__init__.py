@@ -13,7 +13,10 @@ from router.config.models import (
     FieldMatch,
     HttpConfig,
     LaneConfig,
+    MediaConfig,
+    MediaUploadConfig,
     MqttConfig,
+    NotifyConfig,
     RedisConfig,
     RetryConfig,
     RouteConfig,
@@ -25,6 +28,7 @@ from router.config.models import (
 
 __all__ = [
     "AnalyticsConfig", "BatchConfig", "ClassConfig", "Config", "FieldMatch", "HttpConfig",
-    "LaneConfig", "MqttConfig", "RedisConfig", "RetryConfig", "RouteConfig", "ServiceConfig",
-    "ShedConfig", "SlaConfig", "YamlPath", "load_config", "parse_config",
+    "LaneConfig", "MediaConfig", "MediaUploadConfig", "MqttConfig", "NotifyConfig", "RedisConfig",
+    "RetryConfig", "RouteConfig", "ServiceConfig", "ShedConfig", "SlaConfig", "YamlPath",
+    "load_config", "parse_config",
 ]  # fmt: skip

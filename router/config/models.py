@@ -296,11 +296,83 @@ class RouteConfig(_Model):
         return text
 
 
+class NotifyConfig(_Model):
+    """Alerts to device owners: the webhook's signing secret, how long one delivery may take,
+    and whether alerts also go out on the MQTT back-channel."""
+
+    webhook_secret: str = ""  # HMAC-SHA256 key; from the environment, never in the file
+    timeout_ms: int = Field(2000, gt=0)
+    backchannel: bool = True
+
+
 class AnalyticsConfig(_Model):
     """A workload's analytics: the provider (`module:Class`, like an actor) and its options."""
 
     provider: str
     options: dict[str, Any] = Field(default_factory=dict)
+
+
+MEDIA_LEVEL = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")  # no leading dot: hidden
+_MEDIA_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+
+
+class MediaUploadConfig(_Model):
+    """Where clips may be PUT and the event each stored clip is announced by.
+
+    `path` is levels under /media/, `+` for any one, the last one the clip's name (so `+`);
+    `topic` is the event's topic: `{N}` is level N of the clip's path (from 0), `{kind}` is
+    `video` or `audio`, from the clip's Content-Type.
+    """
+
+    path: str
+    topic: str
+
+    @field_validator("path")
+    @classmethod
+    def _levels(cls, path: str) -> str:
+        levels = path.split("/")
+        if len(levels) < 2 or levels[-1] != "+":
+            raise ValueError("at least two levels, the last one `+` (the clip's name)")
+        for level in levels:
+            if level != "+" and not MEDIA_LEVEL.match(level):
+                raise ValueError(f"level {level!r}: `+`, or letters, digits and `_.-`")
+        return path
+
+    @model_validator(mode="after")
+    def _placeholders(self) -> MediaUploadConfig:
+        levels = len(self.path.split("/"))
+        for name in _MEDIA_PLACEHOLDER.findall(self.topic):
+            if name != "kind" and not (name.isdigit() and int(name) < levels):
+                last = levels - 1
+                raise ValueError(f"topic placeholder {{{name}}}: {{kind}} or {{0}}..{{{last}}}")
+        if any(c in self.topic for c in "+#"):
+            raise ValueError("the topic is one topic, without + or #")
+        return self
+
+
+class MediaConfig(_Model):
+    """Clips PUT over HTTP into an object store (a path, file:// or s3:// URL), served back
+    with Range requests, announced by an event once stored, deleted after `retention_s`.
+
+    Every `sweep_every_s` (and at start) the store is swept: clips past retention are deleted,
+    and a clip stored whose event was never written (a crash in between) gets it written once
+    it has waited `recover_after_s` (an upload still finishing elsewhere is left alone).
+    """
+
+    store: str = ".switchyard/media"
+    max_bytes: int = Field(1 << 30, gt=0)  # one clip: 413 past it, nothing kept
+    retention_s: float = Field(30 * 86_400, gt=0)
+    sweep_every_s: float = Field(60.0, gt=0)
+    recover_after_s: float = Field(600.0, ge=0)
+    uploads: list[MediaUploadConfig] = Field(default_factory=list)
+
+    @field_validator("store")
+    @classmethod
+    def _store_url(cls, store: str) -> str:
+        scheme = store.partition("://")[0] if "://" in store else ""
+        if not store or scheme not in ("", "file", "s3"):
+            raise ValueError("a path, a file:// URL or s3://bucket/prefix")
+        return store
 
 
 class Config(_Model):
@@ -314,6 +386,8 @@ class Config(_Model):
     routes: list[RouteConfig] = Field(default_factory=list)
     classes: dict[str, ClassConfig] = Field(min_length=1)
     analytics: dict[str, AnalyticsConfig] = Field(default_factory=dict)  # by workload name
+    media: MediaConfig | None = None  # clips over HTTP, kept in an object store
+    notify: NotifyConfig = Field(default_factory=NotifyConfig)
 
     _lines: dict[YamlPath, int] = PrivateAttr(default_factory=dict)
     _source: str = PrivateAttr(default="<config>")

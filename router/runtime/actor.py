@@ -11,6 +11,9 @@ from router.streams.envelope import Envelope
 if TYPE_CHECKING:
     import structlog
 
+    from router.notify.alert import Alert
+    from router.notify.device import Device
+
 __all__ = ["Actor", "Context", "Envelope", "PermanentFailure", "StreamFields"]
 
 StreamFields = Mapping[str, str | bytes | int | float]
@@ -59,6 +62,18 @@ class Context(Protocol):
         here, in the handler. In a batch, `parent` ties the entry to one member, so it is
         dropped if that member fails; without it, the entry belongs to the whole batch.
         """
+        ...
+
+    async def device(self, device_id: str) -> Device | None:
+        """The device `device_id` of this class's workload, as registered (owner, channels,
+        settings such as a motion threshold); None when it is not registered."""
+        ...
+
+    async def notify(self, alert: Alert) -> None:
+        """Deliver `alert` to its device's owner on every channel (signed webhook, MQTT
+        back-channel), and return once each has it. Raises when one has not: the handler
+        fails, and the event is retried (the receiver is down) or dead-lettered (the device
+        is not registered, the receiver refuses the alert)."""
         ...
 
     def redelivered(self, event: Envelope) -> bool:

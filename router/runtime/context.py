@@ -22,6 +22,9 @@ from router.streams.transport import Outgoing
 if TYPE_CHECKING:
     import structlog
 
+    from router.notify.alert import Alert
+    from router.notify.device import Device
+    from router.notify.notifier import Notifier
     from router.routing.addressing import Addresser
     from router.runtime.actor import StreamFields
 
@@ -65,6 +68,7 @@ class EventContext:
         "_children",
         "_cls",
         "_log",
+        "_notifier",
         "_outputs",
         "_parent",
         "_redelivered",
@@ -79,9 +83,11 @@ class EventContext:
         *,
         batch: bool = False,
         redelivered: frozenset[str] = frozenset(),
+        notifier: Notifier | None = None,
     ) -> None:
         self._cls = cls
         self._redelivered = redelivered
+        self._notifier = notifier
         self._parent = parent
         self._addresser = addresser
         self._base_log = log
@@ -103,8 +109,9 @@ class EventContext:
     def member(self, event: Envelope) -> EventContext:
         """A context for one event of this batch, writing into the batch's outputs."""
         child = EventContext(
-            self._cls, event, self._addresser, self._base_log, redelivered=self._redelivered
-        )
+            self._cls, event, self._addresser, self._base_log,
+            redelivered=self._redelivered, notifier=self._notifier,
+        )  # fmt: skip
         child._outputs = self._written()
         child._children = self._children = self._children or {}
         return child
@@ -115,6 +122,17 @@ class EventContext:
 
     def redelivered(self, event: Envelope) -> bool:
         return event.id in self._redelivered
+
+    async def device(self, device_id: str) -> Device | None:
+        return await self._notifying().device(self._cls, device_id)
+
+    async def notify(self, alert: Alert) -> None:
+        await self._notifying().notify(self._cls, alert)
+
+    def _notifying(self) -> Notifier:
+        if self._notifier is None:
+            raise RuntimeError("this process has no notifier (it was started without Redis)")
+        return self._notifier
 
     @property
     def log(self) -> structlog.typing.FilteringBoundLogger:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
     from router.clock import Clock
     from router.config import ClassConfig
+    from router.notify.notifier import Notifier
     from router.routing.addressing import Addresser
     from router.runtime.actor import Actor
     from router.runtime.context import Outputs
@@ -42,6 +43,7 @@ class Handling:
         settler: Settler,
         *,
         slots: Slots,
+        notifier: Notifier | None = None,
         expiry: Expiry | None,
         clock: Clock,
         log: structlog.typing.FilteringBoundLogger,
@@ -51,6 +53,7 @@ class Handling:
         self.addresser = addresser
         self.settler = settler
         self.slots = slots
+        self.notifier = notifier
         self.expiry = expiry
         self.clock = clock
         self.log = log
@@ -75,7 +78,7 @@ class Handling:
         first = events[0]
         ctx = EventContext(
             self.cls, first, self.addresser, self.log,
-            batch=len(events) > 1, redelivered=self._redelivered(batch),
+            batch=len(events) > 1, redelivered=self._redelivered(batch), notifier=self.notifier,
         )  # fmt: skip
         clock = self.clock
         started_wall, started = clock.wall(), clock.monotonic()

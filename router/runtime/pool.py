@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from router.clock import Clock
     from router.config import ClassConfig
     from router.metrics import Metrics, SlaWindow
+    from router.notify.notifier import Notifier
     from router.routing.addressing import Addresser
     from router.runtime.actor import Actor
     from router.runtime.scheduler import LaneScheduler
@@ -57,6 +58,7 @@ class Pool:
         sla_window: SlaWindow | None = None,
         keeper: Callable[[], bool] = lambda: True,
         leased: Callable[[], bool] | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         """`keeper`: whether this process polls the partition's delay queue (one per shared
         partition does). `leased`: for an ordered partition, whether this process still surely
@@ -83,7 +85,7 @@ class Pool:
             metrics=metrics, clock=clock, log=log, retried=self.promoter.wake,
         )  # fmt: skip
         handling = Handling(
-            cls, config, actor, addresser, self.settler, slots=self.slots,
+            cls, config, actor, addresser, self.settler, slots=self.slots, notifier=notifier,
             expiry=Expiry.of(cls, config, clock, metrics.shed), clock=clock, log=log,
         )  # fmt: skip
         self.dispatcher = Dispatcher(config.mode, handling.handle)

@@ -43,6 +43,19 @@ def resolve_redis_url(config: RedisConfig) -> str:
         ) from None
 
 
+async def broker_url(config: MqttConfig) -> str | None:
+    """The broker to publish to: the configured one, the embedded one while it runs (any
+    process of the service reads its URL), or None without MQTT."""
+    if config.url == "off":
+        return None
+    if config.url != "embedded":
+        return config.url
+    try:
+        return (await asyncio.to_thread((Path(config.data_dir) / URL_FILE).read_text)).strip()
+    except OSError:
+        return None
+
+
 def consumer_name() -> str:
     """A consumer name unique to this process: host, pid and a random suffix."""
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from typing import TYPE_CHECKING
 
 import structlog
@@ -28,9 +29,13 @@ from router.clock import Clock, SystemClock
 from router.errors import ConfigError, ConfigIssue
 from router.ingress.http import EventsEndpoint
 from router.ingress.ingest import Ingest
+from router.ingress.media import MediaEndpoint
+from router.ingress.media_upkeep import MediaUpkeep
 from router.ingress.mqtt import MqttIngress
 from router.metrics import Metrics, SlaWindow
+from router.notify.notifier import Notifier
 from router.ops.analytics_http import AnalyticsViews
+from router.ops.devices_http import DeviceViews
 from router.ops.stats import StatsLoop
 from router.routing.addressing import Addresser
 from router.routing.rules import Router
@@ -41,7 +46,7 @@ from router.service.lane_workers import HOST, Assignment, Workers
 from router.service.membership import Membership
 from router.service.ownership import Ownership
 from router.service.placement import Placement
-from router.service.servers import MqttBroker, RedisConnection, consumer_name
+from router.service.servers import MqttBroker, RedisConnection, broker_url, consumer_name
 from router.service.supervisor import Supervisor
 from router.service.views import ServiceViews
 from router.service.web import service_app, start_site, worker_app
@@ -54,7 +59,7 @@ from router.streams.transport import UNAVAILABLE
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from router.config import Config
+    from router.config import Config, MediaConfig
     from router.embedded.broker import EmbeddedBroker
     from router.streams.client import RedisClient
     from router.streams.transport import StreamStats
@@ -94,6 +99,7 @@ class Service:
         self.mqtt: MqttIngress | None = None
         self.mqtt_task: asyncio.Task[None] | None = None
         self.workers: Workers | None = None
+        self.notifier: Notifier | None = None
         self.pools: dict[str, Pool] = {}
         self._pool_tasks: dict[str, asyncio.Task[None]] = {}  # by partition tag
         self.ownership: Ownership | None = None
@@ -164,6 +170,12 @@ class Service:
             dedup_window_s=self.config.service.dedup_window_s,
         )
         self.ingest = Ingest(self.config, self.addresser, self.transport, self.metrics, self.clock)
+        mqtt = self.config.mqtt
+        self.notifier = Notifier(
+            redis, self.config.notify,
+            broker=functools.partial(broker_url, mqtt) if mqtt.url != "off" else None,
+            protocol=mqtt.protocol, metrics=self.metrics.registry,
+        )  # fmt: skip
         if self.assignment is None:  # the service checks the layout; its lane workers follow it
             await self._check_partitions()
 
@@ -271,6 +283,7 @@ class Service:
             sla_window=self.windows[name],
             keeper=lambda: ownership.keeper(cls.lane, tag),
             leased=(lambda: ownership.leased(tag)) if cls.ordered else None,
+            notifier=self.notifier,
         )
         self.pools[tag] = pool
         restarted = self.metrics.pool_restarts.labels(name).inc
@@ -320,9 +333,21 @@ class Service:
             events = EventsEndpoint(self.ingest, self.metrics, limits)
             analytics = AnalyticsViews(self.config.analytics)
             app = service_app(events, self.views, limits.max_body_bytes, analytics)
+            if self.notifier is not None:
+                DeviceViews(self.notifier).add_routes(app)
+            if self.config.media is not None:
+                self._start_media(self.config.media).add_routes(app)
             host = self.config.http.host
             self._runner, self.http_port = await start_site(app, host, self.http_port)
             log.info("http ingress listening", host=host, port=self.http_port)
+
+    def _start_media(self, settings: MediaConfig) -> MediaEndpoint:
+        """The clip endpoints, and the sweep of their store (retention, recovery)."""
+        metrics = self.metrics.enable_media()
+        media = MediaEndpoint(settings, self.ingest, metrics, self.clock)
+        upkeep = MediaUpkeep(settings, media.clips, media.announcer, metrics, self.clock)
+        self.supervisor.spawn("media:upkeep", upkeep.run)
+        return media
 
     # --- stop ---
 
@@ -366,6 +391,8 @@ class Service:
             with contextlib.suppress(*UNAVAILABLE):
                 await self.redis.delete(keys.instance(consumer), keys.write_probe(consumer))
                 await self.redis.zrem(keys.instances(), consumer)
+        if self.notifier is not None:
+            await self.notifier.close()
         await self.connection.close()  # 4. connections, then the embedded servers
         await self._broker.close()
         self._stopped.set()

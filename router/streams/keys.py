@@ -119,3 +119,11 @@ def partition_stats() -> str:
 def partition_counts() -> str:
     """A hash, class -> the partition count its keys were made with."""
     return f"{PREFIX}:{{{SHARED}}}:partitions"
+
+
+# --- a workload's registry, shared by every instance ---
+
+
+def devices(workload: str) -> str:
+    """A workload's device registry: a hash, device id -> the device's settings (JSON)."""
+    return f"{PREFIX}:{{_devices:{workload}}}"
