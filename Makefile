@@ -16,16 +16,19 @@ $(STAMP): pyproject.toml
 
 run: demo  ## the service plus a simulator of the three workloads, on an embedded Redis
 
-demo: $(STAMP)  ## observation shortened to 20 s, the lake rolled every 2 s and compacted every 20 s
+demo: $(STAMP)  ## observation 20 s, lake rolled every 2 s and compacted every 20 s, doorbells due every 4 s
 	SWITCHYARD_CLINIC_OBSERVATION_S=$${SWITCHYARD_CLINIC_OBSERVATION_S:-20} \
+	SWITCHYARD_DOORBELL_INTERVAL_S=$${SWITCHYARD_DOORBELL_INTERVAL_S:-4} \
 	SWITCHYARD_MUSIC_ROLL_MS=$${SWITCHYARD_MUSIC_ROLL_MS:-2000} \
 	SWITCHYARD_MUSIC_COMPACT_EVERY_S=$${SWITCHYARD_MUSIC_COMPACT_EVERY_S:-20} $(PY) -m router demo
 
 serve: $(STAMP)  ## the service alone, no simulator
 	$(PY) -m router run
 
+TEST_WORKERS ?= 2  # the suite in this many processes: its tests mostly wait on servers
+
 test: check  ## lint, types, then the whole suite (real redis-server processes)
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS)
 
 unit: $(STAMP)
 	$(PY) -m pytest -m "not integration"

@@ -4,7 +4,8 @@ Domain actors import from here alone: the base class, the context a handler is g
 event envelope, the failure that skips retries, the alert a handler has delivered to a
 device's owner (`ctx.notify`) and the registered `Device`; and, for a workload that answers
 questions over what it stored, the analytics types (`Query`, `Answer`, `Chart`, `QueryError`);
-and, for one that keeps files or clips, the object store (`ObjectStore`, `ObjectInfo`).
+and, for one that keeps files or clips, the object store (`ObjectStore`, `ObjectInfo`); and,
+for one that keeps a durable log, the lake (`Lake`, its `Compactor` and their parts).
 """
 
 from __future__ import annotations
@@ -14,10 +15,18 @@ from router.notify.alert import Alert
 from router.notify.device import Device
 from router.ops.analytics import Answer, Chart, Query, QueryError
 from router.runtime.actor import Actor, Context, StreamFields
+from router.storage.compaction import Compactor
+from router.storage.compaction import Pass as CompactionPass
+from router.storage.compaction import closed as partition_closed
+from router.storage.lake import Lake, partition_of, partitions_between, replaced_by
+from router.storage.lake import Listing as LakeListing
+from router.storage.lake import Segment as LakeSegment
 from router.storage.objects import ObjectInfo, ObjectStore
 from router.streams.envelope import Envelope
 
 __all__ = [
-    "Actor", "Alert", "Answer", "Chart", "Context", "Device", "Envelope", "ObjectInfo",
-    "ObjectStore", "PermanentFailure", "Query", "QueryError", "StreamFields",
+    "Actor", "Alert", "Answer", "Chart", "CompactionPass", "Compactor", "Context", "Device",
+    "Envelope", "Lake", "LakeListing", "LakeSegment", "ObjectInfo", "ObjectStore",
+    "PermanentFailure", "Query", "QueryError", "StreamFields", "partition_closed",
+    "partition_of", "partitions_between", "replaced_by",
 ]  # fmt: skip

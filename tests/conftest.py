@@ -105,6 +105,7 @@ def repo_config(redis_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     music lake in the test's directory (`tmp_path / "lake"`), rolled every 200 ms."""
     monkeypatch.setenv("SWITCHYARD_REDIS_URL", redis_url)
     monkeypatch.setenv("SWITCHYARD_MUSIC_LAKE", str(tmp_path / "lake"))
+    monkeypatch.setenv("SWITCHYARD_DOORBELL_LAKE", str(tmp_path / "doorbell"))
     monkeypatch.setenv("SWITCHYARD_MEDIA_STORE", str(tmp_path / "media"))
     monkeypatch.setenv("SWITCHYARD_MUSIC_ROLL_MS", "200")
     monkeypatch.setenv("SWITCHYARD_HTTP_PORT", "0")

@@ -196,6 +196,20 @@ async def test_two_replays_of_the_same_dead_letters_replay_each_entry_once(
     assert "replayed 0 into work" in out
 
 
+async def test_a_replay_of_events_that_fail_again_replays_each_once_and_stops(
+    service: Service, redis: Redis, http: aiohttp.ClientSession, cli: Cli
+) -> None:
+    ids = await dead_letters_for(http, service, redis, 3)
+    runs("work").broken = True  # still broken: each replayed event is dead again at once
+    dead_before = processed(service, "work", "dead")
+    code, out = await cli("replay", "--all")
+    assert code == 0
+    assert "replayed 3 into work" in out  # not its own new dead letters as well
+    await wait_for(lambda: processed(service, "work", "dead") == dead_before + 3, timeout=5)
+    runs("work").broken = False
+    assert sorted(await dead_letter_ids(redis)) == sorted(ids)  # each dead once more, once
+
+
 async def test_a_replay_reports_the_entries_it_skipped_because_another_replay_took_them(
     service: Service, redis: Redis, http: aiohttp.ClientSession
 ) -> None:

@@ -27,6 +27,7 @@ STAGES = (
     ("routing", ("routing",)),
     ("ingress", ("ingress",)),
     ("notify", ("notify",)),
+    ("fleet", ("fleet",)),
     ("runtime", ("runtime",)),
     ("ops", ("ops",)),
     ("embedded", ("embedded",)),

@@ -1,16 +1,23 @@
 """Connected-doorbell actors: instant alerts, quick detections, batched readings, stored video.
 
+Each ring, detection and clip is also put on the device's timeline (`timeline`), and the
+readings are rolled up per minute in a lake (`readings`): both are answered by `analytics`.
+
 A value of the wrong kind (a confidence that is not a number, a clip without an id) can never
 succeed: it is a `PermanentFailure`, kept as a dead letter with the reason, not retried.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 from typing import TYPE_CHECKING, Any
 
-from actors.api import Actor, Alert, Context, PermanentFailure
+from actors.api import Actor, Alert, Compactor, Context, PermanentFailure
+from actors.doorbell import readings, timeline
 from actors.doorbell.clips import ClipIndex as ClipIndex
+from actors.doorbell.health import FleetAlert as FleetAlert
+from actors.doorbell.timeline import TimelineArchiver as TimelineArchiver
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -54,9 +61,17 @@ def _number(event: Envelope, name: str, default: float | None = None) -> float:
         if default is None:
             raise PermanentFailure(f"{name} is missing")
         return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value):
         raise PermanentFailure(f"{name} must be a finite number, not {value!r:.40}")
     return float(value)
+
+
+def _finite(value: float) -> bool:
+    """Whether `value` is a finite float; an int too large for one (10**400) is not."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 class OwnerAlert(Actor):
@@ -69,15 +84,19 @@ class OwnerAlert(Actor):
     the dead letters with the reason, to replay once fixed.
     """
 
-    def __init__(self, *, stream: str = "doorbell:alerts", **options: Any) -> None:
-        super().__init__(stream=stream, **options)
+    def __init__(
+        self, *, stream: str = "doorbell:alerts", timeline: str | None = None, **options: Any
+    ) -> None:
+        super().__init__(stream=stream, timeline=timeline, **options)
         self.stream = stream
+        self.timeline = timeline
 
     async def handle(self, event: Envelope, ctx: Context) -> None:
         device = _device(event)
         details = _details(event, "priority")
         await ctx.notify(Alert("ring", device, event.id, event.ingest_ts, details))
         ctx.append(self.stream, {"event_id": event.id, "device_id": device, "kind": "ring"})
+        timeline.emit(ctx, event, device, "ring", to=self.timeline, details=details)
         ctx.log.info("doorbell rang, owner alerted", event_id=event.id, device_id=device)
 
 
@@ -88,10 +107,18 @@ class Detection(Actor):
     registered has no owner to alert: its detections are only kept."""
 
     def __init__(
-        self, *, stream: str = "doorbell:detections", alert_confidence: float = 0.9, **options: Any
+        self,
+        *,
+        stream: str = "doorbell:detections",
+        alert_confidence: float = 0.9,
+        timeline: str | None = None,
+        **options: Any,
     ) -> None:
-        super().__init__(stream=stream, alert_confidence=alert_confidence, **options)
+        super().__init__(
+            stream=stream, alert_confidence=alert_confidence, timeline=timeline, **options
+        )
         self.stream = stream
+        self.timeline = timeline
         self.alert_confidence = float(alert_confidence)
 
     async def handle(self, event: Envelope, ctx: Context) -> None:
@@ -108,9 +135,13 @@ class Detection(Actor):
             if registered is not None
             else self.alert_confidence
         )
-        if registered is not None and confidence >= threshold:
-            details = {"confidence": confidence, "threshold": threshold}
+        alerted = registered is not None and confidence >= threshold
+        details = {"confidence": confidence, "threshold": threshold}
+        if alerted:
             await ctx.notify(Alert(kind, device, event.id, event.ingest_ts, details))
+        timeline.emit(
+            ctx, event, device, kind, to=self.timeline, details=details | {"alerted": alerted}
+        )
         ctx.append(
             self.stream,
             {"event_id": event.id, "device_id": device, "kind": kind, "confidence": confidence},
@@ -118,25 +149,68 @@ class Detection(Actor):
 
 
 class ReadingSummary(Actor):
-    """Temperature and light readings, summarised per device and kind for each batch.
+    """Temperature and light readings, summarised per device and kind for each batch in
+    `stream`, and, given a doorbell `lake` root, rolled up per minute in `<lake>/readings`
+    (`readings`) before the batch is acknowledged; minutes older than `retention_days` are
+    deleted by the compaction pass every `compact_every_s`.
 
-    A reading without a numeric `value` fails alone; the batch's summary leaves it out.
+    A reading without a finite numeric `value` (within ±`MAX_READING`, so sums stay finite)
+    fails alone; the batch's summary leaves it out.
     """
 
-    def __init__(self, *, stream: str = "doorbell:readings", **options: Any) -> None:
-        super().__init__(stream=stream, **options)
+    MAX_READING = 1e12  # no temperature or light level comes near: a broken sensor, or worse
+
+    def __init__(
+        self,
+        *,
+        stream: str = "doorbell:readings",
+        lake: str | None = None,
+        retention_days: float | str | None = 30,
+        compact_every_s: float | str = 300.0,
+        compact_after_s: float | str = 3600.0,
+        **options: Any,
+    ) -> None:
+        super().__init__(stream=stream, lake=lake, retention_days=retention_days, **options)
         self.stream = stream
+        self.compact_every_s = float(compact_every_s)
+        self.lake = readings.readings_lake(lake) if lake else None
+        self.compactor = (
+            Compactor(self.lake, after_s=float(compact_after_s),
+                      retention_days=timeline.days(retention_days))
+            if self.lake is not None
+            else None
+        )  # fmt: skip
+
+    def _value(self, event: Envelope) -> float:
+        value = _number(event, "value")
+        if abs(value) > self.MAX_READING:
+            raise PermanentFailure(f"value {value:g} is beyond ±{self.MAX_READING:g}")
+        return value
+
+    async def start(self) -> None:
+        if self.compactor is not None:
+            self.compactor.start(self.compact_every_s, "switchyard.doorbell")
+
+    async def stop(self) -> None:
+        if self.compactor is not None:
+            await self.compactor.stop()
 
     async def handle_batch(self, events: Sequence[Envelope], ctx: Context) -> None:
         groups: dict[tuple[str, str], list[float]] = {}
+        valid: list[readings.Reading] = []
         for event in events:
             try:
-                value = _number(event, "value")
+                value = self._value(event)
             except PermanentFailure as exc:
                 ctx.fail(event, exc)
                 continue
             kind = _event_name(event)
             groups.setdefault((_device(event), kind), []).append(value)
+            at = event.source_ts or event.ingest_ts
+            valid.append(readings.Reading(_device(event), kind, at, value, event.id))
+        if self.lake is not None and valid:
+            again = {e.id for e in events if e.attempt or ctx.redelivered(e)}
+            await asyncio.to_thread(readings.write, self.lake, valid, again)
         for (device, kind), values in groups.items():
             ctx.append(
                 self.stream,
@@ -154,9 +228,12 @@ class ReadingSummary(Actor):
 class VideoArchive(Actor):
     """A clip upload: index it for later review. A clip without a `clip_id` cannot be indexed."""
 
-    def __init__(self, *, stream: str = "doorbell:videos", **options: Any) -> None:
-        super().__init__(stream=stream, **options)
+    def __init__(
+        self, *, stream: str = "doorbell:videos", timeline: str | None = None, **options: Any
+    ) -> None:
+        super().__init__(stream=stream, timeline=timeline, **options)
         self.stream = stream
+        self.timeline = timeline
 
     async def handle(self, event: Envelope, ctx: Context) -> None:
         clip = event.payload.get("clip_id")
@@ -165,13 +242,19 @@ class VideoArchive(Actor):
         url = event.payload.get("url", "")
         if not isinstance(url, str):
             raise PermanentFailure(f"url must be a string, not {type(url).__name__}")
+        duration = _number(event, "duration_s", 0.0)
         ctx.append(
             self.stream,
             {
                 "event_id": event.id,
                 "device_id": _device(event),
                 "clip_id": clip,
-                "duration_s": _number(event, "duration_s", 0.0),
+                "duration_s": duration,
                 "url": url,
             },
         )
+        details = {"clip_id": clip, "duration_s": duration}
+        timeline.emit(
+            ctx, event, _device(event), "video",
+            to=self.timeline, details=details, clip_url=url or None,
+        )  # fmt: skip

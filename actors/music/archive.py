@@ -35,7 +35,8 @@ class LakeArchiver(Actor):
     """Writes each batch to the lake at `lake` (a path, or s3://bucket/prefix). In an object
     store, a request that takes longer than `request_timeout_s` fails the batch, which is
     retried: set the class no `timeout_ms` of its own, or an upload cut off in its thread
-    could still land after the retry."""
+    could still land after the retry. Interactions are kept forever unless `retention_days`
+    says otherwise (the compaction pass deletes older hours)."""
 
     def __init__(
         self,
@@ -45,13 +46,17 @@ class LakeArchiver(Actor):
         compact_every_s: float | str = 300.0,
         compact_after_s: float | str = 3600.0,
         compact_grace_s: float | str = 300.0,
+        retention_days: float | str | None = None,
         **options: Any,
     ) -> None:
         super().__init__(lake=lake, request_timeout_s=request_timeout_s, **options)
         # Seconds may come from the environment, as text: read them as numbers, or fail here.
         self.lake = Lake(lake, request_timeout_s=float(request_timeout_s))
         self.compactor = Compactor(
-            self.lake, after_s=float(compact_after_s), grace_s=float(compact_grace_s)
+            self.lake,
+            after_s=float(compact_after_s),
+            grace_s=float(compact_grace_s),
+            retention_days=None if retention_days in (None, "") else float(retention_days),
         )
         self.compact_every_s = float(compact_every_s)
         self._compacting: asyncio.Task[None] | None = None

@@ -1,109 +1,11 @@
-"""Compaction: an hour's many small segments become one, so the lake stays a few files per
-hour however often it rolls.
-
-Rolling every few seconds (the archiver's `batch.max_wait_ms`) leaves hundreds of segments an
-hour, and a query pays for each file it opens. Once an hour has been over for `after_s`, its
-segments are merged into one compacted segment, named by the segments it replaces and
-listing them in its metadata (`lake.replaced_by` says why readers then never read a row
-twice, even with two archivers compacting at once or a crash half-way). The replaced
-segments are deleted `grace_s` later, so a query that listed them just before can still read
-them.
-
-Memory stays bounded: the merge reads one row group at a time and writes row groups of
-`ROW_GROUP_ROWS`.
-"""
+"""Compaction of the music lake: an hour's many small segments become one (`actors.api`'s
+`Compactor`, which the music lake shares with every lake; see it for how and why). Music
+keeps its interactions forever: no retention unless the archiver is given one."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from actors.api import CompactionPass as Pass
+from actors.api import Compactor
+from actors.api import partition_closed as closed
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
-from actors.music.lake import COMPACTED, REPLACES, SUFFIX
-from actors.music.schema import SCHEMA
-
-if TYPE_CHECKING:
-    from actors.music.lake import Lake, Listing, Segment
-
-ROW_GROUP_ROWS = 128 * 1024
-
-
-@dataclass(slots=True)
-class Pass:
-    """What one compaction pass did."""
-
-    compacted: int = 0  # partitions
-    merged: int = 0  # segments merged into those
-    deleted: int = 0  # replaced segments swept
-    rows: int = 0
-
-
-class Compactor:
-    """Compacts the closed hours of `lake` and sweeps what compaction replaced."""
-
-    def __init__(self, lake: Lake, *, after_s: float = 3600.0, grace_s: float = 300.0) -> None:
-        self.lake = lake
-        self.after_s = after_s
-        self.grace_s = grace_s
-
-    def run(self, now: datetime | None = None) -> Pass:
-        """One pass over every partition (blocking: run it in a thread)."""
-        now = now or datetime.now(UTC)
-        done = Pass()
-        for listing in self.lake.listings():
-            done.deleted += self.sweep(listing, now)
-            if len(listing.live) > 1 and closed(listing.partition, now, self.after_s):
-                segment = self.compact(listing)
-                done.compacted += 1
-                done.merged += len(listing.live)
-                done.rows += segment.rows
-        return done
-
-    def compact(self, listing: Listing) -> Segment:
-        """Merge the partition's live segments into one that replaces every segment there."""
-        present = sorted(listing.files)
-        digest = hashlib.sha256("\n".join(present).encode()).hexdigest()[:24]
-        name = f"{COMPACTED}{digest}{SUFFIX}"
-        metadata = {REPLACES: json.dumps(present).encode()}
-        built = self.lake.scratch(listing.partition, name)
-        rows = 0
-        schema = SCHEMA.with_metadata(metadata)
-        with pq.ParquetWriter(built, schema, compression="zstd") as writer:
-            pending: list[pa.RecordBatch] = []
-            for info in listing.live:
-                for batch in pq.ParquetFile(info.path, filesystem=self.lake.fs).iter_batches():
-                    pending.append(batch)
-                    rows += batch.num_rows
-                    if sum(b.num_rows for b in pending) >= ROW_GROUP_ROWS:
-                        writer.write_table(_table(pending, schema))
-                        pending = []
-            if pending:
-                writer.write_table(_table(pending, schema))
-        return self.lake.publish_file(listing.partition, name, built, rows)
-
-    def sweep(self, listing: Listing, now: datetime) -> int:
-        """Delete the replaced segments whose compaction is older than the grace."""
-        deleted = 0
-        cutoff = now.timestamp() - self.grace_s
-        for name, by in sorted(listing.replaced.items()):
-            compacted_at = listing.files[by].mtime
-            if compacted_at is not None and compacted_at.timestamp() <= cutoff:
-                self.lake.delete(listing.files[name].path)
-                deleted += 1
-        return deleted
-
-
-def closed(partition: str, now: datetime, after_s: float) -> bool:
-    """Whether `partition` (date=YYYY-MM-DD/hour=H) ended at least `after_s` before `now`."""
-    date, hour = (part.split("=", 1)[1] for part in partition.split("/"))
-    start = datetime.strptime(date, "%Y-%m-%d").replace(tzinfo=UTC) + timedelta(hours=int(hour))
-    return (now - start).total_seconds() >= 3600 + after_s
-
-
-def _table(batches: list[pa.RecordBatch], schema: pa.Schema) -> pa.Table:
-    return pa.Table.from_batches(batches).replace_schema_metadata(schema.metadata)
+__all__ = ["Compactor", "Pass", "closed"]

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     import argparse
 
     from router.config import Config
+    from router.ops.analytics import Analytics
 
 HELP = "answers over what a workload stored: favourite artists, peak times, app versions, ..."
 
@@ -22,35 +23,53 @@ def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_config_option(parser)
     parser.add_argument("workload", help="as named under `analytics:` in the config, e.g. music")
     parser.add_argument("question", nargs="?", help="leave out to list the questions")
-    parser.add_argument("--user", help="one user's answer (default: everyone's)")
+    parser.add_argument("--user", help="whose answer: a user, or a device (default: everyone's)")
     parser.add_argument("--since", help="from this ISO date or time (inclusive)")
     parser.add_argument("--until", help="to this ISO date or time (exclusive)")
     parser.add_argument("--tz", default="UTC", help="read times in this zone (default: UTC)")
+    parser.add_argument("--limit", type=int, help="at most this many rows (where it applies)")
+    parser.add_argument("--kind", help="one kind of thing only (where it applies)")
     parser.add_argument("--format", choices=("table", "json", "csv"), default="table")
     parser.set_defaults(handler=with_config(analytics))
 
 
 def analytics(args: argparse.Namespace, config: Config) -> int:
-    settings = config.analytics.get(args.workload)
-    if settings is None:
-        known = ", ".join(sorted(config.analytics)) or "none"
-        print(
-            f"switchyard: no analytics for {args.workload!r} (configured: {known})", file=sys.stderr
-        )
-        return EXIT_CONFIG
-    provider = load_analytics(settings)
     if args.question is None:
+        provider = _provider(config, args.workload)
+        if provider is None:
+            return EXIT_CONFIG
         for name, what in provider.questions().items():
             print(f"{name:<22} {what}")
         return 0
+    return ask(config, args.workload, args.question, args)
+
+
+def ask(config: Config, workload: str, question: str, args: argparse.Namespace) -> int:
+    """Print one answer, the query read from `args` (user, since, until, tz, limit, kind,
+    format; absent ones left out): for this command and its aliases (`doorbell timeline`)."""
+    provider = _provider(config, workload)
+    if provider is None:
+        return EXIT_CONFIG
+    given = {name: getattr(args, name, None) for name in ("user", "since", "until", "tz")}
     try:
-        query = Query.parse(args.user, args.since, args.until, args.tz)
-        answer = provider.answer(args.question, query)
+        query = Query.parse(
+            **given, limit=getattr(args, "limit", None), kind=getattr(args, "kind", None)
+        )
+        answer = provider.answer(question, query)
     except QueryError as exc:
         print(f"switchyard: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except Exception as exc:  # the store, not the question
-        print(f"switchyard: {args.workload} could not answer: {exc}", file=sys.stderr)
+        print(f"switchyard: {workload} could not answer: {exc}", file=sys.stderr)
         return 1
-    print(render(answer, args.format))
+    print(render(answer, getattr(args, "format", "table")))
     return 0
+
+
+def _provider(config: Config, workload: str) -> Analytics | None:
+    settings = config.analytics.get(workload)
+    if settings is None:
+        known = ", ".join(sorted(config.analytics)) or "none"
+        print(f"switchyard: no analytics for {workload!r} (configured: {known})", file=sys.stderr)
+        return None
+    return load_analytics(settings)

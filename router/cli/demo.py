@@ -10,6 +10,7 @@ import contextlib
 import json
 import random
 import sys
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO
@@ -33,6 +34,7 @@ DOORBELL_EVENTS = (
     ("video_upload", 5), ("audio_upload", 3), ("button_press", 2),
 )  # fmt: skip
 WORKLOAD_WEIGHTS = (55, 40, 5)  # music, doorbell, clinic
+FLAKY_CYCLE_S, FLAKY_QUIET_S = 20.0, 14.0  # the last doorbell's outages (make run: 4 s interval)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +54,7 @@ class Simulator:
         self.listeners = Listeners(self.random, users)
         self.devices = devices
         self.patients = 0
+        self.started = time.monotonic()
 
     def events(self, count: int) -> Iterator[tuple[str, dict[str, Any]]]:
         makers = (self.listeners.interactions, self._doorbell, self._clinic)
@@ -68,7 +71,10 @@ class Simulator:
         return [self.clinic()]
 
     def doorbell(self) -> tuple[str, dict[str, Any]]:
-        device = f"door-{self.random.randint(1, self.devices):03d}"
+        number = self.random.randint(1, self.devices)
+        if number == self.devices and self._flaky_is_quiet():
+            number = self.random.randint(1, self.devices - 1)  # its neighbours speak for it
+        device = f"door-{number:03d}"
         names, weights = zip(*DOORBELL_EVENTS, strict=True)
         event = self.random.choices(names, weights)[0]
         payload: dict[str, Any] = {"device_id": device, "timestamp": datetime.now(UTC).timestamp()}
@@ -88,6 +94,11 @@ class Simulator:
                 url=f"/media/doorbell/{device}/{clip}",
             )  # fmt: skip
         return f"doorbell/{device}/{event}", payload
+
+    def _flaky_is_quiet(self) -> bool:
+        """The last doorbell drops off its network for `FLAKY_QUIET_S` of every
+        `FLAKY_CYCLE_S`, so the demo shows one going offline and coming back."""
+        return (time.monotonic() - self.started) % FLAKY_CYCLE_S >= FLAKY_CYCLE_S - FLAKY_QUIET_S
 
     def clinic(self) -> tuple[str, dict[str, Any]]:
         self.patients += 1

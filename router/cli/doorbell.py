@@ -1,12 +1,14 @@
 """`switchyard doorbell device add|list|show|remove`: the doorbell registry, whose device is
 whose and where its alerts go (kept in Redis, shared by every instance; the same as
-`/doorbell/devices` over HTTP)."""
+`/doorbell/devices` over HTTP); and `switchyard doorbell timeline|readings <device>`, one
+device's answers from the doorbell lakes (the same as `/doorbell/<device>/timeline`)."""
 
 from __future__ import annotations
 
 import sys
 from typing import TYPE_CHECKING
 
+from router.cli.analytics import ask
 from router.cli.common import (
     EXIT_CONFIG,
     add_config_option,
@@ -24,10 +26,16 @@ if TYPE_CHECKING:
 
 WORKLOAD = "doorbell"
 LIST_LIMIT = 100
+QUESTIONS = {
+    "timeline": "a device's rings, detections, clips and outages, newest first",
+    "readings": "a device's readings per minute: count, min, max, mean, last",
+}
 
 
 def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = commands.add_parser("doorbell", help="the doorbell's device registry")
+    parser = commands.add_parser(
+        "doorbell", help="the doorbell's device registry, timeline and readings"
+    )
     nouns = parser.add_subparsers(dest="noun", metavar="NOUN", required=True)
     device = nouns.add_parser("device", help="register, list, show or remove devices")
     actions = device.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -49,6 +57,27 @@ def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     for action in actions.choices.values():
         add_config_option(action)
         action.set_defaults(handler=with_config(devices))
+    _add_questions(nouns)
+
+
+def _add_questions(nouns: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`doorbell timeline|readings <device>`: aliases of `analytics doorbell <question>`."""
+    for question, what in QUESTIONS.items():
+        asking = nouns.add_parser(question, help=what)
+        asking.add_argument("device", help="the device id, as in its topics")
+        asking.add_argument("--since", help="from this ISO time, or this long ago: 1h, 2d")
+        asking.add_argument("--until", help="to this ISO time, or this long ago (exclusive)")
+        asking.add_argument("--limit", type=int, help="at most this many rows")
+        asking.add_argument("--kind", help="one kind only: ring, motion, temperature, ...")
+        asking.add_argument("--tz", default="UTC", help="show times in this zone")
+        asking.add_argument("--format", choices=("table", "json", "csv"), default="table")
+        add_config_option(asking)
+        asking.set_defaults(handler=with_config(_ask))
+
+
+def _ask(args: argparse.Namespace, config: Config) -> int:
+    args.user = args.device
+    return ask(config, WORKLOAD, args.noun, args)
 
 
 def devices(args: argparse.Namespace, config: Config) -> int:

@@ -62,7 +62,9 @@ class DemoOwners:
 
     def line(self) -> str:
         kinds = self.receiver.kinds
-        counts = ", ".join(f"{kinds[kind]} {kind}" for kind in ("ring", "motion", "sound"))
+        counts = ", ".join(
+            f"{kinds[kind]} {kind}" for kind in ("ring", "motion", "sound", "offline", "online")
+        )
         return f"owners' webhook ({self.url}) received: {counts}"
 
     async def close(self) -> None:

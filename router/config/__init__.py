@@ -11,6 +11,7 @@ from router.config.models import (
     ClassConfig,
     Config,
     FieldMatch,
+    FleetConfig,
     HttpConfig,
     LaneConfig,
     MediaConfig,
@@ -27,8 +28,8 @@ from router.config.models import (
 )
 
 __all__ = [
-    "AnalyticsConfig", "BatchConfig", "ClassConfig", "Config", "FieldMatch", "HttpConfig",
-    "LaneConfig", "MediaConfig", "MediaUploadConfig", "MqttConfig", "NotifyConfig", "RedisConfig",
-    "RetryConfig", "RouteConfig", "ServiceConfig", "ShedConfig", "SlaConfig", "YamlPath",
-    "load_config", "parse_config",
+    "AnalyticsConfig", "BatchConfig", "ClassConfig", "Config", "FieldMatch", "FleetConfig",
+    "HttpConfig", "LaneConfig", "MediaConfig", "MediaUploadConfig", "MqttConfig", "NotifyConfig",
+    "RedisConfig", "RetryConfig", "RouteConfig", "ServiceConfig", "ShedConfig", "SlaConfig",
+    "YamlPath", "load_config", "parse_config",
 ]  # fmt: skip

@@ -305,6 +305,29 @@ class NotifyConfig(_Model):
     backchannel: bool = True
 
 
+class FleetConfig(_Model):
+    """A workload's devices watched for silence: the classes whose events are a device
+    reporting (their key is the device id), how often a device is expected to report (its
+    registered `interval_s` wins), after how many silent intervals it is offline, and how
+    often that is checked."""
+
+    classes: list[str] = Field(min_length=1)
+    interval_s: float = Field(60.0, gt=0)
+    offline_after: float = Field(3.0, ge=1)
+    check_every_s: float = Field(5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _checked_often_enough(self) -> FleetConfig:
+        # Reports reach Redis once a check: an allowance shorter than two checks would call
+        # a device that reported offline before its report was written.
+        if self.offline_after * self.interval_s < 2 * self.check_every_s:
+            raise ValueError(
+                "offline_after x interval_s must be at least twice check_every_s, or a device "
+                "that reported could be called offline before its report was written"
+            )
+        return self
+
+
 class AnalyticsConfig(_Model):
     """A workload's analytics: the provider (`module:Class`, like an actor) and its options."""
 
@@ -388,6 +411,7 @@ class Config(_Model):
     analytics: dict[str, AnalyticsConfig] = Field(default_factory=dict)  # by workload name
     media: MediaConfig | None = None  # clips over HTTP, kept in an object store
     notify: NotifyConfig = Field(default_factory=NotifyConfig)
+    fleet: dict[str, FleetConfig] = Field(default_factory=dict)  # by workload name
 
     _lines: dict[YamlPath, int] = PrivateAttr(default_factory=dict)
     _source: str = PrivateAttr(default="<config>")

@@ -80,6 +80,8 @@ class Ingest:
         self.rejects = Rejects(clock, config.service.max_event_bytes)
         self.max_event_bytes = config.service.max_event_bytes
         self.max_batch_events = config.service.max_batch_events
+        # (class, key, ingest time) of every routed event: fleet health's reports
+        self.on_seen: Callable[[str, str | None, float], None] | None = None
 
     async def accept(self, topic: str, payloads: Sequence[Any], source: str) -> list[Accepted]:
         """Route and append one request's events in one round trip, or none of them.
@@ -191,6 +193,8 @@ class Ingest:
                 raise
         data = _encoded(envelope.encode, index)
         self._check_size(len(data), index)
+        if self.on_seen is not None:
+            self.on_seen(envelope.cls, envelope.key, batch.ingest_ts)
         tag = self.addresser.partition(envelope)
         batch.entries.append(Outgoing(envelope.cls, data, dedup_id=event_source_id, tag=tag))
         batch.entry_results.append(len(batch.results))

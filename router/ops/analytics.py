@@ -11,8 +11,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from router.config import AnalyticsConfig
 
 Format = Literal["table", "json", "csv"]
+MAX_AGE_S = 1000 * 365 * 86400  # an age further back than this is a typo
 
 
 class QueryError(ValueError):
@@ -30,12 +32,16 @@ class QueryError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Query:
-    """For whom and over when: one user or everyone, a time range, the zone to read it in."""
+    """For whom and over when: whose answer (a user, or a device: whatever the workload's
+    answers are about; None for everyone), a time range, the zone to read it in, and, for the
+    questions that take them, at most how many rows and which kind of thing."""
 
     user: str | None = None
     since: datetime | None = None  # inclusive, aware
     until: datetime | None = None  # exclusive, aware
     tz: str = "UTC"
+    limit: int | None = None  # a question's own bound applies too
+    kind: str | None = None  # one kind of thing only (a reading's kind, say)
 
     @classmethod
     def parse(
@@ -44,8 +50,12 @@ class Query:
         since: str | None = None,
         until: str | None = None,
         tz: str | None = None,
+        *,
+        limit: str | int | None = None,
+        kind: str | None = None,
     ) -> Query:
-        """From text (CLI flags, URL parameters): ISO dates or times, read in `tz`."""
+        """From text (CLI flags, URL parameters): ISO dates or times, read in `tz`, or ages
+        before now (`90s`, `15m`, `1h`, `2d`, `1w`)."""
         zone_name = tz or "UTC"
         try:
             zone = ZoneInfo(zone_name)
@@ -56,16 +66,42 @@ class Query:
         start, end = _moment(since, zone, "since"), _moment(until, zone, "until")
         if start is not None and end is not None and start >= end:
             raise QueryError(f"since ({since}) must be before until ({until})")
-        return cls(user=user or None, since=start, until=end, tz=zone_name)
+        return cls(
+            user=user or None, since=start, until=end, tz=zone_name,
+            limit=_limit(limit), kind=kind or None,
+        )  # fmt: skip
+
+
+AGE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
+AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def _limit(text: str | int | None) -> int | None:
+    if text is None or text == "":
+        return None
+    try:
+        limit = int(text)
+    except ValueError:
+        raise QueryError(f"limit: {text!r} is not a whole number") from None
+    if limit < 1:
+        raise QueryError(f"limit must be at least 1, not {limit}")
+    return limit
 
 
 def _moment(text: str | None, zone: ZoneInfo, name: str) -> datetime | None:
     if not text:
         return None
+    if age := AGE.fullmatch(text.strip()):
+        seconds = float(age.group(1)) * AGE_UNITS[age.group(2)]
+        if seconds > MAX_AGE_S:
+            raise QueryError(f"{name}: {text!r} is too long ago")
+        return datetime.now(UTC) - timedelta(seconds=seconds)
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise QueryError(f"{name}: {text!r} is not an ISO date or time (2025-10-27, ...)") from None
+        raise QueryError(
+            f"{name}: {text!r} is not an ISO date or time (2025-10-27, ...) nor an age (1h, 2d)"
+        ) from None
     if isinstance(moment, datetime) and moment.tzinfo is None:
         moment = moment.replace(tzinfo=zone)
     return moment.astimezone(UTC)

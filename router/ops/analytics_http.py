@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from router.config import AnalyticsConfig
-    from router.ops.analytics import Analytics
+    from router.ops.analytics import Analytics, Answer
 
 CONCURRENT_ANSWERS = 2
 log = structlog.get_logger("switchyard.analytics")
@@ -67,10 +67,21 @@ class AnalyticsViews:
         params = request.query
         try:
             query = Query.parse(
-                params.get("user"), params.get("since"), params.get("until"), params.get("tz")
-            )
+                params.get("user"), params.get("since"), params.get("until"), params.get("tz"),
+                limit=params.get("limit"), kind=params.get("kind"),
+            )  # fmt: skip
+        except QueryError as exc:
+            raise _error(web.HTTPBadRequest, str(exc)) from None
+        found = await self.ask(workload, question, query)
+        return web.json_response(found.to_json())
+
+    async def ask(self, workload: str, question: str, query: Query) -> Answer:
+        """One answer, worked out in a thread (at most `CONCURRENT_ANSWERS` at once): for
+        this page and for the routes that are aliases of a question (`doorbell_http`)."""
+        provider = self._provider(workload)
+        try:
             async with self._answering:
-                found = await asyncio.to_thread(provider.answer, question, query)
+                return await asyncio.to_thread(provider.answer, question, query)
         except QueryError as exc:
             raise _error(web.HTTPBadRequest, str(exc)) from None
         except Exception as exc:  # the store, not the request: say so, and stay up
@@ -79,7 +90,6 @@ class AnalyticsViews:
             raise _error(
                 web.HTTPServiceUnavailable, f"{workload} could not answer: {exc}"
             ) from None
-        return web.json_response(found.to_json())
 
     def _provider(self, workload: str) -> Analytics:
         provider = self.providers.get(workload)

@@ -20,13 +20,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from prometheus_client import CollectorRegistry
 
 from router.clock import Clock, SystemClock
 from router.errors import ConfigError, ConfigIssue
+from router.fleet.announce import Announcer
+from router.fleet.presence import Presence
+from router.fleet.watch import FleetWatch
 from router.ingress.http import EventsEndpoint
 from router.ingress.ingest import Ingest
 from router.ingress.media import MediaEndpoint
@@ -36,6 +39,7 @@ from router.metrics import Metrics, SlaWindow
 from router.notify.notifier import Notifier
 from router.ops.analytics_http import AnalyticsViews
 from router.ops.devices_http import DeviceViews
+from router.ops.doorbell_http import DoorbellViews
 from router.ops.stats import StatsLoop
 from router.routing.addressing import Addresser
 from router.routing.rules import Router
@@ -100,6 +104,9 @@ class Service:
         self.mqtt_task: asyncio.Task[None] | None = None
         self.workers: Workers | None = None
         self.notifier: Notifier | None = None
+        self.presence: Presence | None = None
+        self.announcer: Announcer | None = None
+        self.fleet: FleetWatch | None = None
         self.pools: dict[str, Pool] = {}
         self._pool_tasks: dict[str, asyncio.Task[None]] = {}  # by partition tag
         self.ownership: Ownership | None = None
@@ -149,6 +156,7 @@ class Service:
             await self.supervisor.start()
             await self._join()
             self._start_pools()
+            self._start_fleet()
             await self._start_workers()
             await self._start_mqtt()
             await self._start_http()
@@ -170,6 +178,10 @@ class Service:
             dedup_window_s=self.config.service.dedup_window_s,
         )
         self.ingest = Ingest(self.config, self.addresser, self.transport, self.metrics, self.clock)
+        if self.config.fleet and self.assignment is None:
+            self.announcer = Announcer(self._announce)
+            self.presence = Presence(redis, self.config.fleet, self.announcer)
+            self.ingest.on_seen = self.presence.seen
         mqtt = self.config.mqtt
         self.notifier = Notifier(
             redis, self.config.notify,
@@ -291,6 +303,21 @@ class Service:
         self._pool_tasks[tag] = task
         return pool, task
 
+    def _start_fleet(self) -> None:
+        """Watch the fleets for silence: one service per workload keeps each watch."""
+        if self.presence is None or self.announcer is None:
+            return
+        ownership = self.ownership
+        assert ownership is not None  # joined before
+        self.fleet = FleetWatch(
+            self.transport.redis, self.config.fleet, self.presence, self.announcer,
+            clock=self.clock, keeper=lambda name: ownership.keeper(keys.SERVICES, f"_fleet:{name}"),
+        )  # fmt: skip
+        self.supervisor.spawn("fleet", self.fleet.run)
+
+    async def _announce(self, topic: str, payload: dict[str, Any]) -> None:
+        await self.ingest.accept(topic, [payload], source="fleet")
+
     def _stats_loop(self) -> StatsLoop:
         # The service watches every stream (ingress sheds load by them); a worker, its own.
         classes = self.placement.classes() if self.assignment is not None else self.config.classes
@@ -335,6 +362,7 @@ class Service:
             app = service_app(events, self.views, limits.max_body_bytes, analytics)
             if self.notifier is not None:
                 DeviceViews(self.notifier).add_routes(app)
+            DoorbellViews(analytics).add_routes(app)
             if self.config.media is not None:
                 self._start_media(self.config.media).add_routes(app)
             host = self.config.http.host

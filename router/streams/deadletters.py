@@ -124,9 +124,15 @@ class DeadLetters:
     async def pages(
         self, since_ms: int = 0, size: int = LIST_LIMIT
     ) -> AsyncIterator[list[DeadLetter]]:
-        """Every entry from `since_ms` on, a page at a time; safe to delete while paging."""
-        start = f"{since_ms}-0" if since_ms else "-"
-        while page := _decoded(await self.redis.xrange(self.key, min=start, count=size)):
+        """Every entry from `since_ms` on that was there when paging began, a page at a time;
+        safe to delete while paging. Entries added meanwhile are left for the next call: a
+        replayed event that fails again is a new dead letter, and `replay --all` must not
+        come back to it (nor loop for as long as it keeps failing)."""
+        last: Any = await self.redis.xrevrange(self.key, count=1)
+        if not last:
+            return
+        start, end = (f"{since_ms}-0" if since_ms else "-"), last[0][0]
+        while page := _decoded(await self.redis.xrange(self.key, min=start, max=end, count=size)):
             yield page
             start = f"({page[-1].entry_id}"
 

@@ -127,3 +127,14 @@ def partition_counts() -> str:
 def devices(workload: str) -> str:
     """A workload's device registry: a hash, device id -> the device's settings (JSON)."""
     return f"{PREFIX}:{{_devices:{workload}}}"
+
+
+def last_seen(workload: str) -> str:
+    """A workload's reporting devices: a sorted set, device id -> when it is due to be
+    offline (its last report plus its allowance of silent intervals, Unix seconds)."""
+    return f"{PREFIX}:{{_fleet:{workload}}}:due"
+
+
+def offline(workload: str) -> str:
+    """A workload's devices now offline: a hash, device id -> when it was due (Unix s)."""
+    return f"{PREFIX}:{{_fleet:{workload}}}:offline"

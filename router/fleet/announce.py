@@ -1,0 +1,54 @@
+"""Offline and online announcements: events on `<workload>/<device>/offline|online`, routed
+like any event (the default config sends them to `doorbell.health`, whose actor alerts the
+owner).
+
+Each carries an `event_id` made from the device and the moment it concerns, so an
+announcement sent twice (retried after Redis was away) is one event. One that cannot be sent
+now waits in a bounded list and goes with the next pass.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+log = structlog.get_logger("switchyard.fleet")
+
+WAITING = 10_000
+
+
+class Announcer:
+    """Sends announcements through `send(topic, payload)` (the service's ingest)."""
+
+    def __init__(self, send: Callable[[str, dict[str, Any]], Awaitable[object]]) -> None:
+        self.send = send
+        self.waiting: deque[tuple[str, dict[str, Any]]] = deque(maxlen=WAITING)
+
+    def add(self, workload: str, device: str, state: str, at: float, **details: Any) -> None:
+        payload = {
+            "event_id": f"{state}-{device}-{at:.3f}",
+            "device_id": device,
+            "state": state,
+            "at": at,
+            **details,
+        }
+        self.waiting.append((f"{workload}/{device}/{state}", payload))
+
+    async def flush(self) -> int:
+        """Send what waits, oldest first; stop at the first failure (the rest wait)."""
+        sent = 0
+        while self.waiting:
+            topic, payload = self.waiting[0]
+            try:
+                await self.send(topic, payload)
+            except Exception as exc:  # Redis away, shedding: the next pass tries again
+                log.warning("fleet announcement not sent yet", topic=topic, error=repr(exc))
+                break
+            self.waiting.popleft()
+            sent += 1
+        return sent
