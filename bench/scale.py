@@ -24,7 +24,7 @@ Parts:
             with 50 ms handlers under steady load; SIGKILL the instance holding more leases,
             time until the last entry it had in flight is acknowledged by the other; restart
             it, wait until it owns partitions again; p50/p99 over 20 kills (5 with --quick)
-  idle      the default config.yaml (its 10 classes) with no traffic: Redis commands/s per
+  idle      the default config.yaml (its 13 classes) with no traffic: Redis commands/s per
             instance, with 1 and 4 instances. `--checkout DIR` runs the instances from
             another checkout of Switchyard (say, the release before), for a before figure
 """
