@@ -102,7 +102,8 @@ REPO_WEBHOOK_SECRET = "repo-config-secret"
 @pytest.fixture
 def repo_config(redis_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Config:
     """The repository's own config.yaml on the test's Redis: HTTP on a free port, no MQTT, the
-    music lake in the test's directory (`tmp_path / "lake"`), rolled every 200 ms."""
+    music lake in the test's directory (`tmp_path / "lake"`), rolled every 200 ms, and the
+    high lane in the service's process, where the test reads its counters."""
     monkeypatch.setenv("SWITCHYARD_REDIS_URL", redis_url)
     monkeypatch.setenv("SWITCHYARD_MUSIC_LAKE", str(tmp_path / "lake"))
     monkeypatch.setenv("SWITCHYARD_DOORBELL_LAKE", str(tmp_path / "doorbell"))
@@ -112,6 +113,7 @@ def repo_config(redis_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     monkeypatch.setenv("SWITCHYARD_MQTT_URL", "off")
     monkeypatch.setenv("SWITCHYARD_CLINIC_OBSERVATION_S", "0.2")  # the timed wait, shortened
     monkeypatch.setenv("SWITCHYARD_WEBHOOK_SECRET", REPO_WEBHOOK_SECRET)
+    monkeypatch.setenv("SWITCHYARD_HIGH_LANE_WORKERS", "0")  # counters and probes in-process
     return load_config(REPO / "config.yaml")
 
 

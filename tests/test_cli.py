@@ -20,7 +20,7 @@ def test_check_summarises_the_default_config_and_exits_zero(
 ) -> None:
     assert main(["check", "--config", str(ROOT / "config.yaml")]) == 0
     out = capsys.readouterr().out
-    assert "lanes (4, highest first): high, medium, low, archive (1 worker)" in out
+    assert "lanes (4, highest first): high (1 worker), medium, low, archive (1 worker)" in out
     assert "doorbell.button_press" in out
     assert "clinic.vaccination" in out
 

@@ -407,21 +407,26 @@ async def test_a_slow_handler_keeps_its_lease_and_a_second_instance_does_not_tak
     first = make_config(redis_url, work_class(name="first", settings=settings))
     second = make_config(redis_url, work_class(name="second", settings=settings))
     probe("first").gate.clear()
+    probe("second").gate.clear()
     async with serve(first) as service_a, serve(second) as service_b:
         [event_id] = await post_accepted(http, service_a, "work/1", {"key": "slow"})
-        await wait_for(lambda: probe("first").active == 1)
-        await wait_for(lambda: service_b.pools["work"].running)
-        owner = service_a.transport.consumer
+        # Whichever instance read it holds it (Redis serves the reader blocked first, which a
+        # busy machine makes either); the other must never take it over.
+        await wait_for(lambda: probe("first").active + probe("second").active == 1)
+        holder, other = ("first", "second") if probe("first").active else ("second", "first")
+        services = {"first": service_a, "second": service_b}
+        await wait_for(lambda: services[other].pools["work"].running)
+        owner = services[holder].transport.consumer
 
         # Watch the entry for several claim_idle periods: its idle time keeps being reset by
-        # the first instance's lease renewal, so it never becomes claimable.
+        # the holder's lease renewal, so it never becomes claimable.
         seen_idle: list[int] = []
         renewals = 0
 
         async def renewed_enough() -> bool:
             nonlocal renewals
             found = await pending_entries(redis, "work")
-            assert len(found) == 1, f"no longer pending with the first instance: {found}"
+            assert len(found) == 1, f"no longer pending with the holder: {found}"
             [entry] = found
             assert entry["consumer"] == owner.encode(), "the entry changed hands"
             assert entry["times_delivered"] == 1
@@ -433,14 +438,14 @@ async def test_a_slow_handler_keeps_its_lease_and_a_second_instance_does_not_tak
 
         await wait_for(renewed_enough, timeout=10, interval=0.02)
         assert max(seen_idle) < claim_idle_ms
-        assert probe("second").started == []
+        assert probe(other).started == []
 
-        probe("first").gate.set()
-        await wait_for(lambda: processed(service_a, "work", "ok") == 1)
-        assert [run[0] for run in runs("first").runs] == [event_id]
-        assert probe("second").started == []
-        assert runs("second").runs == []
-        assert processed(service_b, "work", "ok") == 0
+        probe(holder).gate.set()
+        await wait_for(lambda: processed(services[holder], "work", "ok") == 1)
+        assert [run[0] for run in runs(holder).runs] == [event_id]
+        assert probe(other).started == []
+        assert runs(other).runs == []
+        assert processed(services[other], "work", "ok") == 0
         assert await pending(redis, "work") == 0
 
 

@@ -338,7 +338,7 @@ async def patient_arrived(ran: Ran, project: Project) -> None:
 
 
 async def status_table(ran: Ran, project: Project) -> None:
-    assert "2 instance(s) reporting" in ran.out  # the service and its archive lane's worker
+    assert "3 instance(s) reporting" in ran.out  # the service, its high and archive workers
     assert set(rates(ran.out)) == set(ALL_CLASSES)
 
 
@@ -379,7 +379,7 @@ async def second_instance(ran: Ran, project: Project) -> None:
     assert "switchyard started" in ran.out
     assert "switchyard stopped" in ran.out
     status = (await project.run(".venv/bin/switchyard status")).ok()
-    assert "2 instance(s) reporting" in status.out  # it (and its worker) left at once
+    assert "3 instance(s) reporting" in status.out  # it (and its workers) left at once
 
 
 @dataclass(frozen=True, slots=True)

@@ -180,7 +180,8 @@ async def test_a_slow_handler_on_a_live_instance_is_never_taken_over(
     expected = {f"k{key}": 2 for key in range(6)}
     for mode in ("stream", "queue"):
         await store.delete("order:log")
-        config = scale_config(redis_url, mode=mode, partitions=2, sleep_ms=1500)
+        beats = "heartbeat_s: 0.2, member_timeout_s: 1.2"  # a busy machine's stalls survive
+        config = scale_config(redis_url, mode=mode, partitions=2, sleep_ms=1500, beats=beats)
         async with serve(config) as first, serve(config) as second:
             events = keyed_events(keys=6, per_key=2)
             await post_in_order(http, [events_url(first, "orders/x")], events)
