@@ -131,7 +131,7 @@ async def _measure(redis: Redis, devices: int, reporting: int) -> dict[str, Any]
     }
 
 
-async def _drop(topic: str, payload: dict[str, Any]) -> None:
+async def _drop(messages: list[tuple[str, bytes]]) -> None:
     """Announcements go nowhere here: the bench measures finding them."""
 
 

@@ -219,6 +219,9 @@ async def test_the_service_answers_a_devices_timeline_over_http_and_the_cli(
             argv[1:2] = ["readings"]
             assert await asyncio.to_thread(main, [*argv, "--kind", "light"]) == 0
             assert json.loads(capsys.readouterr().out)["rows"] == []
+            by_option = ["doorbell", "readings", "--device", "d1", *argv[3:]]  # as the brief has it
+            assert await asyncio.to_thread(main, by_option) == 0
+            assert sum(row[2] for row in json.loads(capsys.readouterr().out)["rows"]) == 2
     finally:
         await receiver.cleanup()
 

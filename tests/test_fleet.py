@@ -5,7 +5,7 @@ counts; nobody can fake an announcement; reports between flushes are bounded.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 from aiohttp import web
@@ -149,7 +149,7 @@ async def test_reports_between_two_flushes_are_bounded_and_counted(
     assert list(due) == [(b"a", 100.6), (b"b", 100.6), (b"c", 100.6)]
 
 
-async def _never(topic: str, payload: dict[str, Any]) -> None:
+async def _never(messages: list[tuple[str, bytes]]) -> None:
     raise AssertionError("nothing to announce")
 
 
@@ -157,3 +157,26 @@ def test_an_allowance_shorter_than_two_checks_is_refused_saying_why(redis_url: s
     text = fleet_config_text(redis_url).replace("interval_s: 0.3", "interval_s: 0.05")
     with pytest.raises(ConfigError, match="at least twice check_every_s"):
         parse_config(text)
+
+
+async def test_announcements_that_cannot_be_sent_wait_for_the_next_pass_in_order() -> None:
+    sent: list[list[tuple[str, bytes]]] = []
+    outage = [True]
+
+    async def send(messages: list[tuple[str, bytes]]) -> None:
+        if outage[0]:
+            raise ConnectionError("redis is away")
+        sent.append(messages)
+
+    announcer = Announcer(send)
+    for device in ("a", "b"):
+        announcer.add("doorbell", device, "offline", 100.0)
+    assert await announcer.flush() == 0  # away: both wait
+    outage[0] = False
+    announcer.add("doorbell", "a", "online", 130.0)
+    assert await announcer.flush() == 3
+    [batch] = sent
+    assert [topic for topic, _ in batch] == [
+        "doorbell/a/offline", "doorbell/b/offline", "doorbell/a/online",
+    ]  # fmt: skip
+    assert b'"event_id": "offline-a-100.000"' in batch[0][1]  # the same id, however often sent

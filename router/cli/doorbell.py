@@ -64,7 +64,8 @@ def _add_questions(nouns: argparse._SubParsersAction[argparse.ArgumentParser]) -
     """`doorbell timeline|readings <device>`: aliases of `analytics doorbell <question>`."""
     for question, what in QUESTIONS.items():
         asking = nouns.add_parser(question, help=what)
-        asking.add_argument("device", help="the device id, as in its topics")
+        asking.add_argument("device", nargs="?", help="the device id, as in its topics")
+        asking.add_argument("--device", dest="device_option", help="the same, as an option")
         asking.add_argument("--since", help="from this ISO time, or this long ago: 1h, 2d")
         asking.add_argument("--until", help="to this ISO time, or this long ago (exclusive)")
         asking.add_argument("--limit", type=int, help="at most this many rows")
@@ -76,7 +77,11 @@ def _add_questions(nouns: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 
 def _ask(args: argparse.Namespace, config: Config) -> int:
-    args.user = args.device
+    args.user = args.device or args.device_option
+    if not args.user:
+        print(f"switchyard: doorbell {args.noun} needs a device: DEVICE or --device DEVICE",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_CONFIG
     return ask(config, WORKLOAD, args.noun, args)
 
 

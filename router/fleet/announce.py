@@ -9,6 +9,7 @@ now waits in a bounded list and goes with the next pass.
 
 from __future__ import annotations
 
+import json
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -19,13 +20,15 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("switchyard.fleet")
 
-WAITING = 10_000
+WAITING = 200_000  # a whole fleet's announcements, bounded
+CHUNK = 1_000
 
 
 class Announcer:
-    """Sends announcements through `send(topic, payload)` (the service's ingest)."""
+    """Sends announcements through `send(messages)` (the service's ingest, `CHUNK` topics and
+    JSON bodies in one round trip: a whole fleet going quiet at once is 100,000 of them)."""
 
-    def __init__(self, send: Callable[[str, dict[str, Any]], Awaitable[object]]) -> None:
+    def __init__(self, send: Callable[[list[tuple[str, bytes]]], Awaitable[object]]) -> None:
         self.send = send
         self.waiting: deque[tuple[str, dict[str, Any]]] = deque(maxlen=WAITING)
 
@@ -40,15 +43,18 @@ class Announcer:
         self.waiting.append((f"{workload}/{device}/{state}", payload))
 
     async def flush(self) -> int:
-        """Send what waits, oldest first; stop at the first failure (the rest wait)."""
+        """Send what waits, oldest first, a chunk at a time; stop at the first failure (the
+        rest wait)."""
         sent = 0
         while self.waiting:
-            topic, payload = self.waiting[0]
+            chunk = [self.waiting[i] for i in range(min(CHUNK, len(self.waiting)))]
             try:
-                await self.send(topic, payload)
+                await self.send([(topic, json.dumps(payload).encode()) for topic, payload in chunk])
             except Exception as exc:  # Redis away, shedding: the next pass tries again
-                log.warning("fleet announcement not sent yet", topic=topic, error=repr(exc))
+                log.warning("fleet announcements not sent yet", waiting=len(self.waiting),
+                            error=repr(exc))  # fmt: skip
                 break
-            self.waiting.popleft()
-            sent += 1
+            for _ in chunk:
+                self.waiting.popleft()
+            sent += len(chunk)
         return sent

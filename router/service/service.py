@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 from prometheus_client import CollectorRegistry
@@ -315,8 +315,8 @@ class Service:
         )  # fmt: skip
         self.supervisor.spawn("fleet", self.fleet.run)
 
-    async def _announce(self, topic: str, payload: dict[str, Any]) -> None:
-        await self.ingest.accept(topic, [payload], source="fleet")
+    async def _announce(self, messages: list[tuple[str, bytes]]) -> None:
+        await self.ingest.accept_messages(messages, source="fleet")
 
     def _stats_loop(self) -> StatsLoop:
         # The service watches every stream (ingress sheds load by them); a worker, its own.
