@@ -30,14 +30,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import aiomqtt
 from paho.mqtt import client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
 from bench.fleet import _register
-from bench.mqtt_rate import _join, _until, _version
+from bench.mqtt_rate import _join, _until, time_bare_subscriber
 from router.config import Config, parse_config
 from router.embedded.broker import EmbeddedBroker
 from router.embedded.redis import EmbeddedRedis
@@ -83,22 +82,6 @@ def _publish_in_child(port: int, first: int, last: int) -> None:
     finally:
         client.loop_stop()
         client.disconnect()
-
-
-async def _bare(port: int, devices: int, protocol: str) -> float:
-    async with aiomqtt.Client("127.0.0.1", port, protocol=_version(protocol)) as client:
-        await client.subscribe(FILTER, qos=1)
-        publishers = _publishers(port, devices)
-        received, started = 0, 0.0
-        async for _ in client.messages:
-            received += 1
-            if received == 1:
-                started = time.perf_counter()
-            if received == devices:
-                break
-        elapsed = time.perf_counter() - started
-    await _join(publishers)
-    return elapsed
 
 
 def _config(redis_url: str, broker_url: str, protocol: str) -> Config:
@@ -173,7 +156,10 @@ async def run(devices: int, registered: int) -> dict[str, Any]:
             await admin.aclose()
             port = broker.port or 0
             print(f"bare: {devices:,} readings", file=sys.stderr, flush=True)
-            bare = await _bare(port, devices, broker.protocol)
+            bare = await time_bare_subscriber(
+                port, devices, broker.protocol, topics=FILTER,
+                publish=lambda: _publishers(port, devices),
+            )  # fmt: skip
             print("switchyard, fleet health on", file=sys.stderr, flush=True)
             measured = await _switchyard(port, redis, devices, broker.protocol)
         finally:

@@ -38,6 +38,7 @@ from router.logs import configure_logging
 from router.service.service import Service
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from multiprocessing.context import SpawnProcess
 
 TOPIC = "bench/{n}/reading"
@@ -89,10 +90,19 @@ def _publish_in_child(port: int, messages: int, protocol: str) -> None:
         client.disconnect()
 
 
-async def _bare(port: int, messages: int, protocol: str) -> float:
+async def time_bare_subscriber(
+    port: int,
+    messages: int,
+    protocol: str,
+    *,
+    topics: str = FILTER,
+    publish: Callable[[], list[SpawnProcess]] | None = None,
+) -> float:
+    """Seconds from a bare subscriber's first message to its `messages`th, on `topics`, fed
+    by `publish()` (the default: this benchmark's own two publishers)."""
     async with aiomqtt.Client("127.0.0.1", port, protocol=_version(protocol)) as client:
-        await client.subscribe(FILTER, qos=1)
-        publishers = _publishers(port, messages, protocol)
+        await client.subscribe(topics, qos=1)
+        publishers = publish() if publish else _publishers(port, messages, protocol)
         received, started = 0, 0.0
         async for _ in client.messages:
             received += 1
@@ -164,7 +174,7 @@ async def run(messages: int, runs: int) -> dict[str, Any]:
             bare, switchyard = [], []
             port = broker.port or 0
             for index in range(runs):
-                bare.append(await _bare(port, messages, broker.protocol))
+                bare.append(await time_bare_subscriber(port, messages, broker.protocol))
                 switchyard.append(await _switchyard(port, redis, messages, broker.protocol, index))
                 print(
                     f"run {index + 1}/{runs}: bare {messages / bare[-1]:,.0f}/s, "
