@@ -212,3 +212,29 @@ def test_the_archivers_seconds_may_come_from_the_environment_as_text(tmp_path: P
     assert (archiver.compact_every_s, archiver.compactor.after_s) == (20.0, 60.0)
     with pytest.raises(ValueError, match="soon"):
         LakeArchiver(lake=str(tmp_path), compact_every_s="soon")
+
+
+def test_answers_read_each_compacted_footer_once_not_once_per_question(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pyarrow.parquet as pq  # noqa: PLC0415
+
+    from actors.api import Query  # noqa: PLC0415
+    from actors.music.analytics import MusicAnalytics  # noqa: PLC0415
+
+    lake = Lake(str(tmp_path / "lake"))
+    lake.write(rows(0, 3))
+    lake.write(rows(3, 3))
+    Compactor(lake, after_s=0, grace_s=300).run()
+    reads: list[str] = []
+    real = pq.read_metadata
+
+    def counted(path: str, **options: Any) -> Any:
+        reads.append(path)
+        return real(path, **options)
+
+    monkeypatch.setattr(pq, "read_metadata", counted)
+    analytics = MusicAnalytics(lake=str(tmp_path / "lake"))
+    for _ in range(3):
+        assert analytics.answer("activity", Query()).rows
+    assert len(reads) == 1  # the one compacted segment, read by the first answer only

@@ -87,6 +87,9 @@ class DoorbellAnalytics:
 
     def __init__(self, *, lake: str, **options: Any) -> None:
         self.lake = lake
+        # One Lake per question for every answer: each remembers its compacted segments'
+        # footers, so a question does not read them all again.
+        self._lakes = {name: asked.lake(lake) for name, asked in QUESTIONS.items()}
         self.options = options  # what else the config says; nothing more is needed yet
 
     def questions(self) -> dict[str, str]:
@@ -104,7 +107,7 @@ class DoorbellAnalytics:
                   "limit": limit}  # fmt: skip
         with duckdb.connect() as con:
             con.execute("SET TimeZone = 'UTC'")
-            asked.lake(self.lake).register(con, "rows", _partitions(since, listed_until))
+            self._lakes[question].register(con, "rows", _partitions(since, listed_until))
             found = con.execute(asked.sql, params).fetchall()
         rows = [_shaped(row, query.tz, asked.json_columns) for row in found]
         if not asked.newest_first:

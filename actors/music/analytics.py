@@ -77,6 +77,9 @@ class MusicAnalytics:
     def __init__(self, *, lake: str, **options: Any) -> None:
         self.lake = lake
         self.options = options  # what else the config says; nothing more is needed yet
+        # One Lake for every answer: it remembers what each compacted segment replaces (an
+        # immutable file's footer), so a question does not read every footer again.
+        self._lake = Lake(lake)
 
     def questions(self) -> dict[str, str]:
         return {name: question.summary for name, question in QUESTIONS.items()}
@@ -97,7 +100,7 @@ class MusicAnalytics:
         with duckdb.connect() as con:
             con.execute("SET TimeZone = 'UTC'")  # casts of TIMESTAMPTZ never follow the host's
             _check_zone(con, query.tz)
-            Lake(self.lake).register(con)
+            self._lake.register(con)
             cursor = con.execute(plan.sql, plan.params)
             names = [column[0] for column in cursor.description or []]
             found = cursor.fetchall()

@@ -79,9 +79,16 @@ class Presence:
             keys.last_seen(workload), {d: reports[d] + allowance[d] for d in devices}, gt=True
         )
         was_offline = await self.redis.hmget(keys.offline(workload), devices)
-        for device, due in zip(devices, was_offline, strict=True):
-            if due is not None and await self.redis.hdel(keys.offline(workload), device):
-                self.announcer.add(workload, device, "online", reports[device], due=float(due))
+        back = {d: float(due) for d, due in zip(devices, was_offline, strict=True) if due}
+        if not back:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:  # one round trip for all
+            for device in back:
+                pipe.hdel(keys.offline(workload), device)
+            removed = await pipe.execute()
+        for (device, due), mine in zip(back.items(), removed, strict=True):
+            if mine:  # this instance's HDEL took it: only one announces it back
+                self.announcer.add(workload, device, "online", reports[device], due=due)
 
     async def _intervals(
         self, workload: str, fleet: FleetConfig, devices: list[str]

@@ -104,13 +104,15 @@ class Notifier:
                 else "retried"
             )  # fmt: skip
             self.sent.labels(cls, channel, outcome).inc()
-        errors = [r for r in results.values() if r is not None]
-        refused = [e for e in errors if isinstance(e, PermanentFailure)]
-        if refused or errors:
-            first = (refused or errors)[0]
-            if not isinstance(first, (PermanentFailure, NotDeliveredYet)):
-                raise NotDeliveredYet(repr(first)) from first
-            raise first
+        errors = sorted(
+            (r for r in results.values() if r is not None),
+            key=lambda error: not isinstance(error, PermanentFailure),
+        )
+        if not errors:
+            return
+        if isinstance(errors[0], (PermanentFailure, NotDeliveredYet)):
+            raise errors[0]
+        raise NotDeliveredYet(repr(errors[0])) from errors[0]
 
     async def close(self) -> None:
         await self.webhook.close()
