@@ -16,8 +16,11 @@ $(STAMP): pyproject.toml
 
 run: demo  ## the service plus a simulator of the three workloads, on an embedded Redis
 
-demo: $(STAMP)  ## observation 20 s, lake rolled every 2 s and compacted every 20 s, doorbells due every 4 s
+demo: $(STAMP)  ## a clinic day at x45 (observation 20 s, desk 4 s, station 6.7 s, SLA 20 s), lake rolled every 2 s and compacted every 20 s, doorbells due every 4 s
 	SWITCHYARD_CLINIC_OBSERVATION_S=$${SWITCHYARD_CLINIC_OBSERVATION_S:-20} \
+	SWITCHYARD_CLINIC_DESK_S=$${SWITCHYARD_CLINIC_DESK_S:-4} \
+	SWITCHYARD_CLINIC_STATION_S=$${SWITCHYARD_CLINIC_STATION_S:-6.7} \
+	SWITCHYARD_CLINIC_DESK_SLA_MS=$${SWITCHYARD_CLINIC_DESK_SLA_MS:-20000} \
 	SWITCHYARD_DOORBELL_INTERVAL_S=$${SWITCHYARD_DOORBELL_INTERVAL_S:-4} \
 	SWITCHYARD_MUSIC_ROLL_MS=$${SWITCHYARD_MUSIC_ROLL_MS:-2000} \
 	SWITCHYARD_MUSIC_COMPACT_EVERY_S=$${SWITCHYARD_MUSIC_COMPACT_EVERY_S:-20} $(PY) -m router demo

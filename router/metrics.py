@@ -164,6 +164,13 @@ class Metrics:
             ["class"],
             registry=registry,
         )
+        self.delayed = Gauge(
+            "switchyard_stream_delayed",
+            "Events of the class waiting in its delay queue for their due time: retries in "
+            "backoff and timed waits (a clinic's patients under observation).",
+            ["class"],
+            registry=registry,
+        )
         self.lane_inflight = Gauge(
             "switchyard_lane_inflight",
             "Slots of the process's capacity that each lane holds.",
@@ -271,6 +278,7 @@ class Metrics:
         self.sla_compliance.labels(cls).set(1)
         self.oldest_pending.labels(cls)
         self.dead_letters.labels(cls)
+        self.delayed.labels(cls)
         self.trimmed.labels(cls)
         self.trimmed_unprocessed.labels(cls)
         self.dead_letters_trimmed.labels(cls)

@@ -19,6 +19,8 @@ import structlog
 
 from router.runtime.context import check_fields
 from router.streams.envelope import Envelope, child_event_id, new_event_id
+from router.streams.keys import workload_of
+from router.streams.records import update as record_update
 from router.streams.redis import RedisTransport
 
 if TYPE_CHECKING:
@@ -119,6 +121,23 @@ class FakeContext:
     taken_over: set[str] = field(default_factory=set)  # ids `redelivered()` says yes to
     devices: dict[str, Device] = field(default_factory=dict)  # the registry `device()` reads
     notified: list[Alert] = field(default_factory=list)  # every alert `notify()` was given
+    records: dict[str, dict[str, str]] = field(default_factory=dict)  # `update()` writes here
+
+    def update(
+        self,
+        name: str,
+        fields: StreamFields,
+        *,
+        keep_s: float = 7 * 86400,
+        parent: Envelope | None = None,
+    ) -> None:
+        """As the runtime: checked, then stored as text (as `record()` reads it back)."""
+        checked = check_fields(f"record {name}", fields)
+        record_update(workload_of(self.cls), name, checked, keep_s)
+        self.records.setdefault(name, {}).update({k: _text(v) for k, v in checked.items()})
+
+    async def record(self, name: str) -> dict[str, str]:
+        return dict(self.records.get(name, {}))
 
     def emit(
         self,
@@ -154,3 +173,8 @@ class FakeContext:
     def appended_to(self, stream: str) -> list[dict[str, Any]]:
         """The fields of every entry appended to `stream`, in order."""
         return [fields for name, fields in self.appended if name == stream]
+
+
+def _text(value: str | bytes | int | float) -> str:
+    """A field as Redis gives it back: text (a float as Redis writes it, e.g. `1.5`)."""
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -4,6 +4,7 @@ events, and how it refuses bad ones. No server."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -101,7 +102,7 @@ async def test_a_clip_is_indexed_and_one_without_an_id_fails_permanently() -> No
             await VideoArchive().handle(event(payload), FakeContext())
 
 
-# --- clinic ---
+# --- clinic (the journeys, the board and the page: tests/test_clinic*.py) ---
 
 
 async def test_arrival_sends_the_healthy_on_and_screens_out_fever_and_symptoms() -> None:
@@ -116,11 +117,19 @@ async def test_arrival_sends_the_healthy_on_and_screens_out_fever_and_symptoms()
         fever.id: ("clinic.departure", "screened_out"),
         cough.id: ("clinic.departure", "screened_out"),
     }
+    assert {e.payload["visit_id"] for e in ctx.emitted} == {healthy.id, fever.id, cough.id}
+    screenings = {ctx.records[f"visit:{e.id}"]["screening"] for e in (healthy, fever, cough)}
+    assert screenings == {"passed", "fever", "symptoms"}
 
 
 @pytest.mark.parametrize(
-    "record", [{"temperature_c": "hot"}, {"temperature_c": True}, {"symptoms": "cough"}]
-)
+    "record",
+    [
+        {"temperature_c": "hot"}, {"temperature_c": True}, {"temperature_c": 10**400 // 10**390},
+        {"symptoms": "cough"}, {"patient_id": {"id": 9}}, {"patient_id": True},
+        {"patient_id": "x" * 65},
+    ],
+)  # fmt: skip
 async def test_an_arrival_record_that_cannot_be_read_fails_alone(record: dict[str, Any]) -> None:
     good = event(PATIENT, key="p1")
     bad = event({**PATIENT, "patient_id": "p9", **record}, key="p9")
@@ -128,14 +137,18 @@ async def test_an_arrival_record_that_cannot_be_read_fails_alone(record: dict[st
     await Arrival().handle_batch([good, bad], ctx)
     assert [e.parent.id for e in ctx.emitted] == [good.id]
     assert list(ctx.failed) == [bad.id]
+    assert all(name.endswith(("p1", good.id)) or "day:" in name for name in ctx.records)
 
 
-async def test_registration_sends_a_complete_patient_to_vaccination() -> None:
-    patient = event(PATIENT, key="p1")
+async def test_registration_sends_a_complete_patient_to_vaccination_from_a_named_desk() -> None:
+    patient = event({**PATIENT, "visit_id": "v1"}, key="p1")
     ctx = FakeContext(patient)
-    await Registration().handle(patient, ctx)
+    await Registration(desks=2).handle(patient, ctx)
     [sent] = ctx.emitted
     assert (sent.target, sent.payload["registered"], sent.key) == ("clinic.vaccination", True, "p1")
+    visit = ctx.records["visit:v1"]
+    assert visit["registration_desk"] == "desk-1"
+    assert float(visit["registration_started_at"]) <= float(visit["registered_at"])
 
 
 @pytest.mark.parametrize(
@@ -155,34 +168,57 @@ async def test_an_incomplete_registration_fails_permanently_with_what_is_wrong(
         await Registration().handle(patient, FakeContext(patient))
 
 
-async def test_vaccination_records_the_dose_and_sends_the_patient_to_monitoring() -> None:
-    patient = event({**PATIENT, "registered": True}, key="p1")
-    ctx = FakeContext(patient)
-    await Vaccination(vaccine="flu-2026").handle(patient, ctx)
-    assert ctx.appended_to("clinic:doses") == [
-        {"patient_id": "p1", "vaccine": "flu-2026", "dose_event_id": patient.id}
-    ]
-    [sent] = ctx.emitted
-    assert sent.target == "clinic.monitoring"
+async def test_desks_serve_one_patient_each_and_each_dose_names_its_station() -> None:
+    stations = Vaccination(stations=2, nurses=["Ann", "Bea"], lot="L1", service_s=0.05)
+    patients = [event({**PATIENT, "visit_id": f"v{n}"}, key=f"p{n}") for n in range(2)]
+    contexts = [FakeContext(p) for p in patients]
+    await asyncio.gather(*(stations.handle(p, c) for p, c in zip(patients, contexts, strict=True)))
+    doses = [c.appended_to("clinic:doses")[0] for c in contexts]
+    assert sorted((d["vaccination_station"], d["nurse"]) for d in doses) == [
+        ("station-1", "Ann"), ("station-2", "Bea")
+    ]  # two at once: two stations, never the same one twice
+    assert {d["lot"] for d in doses} == {"L1"}
+    assert [c.emitted[0].target for c in contexts] == ["clinic.monitoring"] * 2
+
+
+async def test_a_third_patient_at_two_stations_is_refused_clearly() -> None:
+    stations = Vaccination(stations=2, service_s=0.2)
+    patients = [event({**PATIENT, "visit_id": f"v{n}"}, key=f"p{n}") for n in range(3)]
+    results = await asyncio.gather(
+        *(stations.handle(p, FakeContext(p)) for p in patients), return_exceptions=True
+    )
+    [refused] = [r for r in results if isinstance(r, Exception)]
+    assert "set the class's concurrency to its number of desks" in str(refused)
 
 
 async def test_monitoring_releases_each_patient_to_departure_after_the_observation_time() -> None:
-    patients = [event(PATIENT, key="p1"), event({**PATIENT, "patient_id": "p2"}, key="p2")]
+    patients = [event({**PATIENT, "visit_id": f"v{n}"}, key=f"p{n}") for n in (1, 2)]
     ctx = FakeContext(patients[0])
     await Monitoring(observation_s=900).handle_batch(patients, ctx)
     assert [(e.target, e.delay_s, e.parent.id) for e in ctx.emitted] == [
         ("clinic.departure", 900.0, patients[0].id),
         ("clinic.departure", 900.0, patients[1].id),
     ]
+    visit = ctx.records["visit:v1"]
+    ends = float(visit["observation_ends_at"]) - float(visit["observation_started_at"])
+    assert ends == pytest.approx(900.0)
 
 
-async def test_departure_logs_the_visit() -> None:
-    leaving = event({**PATIENT, "outcome": "vaccinated"}, key="p1")
-    ctx = FakeContext(leaving)
+async def test_departure_closes_the_visit_and_sends_it_to_the_archive() -> None:
+    leaving = event({**PATIENT, "visit_id": "v1", "outcome": "vaccinated"}, key="p1")
+    ctx = FakeContext(leaving, records={"visit:v1": {"visit_id": "v1", "arrived_at": "100.0"}})
     await Departure().handle(leaving, ctx)
-    assert ctx.appended_to("clinic:visits") == [
-        {"patient_id": "p1", "outcome": "vaccinated", "event_id": leaving.id}
-    ]
+    assert ctx.records["visit:v1"]["outcome"] == "vaccinated"
+    [archived] = ctx.emitted
+    assert archived.target == "clinic.visits"
+    assert archived.payload["departed_at"] == ctx.records["visit:v1"]["departed_at"]
+
+
+async def test_departure_does_not_release_a_patient_twice() -> None:
+    again = event({**PATIENT, "visit_id": "v1", "outcome": "vaccinated"}, key="p1")
+    ctx = FakeContext(again, records={"visit:v1": {"departed_at": "100.0"}})
+    await Departure().handle(again, ctx)
+    assert ctx.emitted == [] and ctx.records["visit:v1"] == {"departed_at": "100.0"}
 
 
 # --- built-in ---

@@ -25,6 +25,7 @@ from router.routing.rules import Router
 from router.runtime.pool import Pool
 from router.runtime.scheduler import LaneScheduler
 from router.streams import keys
+from router.streams.records import Records
 from router.streams.transport import Outgoing
 from router.testing import fake_transport
 
@@ -37,14 +38,15 @@ GROUP = "switchyard"
 
 
 class Recording(Actor):
-    """Records what it handles; a payload's `fail` raises, `permanent` raises permanently, and
-    `append_to` appends to that stream."""
+    """Records what it handles; a payload's `fail` raises, `permanent` raises permanently,
+    `append_to` appends to that stream, `record` reads that record and `set` updates it."""
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self.handled: list[Envelope] = []
         self.active: dict[str | None, int] = defaultdict(int)
         self.overlap = False
+        self.seen_records: list[dict[str, str]] = []
 
     async def handle(self, event: Envelope, ctx: Context) -> None:
         self.active[event.key] += 1
@@ -57,6 +59,10 @@ class Recording(Actor):
             raise RuntimeError(event.payload["fail"])
         if "append_to" in event.payload:
             ctx.append(event.payload["append_to"], {"id": event.id})
+        if "record" in event.payload:  # the record as this event found it
+            self.seen_records.append(await ctx.record(event.payload["record"]))
+        if "set" in event.payload:  # this event's id set on that record
+            ctx.update(event.payload["set"], {event.id: event.attempt}, keep_s=60)
         self.handled.append(event)
 
 
@@ -105,6 +111,7 @@ async def running(
         clock=clock,
         scheduler=LaneScheduler(64, config.lanes, clock),
         block_ms=10,
+        records=Records(transport.redis, "work"),
     )
     task = asyncio.create_task(pool.run())
     try:
@@ -216,6 +223,32 @@ async def test_an_output_redis_refuses_fails_its_own_event_and_not_its_neighbour
         await wait_for(lambda: processed(metrics, "dead") == 1, timeout=10)
         [letter] = await dead_letters(transport)
         assert (letter[b"id"].decode(), letter[b"reason"]) == (ids[0], b"output_error")
+
+
+async def test_record_updates_are_written_with_the_outputs_and_read_back() -> None:
+    actor = Recording()
+    async with running(actor, "stream") as (_, transport, metrics):
+        first = await send(transport, {"record": "visit:1", "set": "visit:1"})
+        await wait_for(lambda: processed(metrics, "ok") == 1)
+        second = await send(transport, {"record": "visit:1", "set": "visit:1"})
+        await wait_for(lambda: processed(metrics, "ok") == 2)
+        key = keys.record("work", "visit:1")
+        stored: Any = await transport.redis.hgetall(key)
+        assert 0 < await transport.redis.pttl(key) <= 60_000  # bounded: it goes away
+    assert actor.seen_records == [{}, {first[0]: "0"}]  # the second saw the first's update
+    assert stored == {first[0].encode(): b"0", second[0].encode(): b"0"}
+
+
+async def test_a_record_update_redis_refuses_fails_its_own_event_only() -> None:
+    actor = Recording()
+    async with running(actor) as (_, transport, metrics):
+        await transport.redis.set(keys.record("work", "taken"), "x")  # HSET on it: WRONGTYPE
+        ids = await send(transport, {"set": "taken"}, {"set": "fine"})
+        await wait_for(lambda: processed(metrics, "dead") == 1, timeout=10)
+        [letter] = await dead_letters(transport)
+        assert (letter[b"id"].decode(), letter[b"reason"]) == (ids[0], b"output_error")
+        fine: Any = await transport.redis.hgetall(keys.record("work", "fine"))
+        assert fine == {ids[1].encode(): b"0"}
 
 
 async def test_an_entry_with_no_envelope_is_kept_as_a_dead_letter_and_acknowledged() -> None:

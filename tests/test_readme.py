@@ -41,8 +41,10 @@ README = REPO / "README.md"
 ALL_CLASSES = sorted(load_config(REPO / "config.yaml").classes)
 # doorbell.health handles only a doorbell changing state: the demo's flaky one, every 20 s
 CLASSES = sorted(set(ALL_CLASSES) - {"doorbell.health"})
+# a reaction is rare: the demo's first patient has one, then one in fifty
+EVERY_FEW_SECONDS = sorted(set(CLASSES) - {"clinic.reaction"})
 LINKED = ("Makefile", "pyproject.toml", "config.yaml", ".venv")
-TABLE_LINE = re.compile(r"^(?P<cls>[a-z][\w.-]+)\s+(?:\S+\s+){7}(?P<rate>[\d.]+)\s", re.M)
+TABLE_LINE = re.compile(r"^(?P<cls>[a-z][\w.-]+)\s+(?:\S+\s+){8}(?P<rate>[\d.]+)\s", re.M)
 
 
 # --- running commands ---
@@ -248,7 +250,7 @@ def rates(table: str) -> dict[str, float]:
 def flowing(output: str) -> bool:
     """Whether one status table so far shows every class of the three workloads handling."""
     return any(
-        all(rates(table).get(cls, 0) > 0 for cls in CLASSES)
+        all(rates(table).get(cls, 0) > 0 for cls in EVERY_FEW_SECONDS)
         for table in output.split("instance(s) reporting")[1:]
     )
 
@@ -259,13 +261,13 @@ Verify = Callable[[Ran, Project], Awaitable[None]]
 
 
 def owners_alerted(output: str) -> bool:
-    """Whether the demo's owners' webhook has received a ring, and the flaky doorbell's
-    offline and online alerts."""
+    """Whether the demo's owners' webhook has received a ring, the flaky doorbell's offline
+    and online alerts, and the clinic's pager a reaction."""
     lines = re.findall(r"owners' webhook \(http://[^)]+\) received: (.*)", output)
     if not lines:
         return False
     counts = {kind: int(n) for n, kind in re.findall(r"(\d+) (\w+)", lines[-1])}
-    return all(counts.get(kind, 0) > 0 for kind in ("ring", "offline", "online"))
+    return all(counts.get(kind, 0) > 0 for kind in ("ring", "offline", "online", "reaction"))
 
 
 def accepted(output: str) -> list[str]:
@@ -334,7 +336,48 @@ async def artists_answered(ran: Ran, project: Project) -> None:
 
 async def patient_arrived(ran: Ran, project: Project) -> None:
     assert accepted(ran.out) == ["clinic.arrival"]
-    await handled(project, "clinic.vaccination")  # screened, registered, then vaccinated
+    await handled(project, "clinic.monitoring")  # screened, registered, vaccinated, observed
+
+
+async def journey_shown(ran: Ran, project: Project) -> None:
+    steps = [line.split("  ")[1].strip() for line in ran.out.splitlines()[2:] if "  " in line]
+    assert steps[:3] == ["arrived", "screened", "at a registration desk"]
+    assert "vaccination_station=station-1, nurse=A. Okafor" in ran.out
+    assert "observation ends" in steps
+    assert "departed" not in steps
+
+
+async def pager_registered(ran: Ran, project: Project) -> None:
+    assert ran.out.strip() == "registered observation (owner observation nurse)"
+
+
+async def reaction_posted(ran: Ran, project: Project) -> None:
+    assert accepted(ran.out) == ["clinic.reaction"]
+    await handled(project, "clinic.reaction")  # paged over MQTT: clinic/observation/alerts
+
+
+async def journey_served(ran: Ran, project: Project) -> None:
+    answer = json.loads(ran.out)
+    steps = [row[1] for row in answer["rows"]]
+    assert "reaction" in steps
+    assert [row[3] for row in answer["rows"] if row[1] == "reaction"] == [
+        "severity=mild, note=rash on the arm"
+    ]
+
+
+async def board_shown(ran: Ran, project: Project) -> None:
+    assert "The clinic today" in ran.out
+    stations = [line.split()[0] for line in ran.out.splitlines() if line.startswith(("arrival",
+                "registration", "vaccination", "observation", "departure"))]  # fmt: skip
+    assert stations[:2] == ["arrival", "registration"]
+    assert "registration/desk-4" in stations  # every desk, idle ones too
+    assert "P1" in ran.out.split("Under observation")[1]
+
+
+async def attention_listed(ran: Ran, project: Project) -> None:
+    [row] = [line for line in ran.out.splitlines() if line.startswith("P2 ")]
+    assert "registration" in row
+    assert "registration is missing name" in row
 
 
 async def status_table(ran: Ran, project: Project) -> None:
@@ -420,6 +463,12 @@ CHECKS = (
     Check(r"analytics music app-versions --format csv$", app_versions_answered),
     Check(r"curl .*/analytics/music/artists\?user=10", artists_answered),
     Check(r"curl .*/events/clinic/arrival", patient_arrived),
+    Check(r"switchyard clinic patient P1$", journey_shown),
+    Check(r"clinic pager add observation", pager_registered),
+    Check(r"curl .*/events/clinic/reaction", reaction_posted),
+    Check(r"curl .*/clinic/patients/P1 \| python3 -m json.tool$", journey_served),
+    Check(r"switchyard clinic board$", board_shown),
+    Check(r"switchyard clinic attention$", attention_listed),
     Check(r"switchyard status$", status_table),
     Check(r"switchyard status --watch$", status_table, interrupt_after="instance\\(s\\) reporting"),
     Check(r"curl .*/classes \| python3 -m json.tool$", classes_view),

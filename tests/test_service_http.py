@@ -25,6 +25,8 @@ from router.notify.device import Device
 from router.notify.receiver import WebhookReceiver
 from router.service.service import Service
 from router.streams import keys
+from router.streams.envelope import Envelope
+from router.streams.records import Records
 
 if TYPE_CHECKING:
     import aiohttp
@@ -546,11 +548,13 @@ async def test_repo_config_walks_a_healthy_patient_through_every_clinic_station(
             lambda: all(processed(service, f"clinic.{station}") == 1 for station in stations),
             timeout=15,
         )
-        [visit] = await _entries(redis, "clinic:visits")
-        assert visit["patient_id"] == "p-17"
-        assert visit["outcome"] == "vaccinated"
-        # arrival -> registration -> vaccination -> monitoring -> departure: four emits deep
-        assert visit["event_id"] == accepted["id"] + ".0.0.0.0"
+        records = Records(redis, "clinic")
+        visit = await records.get(f"visit:{accepted['id']}")  # named after its arrival
+        assert (visit["patient_id"], visit["outcome"]) == ("p-17", "vaccinated")
+        assert (await records.get("patient:p-17"))["visit"] == accepted["id"]
+        # arrival -> registration -> vaccination -> monitoring -> departure -> the archive
+        [closed] = await stream_entries(redis, keys.stream("clinic.visits"))
+        assert Envelope.decode(closed["e"]).id == accepted["id"] + ".0.0.0.0.0"
         [dose] = await _entries(redis, "clinic:doses")
         assert dose["patient_id"] == "p-17"
 
@@ -571,8 +575,15 @@ async def test_repo_config_logs_each_patient_of_a_group_under_their_own_id(
         await wait_for(lambda: processed(service, "clinic.departure") == 2, timeout=15)
         doses = await _entries(redis, "clinic:doses")
         assert sorted(dose["patient_id"] for dose in doses) == ["p-1", "p-2"]
-        visits = await _entries(redis, "clinic:visits")
+        records = Records(redis, "clinic")
+        visits = [await records.get(f"visit:{v}") for v in await _visits_of(records, "p-1", "p-2")]
         assert sorted((v["patient_id"], v["outcome"]) for v in visits) == [
             ("p-1", "vaccinated"),
             ("p-2", "vaccinated"),
         ]
+        assert len({v["visit_id"] for v in visits}) == 2  # each under their own visit
+
+
+async def _visits_of(records: Records, *patients: str) -> list[str]:
+    """Each patient's latest visit id."""
+    return [(await records.get(f"patient:{patient}"))["visit"] for patient in patients]

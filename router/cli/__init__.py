@@ -1,5 +1,5 @@
 """The `switchyard` command: run the service, check a config, watch status, handle dead letters,
-ask a workload's analytics, register doorbells."""
+ask a workload's analytics, register doorbells, watch the clinic's board."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from router.cli import analytics, check, dlq, doorbell, publish, serve, status
+from router.cli import analytics, check, clinic, dlq, doorbell, publish, serve, status
 from router.cli.common import EXIT_CONFIG
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="switchyard", description=__doc__)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for command in (serve, check, status, dlq, publish, analytics, doorbell):
+    for command in (serve, check, status, dlq, publish, analytics, doorbell, clinic):
         command.add(commands)
     return parser
 

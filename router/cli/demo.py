@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import aiohttp
 
+from router.cli.clinic_day import ClinicDay, run_day
 from router.cli.listeners import Listeners
 from router.cli.owners import DemoOwners
 from router.clock import wait_set
@@ -33,7 +34,7 @@ DOORBELL_EVENTS = (
     ("temperature", 35), ("light", 35), ("motion_detected", 15), ("sound_detected", 8),
     ("video_upload", 5), ("audio_upload", 3), ("button_press", 2),
 )  # fmt: skip
-WORKLOAD_WEIGHTS = (55, 40, 5)  # music, doorbell, clinic
+WORKLOAD_WEIGHTS = (55, 45)  # music, doorbell; the clinic has a day of its own (clinic_day)
 FLAKY_CYCLE_S, FLAKY_QUIET_S = 20.0, 14.0  # the last doorbell's outages (make run: 4 s interval)
 
 
@@ -53,11 +54,10 @@ class Simulator:
         self.random = random.Random(seed)
         self.listeners = Listeners(self.random, users)
         self.devices = devices
-        self.patients = 0
         self.started = time.monotonic()
 
     def events(self, count: int) -> Iterator[tuple[str, dict[str, Any]]]:
-        makers = (self.listeners.interactions, self._doorbell, self._clinic)
+        makers = (self.listeners.interactions, self._doorbell)
         made = 0
         while made < count:
             batch = self.random.choices(makers, WORKLOAD_WEIGHTS)[0]()
@@ -66,9 +66,6 @@ class Simulator:
 
     def _doorbell(self) -> list[tuple[str, dict[str, Any]]]:
         return [self.doorbell()]
-
-    def _clinic(self) -> list[tuple[str, dict[str, Any]]]:
-        return [self.clinic()]
 
     def doorbell(self) -> tuple[str, dict[str, Any]]:
         number = self.random.randint(1, self.devices)
@@ -100,21 +97,6 @@ class Simulator:
         `FLAKY_CYCLE_S`, so the demo shows one going offline and coming back."""
         return (time.monotonic() - self.started) % FLAKY_CYCLE_S >= FLAKY_CYCLE_S - FLAKY_QUIET_S
 
-    def clinic(self) -> tuple[str, dict[str, Any]]:
-        self.patients += 1
-        fever = self.random.random() < 0.05
-        return "clinic/arrival", {
-            "patient_id": f"P{self.patients:06d}",
-            "name": f"Patient {self.patients}",
-            "birth_date": self._birth_date(),
-            "temperature_c": 38.6 if fever else round(self.random.uniform(36.1, 37.4), 1),
-            "symptoms": ["cough"] if fever else [],
-        }
-
-    def _birth_date(self) -> str:
-        year, month, day = (self.random.randint(*span) for span in ((1940, 2010), (1, 12), (1, 28)))
-        return f"{year}-{month:02d}-{day:02d}"
-
 
 async def run_demo(
     service: Service, options: DemoOptions, stop: asyncio.Event, out: TextIO = sys.stdout
@@ -144,15 +126,19 @@ async def run_demo(
         stack.push_async_callback(owners.close)
         await owners.open()
         group = await stack.enter_async_context(asyncio.TaskGroup())
-        report = _report(service, reporter, owners, options.every, out)
+        day = ClinicDay()
+        report = _report(service, reporter, (owners, day), options.every, out)
         tasks = [
             group.create_task(_simulate(senders, options.rate), name="demo:simulator"),
+            group.create_task(
+                run_day(day, senders.send, service.transport.redis), name="demo:clinic"
+            ),
             group.create_task(report, name="demo:report"),
         ]
         await wait_set(stop, options.duration)
         await cancel_and_wait(*tasks)
         _print_table(service, whole_run, "whole run", out)
-        print(owners.line(), file=out, flush=True)
+        _print_lines(service, owners, day, out)
 
 
 @dataclass(slots=True)
@@ -215,12 +201,23 @@ async def _send(senders: _Senders, events: list[tuple[str, dict[str, Any]]]) -> 
 
 
 async def _report(
-    service: Service, reporter: Reporter, owners: DemoOwners, every: float, out: TextIO
+    service: Service,
+    reporter: Reporter,
+    told: tuple[DemoOwners, ClinicDay],
+    every: float,
+    out: TextIO,
 ) -> None:
     while True:
         await asyncio.sleep(every)
         _print_table(service, reporter, f"last {every:g}s", out)
-        print(owners.line(), file=out, flush=True)
+        _print_lines(service, *told, out)
+
+
+def _print_lines(service: Service, owners: DemoOwners, day: ClinicDay, out: TextIO) -> None:
+    """What the owners and the clinic's staff were told, and the clinic's day so far."""
+    board = f"http://127.0.0.1:{service.http_port}/clinic"
+    print(owners.line(), file=out)
+    print(day.line(time.monotonic(), board), file=out, flush=True)
 
 
 def _print_table(service: Service, reporter: Reporter, title: str, out: TextIO) -> None:

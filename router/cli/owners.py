@@ -1,6 +1,6 @@
-"""The demo's doorbell owners: a webhook receiver of their own on a free port, and the demo's
-doorbells registered to them, so the rings and confident detections of the simulation reach
-someone and the demo can show they did."""
+"""The demo's doorbell owners and clinic staff: a webhook receiver of their own on a free
+port, the demo's doorbells and the clinic's pager registered to it, so the rings, confident
+detections and reactions of the simulation reach someone and the demo can show they did."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 HOST = "127.0.0.1"
 OWNERS = ("ann", "bob", "cy", "dee", "eve")
+CLINIC_PAGER = "observation"  # the clinic's reactions page it (config.yaml, clinic.reaction)
 
 
 def with_a_secret(config: Config) -> Config:
@@ -59,11 +60,14 @@ class DemoOwners:
                     settings={"motion_threshold": threshold, "sound_threshold": 0.9},
                 )
             )
+        pager = Device(id=CLINIC_PAGER, owner="observation nurse", webhook=self.url)
+        await notifier.registry("clinic").add(pager)
 
     def line(self) -> str:
         kinds = self.receiver.kinds
         counts = ", ".join(
-            f"{kinds[kind]} {kind}" for kind in ("ring", "motion", "sound", "offline", "online")
+            f"{kinds[kind]} {kind}"
+            for kind in ("ring", "motion", "sound", "offline", "online", "reaction")
         )
         return f"owners' webhook ({self.url}) received: {counts}"
 

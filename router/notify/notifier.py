@@ -19,6 +19,7 @@ from router.notify.alert import NotDeliveredYet
 from router.notify.backchannel import Backchannel, alert_topic
 from router.notify.registry import Registry
 from router.notify.webhook import WebhookSender
+from router.streams.keys import workload_of
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -33,11 +34,6 @@ if TYPE_CHECKING:
 
 CHANNELS = ("webhook", "mqtt")
 OUTCOMES = ("delivered", "retried", "refused")
-
-
-def workload_of(cls: str) -> str:
-    """The workload a class belongs to: `doorbell.button_press` -> `doorbell`."""
-    return cls.partition(".")[0]
 
 
 class Notifier:

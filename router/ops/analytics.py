@@ -8,19 +8,25 @@ a table with a hint of how to draw it, so one page draws every workload's answer
 
 from __future__ import annotations
 
+import asyncio
 import csv
+import inspect
 import io
 import json
 import re
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from router.runtime.loader import import_object
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Sequence
+
     from router.config import AnalyticsConfig
+    from router.streams.deadletters import DeadLetter
+    from router.streams.transport import StreamStats
 
 Format = Literal["table", "json", "csv"]
 MAX_AGE_S = 1000 * 365 * 86400  # an age further back than this is a typo
@@ -135,23 +141,80 @@ class Answer:
         return document
 
 
+@dataclass(frozen=True, slots=True)
+class Gauge:
+    """A figure a provider exports to Prometheus: `switchyard_<name>`, one sample per set of
+    label values."""
+
+    name: str
+    help: str
+    labels: tuple[str, ...]
+    samples: Sequence[tuple[tuple[str, ...], float]]
+
+
+@runtime_checkable
+class Gauged(Protocol):
+    """A provider that exports figures to Prometheus."""
+
+    async def gauges(self) -> list[Gauge]:
+        """Its gauges now."""
+        ...
+
+
+class Lookups(Protocol):
+    """What a provider may read of its workload's live state in Redis (the service or the
+    command line hands it over with `bind`)."""
+
+    async def records(self, names: Sequence[str]) -> list[dict[str, str]]:
+        """The workload's records (`ctx.update`), in the order asked; empty: none."""
+        ...
+
+    async def dead_letters(self, cls: str, limit: int = 100) -> list[DeadLetter]:
+        """A class's dead letters, oldest first."""
+        ...
+
+    async def streams(self, classes: Sequence[str]) -> dict[str, StreamStats]:
+        """Backlog, pending and dead letters of these classes."""
+        ...
+
+
 class Analytics(Protocol):
-    """What a workload's analytics provider offers."""
+    """What a workload's analytics provider offers.
+
+    `answer` may block (a query over files: it runs in a thread) or be a coroutine (an
+    answer over Redis, through the `Lookups` a provider that defines `bind(lookups)` is
+    given). A provider may also define `async gauges() -> list[Gauge]`, which the service
+    exports, refreshed every few seconds.
+    """
 
     def questions(self) -> dict[str, str]:
         """Question name -> what it answers, in one line."""
         ...
 
-    def answer(self, question: str, query: Query) -> Answer:
-        """Work out one answer (may block); QueryError for an unknown question."""
+    def answer(self, question: str, query: Query) -> Answer | Awaitable[Answer]:
+        """Work out one answer; QueryError for an unknown question or bad parameters."""
         ...
 
 
-def load_analytics(config: AnalyticsConfig) -> Analytics:
-    """The provider a config names, built with its options."""
+def load_analytics(config: AnalyticsConfig, lookups: Lookups | None = None) -> Analytics:
+    """The provider a config names, built with its options, and bound to `lookups` if it
+    reads live state."""
     provider: Any = import_object(config.provider)
     built: Analytics = provider(**config.options)
+    bind = getattr(built, "bind", None)
+    if bind is not None and lookups is not None:
+        bind(lookups)
     return built
+
+
+async def answer_of(provider: Analytics, question: str, query: Query) -> Answer:
+    """The provider's answer, worked out in a thread unless the provider's answer awaits."""
+    if inspect.iscoroutinefunction(provider.answer):
+        found: Answer = await provider.answer(question, query)
+        return found
+    answered = await asyncio.to_thread(provider.answer, question, query)
+    assert isinstance(answered, Answer)
+    return answered
 
 
 def render(answer: Answer, form: Format) -> str:
@@ -173,11 +236,24 @@ def _table(answer: Answer) -> str:
         max([len(name), *(len(row[index]) for row in cells)])
         for index, name in enumerate(answer.columns)
     ]
+    numeric = [
+        all(isinstance(row[i], int | float) or row[i] is None for row in answer.rows)
+        for i in range(len(answer.columns))
+    ]
     lines = [
         answer.title,
-        "  ".join(n.ljust(w) for n, w in zip(answer.columns, widths, strict=True)),
+        "  ".join(
+            n.rjust(w) if right else n.ljust(w)
+            for n, w, right in zip(answer.columns, widths, numeric, strict=True)
+        ).rstrip(),
     ]
-    lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
+    lines += [
+        "  ".join(
+            c.rjust(w) if right else c.ljust(w)
+            for c, w, right in zip(row, widths, numeric, strict=True)
+        ).rstrip()
+        for row in cells
+    ]
     if not answer.rows:
         lines.append("(nothing in this range)")
     if answer.note:

@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING
 import structlog
 from aiohttp import web
 
-from router.ops.analytics import Query, QueryError, load_analytics
+from router.ops.analytics import Query, QueryError, answer_of, load_analytics
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
     from router.config import AnalyticsConfig
-    from router.ops.analytics import Analytics, Answer
+    from router.ops.analytics import Analytics, Answer, Lookups
 
 CONCURRENT_ANSWERS = 2
 log = structlog.get_logger("switchyard.analytics")
@@ -35,9 +35,15 @@ PAGE = resources.files("router.ops").joinpath("static/analytics.html").read_text
 class AnalyticsViews:
     """aiohttp handlers over the configured workloads' analytics providers."""
 
-    def __init__(self, configs: Mapping[str, AnalyticsConfig]) -> None:
+    def __init__(
+        self,
+        configs: Mapping[str, AnalyticsConfig],
+        lookups: Callable[[str], Lookups] | None = None,
+    ) -> None:
+        """`lookups`: a workload's live state in Redis, for the providers that read it."""
         self.providers: dict[str, Analytics] = {
-            name: load_analytics(settings) for name, settings in configs.items()
+            name: load_analytics(settings, lookups(name) if lookups else None)
+            for name, settings in configs.items()
         }
         self._answering = asyncio.Semaphore(CONCURRENT_ANSWERS)
 
@@ -81,7 +87,7 @@ class AnalyticsViews:
         provider = self._provider(workload)
         try:
             async with self._answering:
-                return await asyncio.to_thread(provider.answer, question, query)
+                return await answer_of(provider, question, query)
         except QueryError as exc:
             raise _error(web.HTTPBadRequest, str(exc)) from None
         except Exception as exc:  # the store, not the request: say so, and stay up

@@ -34,6 +34,7 @@ GAUGE_RULES: dict[str, Combine] = {
     "switchyard_stream_pending": max,
     "switchyard_stream_oldest_pending_seconds": max,
     "switchyard_dead_letters": max,
+    "switchyard_stream_delayed": max,
     "switchyard_mqtt_connected": max,
     "switchyard_sla_compliance_ratio": min,
 }

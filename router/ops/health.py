@@ -51,6 +51,7 @@ def class_views(
             "stream_length": stats.get(name, StreamStats()).length,
             "pending": stats.get(name, StreamStats()).pending,
             "backlog": stats.get(name, StreamStats()).backlog,
+            "delayed": stats.get(name, StreamStats()).delayed,
         }
         for name in config.classes
         if name in pools

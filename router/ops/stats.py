@@ -113,6 +113,7 @@ class StatsLoop:
             metrics.backlog.labels(name).set(stats.backlog)
             metrics.pending.labels(name).set(stats.pending)
             metrics.dead_letters.labels(name).set(stats.dead_letters)
+            metrics.delayed.labels(name).set(stats.delayed)
             age = max(0.0, wall - stats.oldest_ms / 1000) if stats.oldest_ms else 0.0
             metrics.oldest_pending.labels(name).set(age)
         for name, ratio in compliance.items():

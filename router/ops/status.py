@@ -84,7 +84,7 @@ async def read_reports(redis: RedisClient) -> dict[str, dict[str, Any]]:
 
 COLUMNS = (
     f"{'class':<27} {'lane':<6} {'mode':<6} {'conc':>4} {'infl':>5} {'backlog':>8} {'pending':>7} "
-    f"{'oldest':>7} {'rate/s':>8} {'p50ms':>7} {'p99ms':>7} {'sla':>7} {'dead':>5}"
+    f"{'delayed':>7} {'oldest':>7} {'rate/s':>8} {'p50ms':>7} {'p99ms':>7} {'sla':>7} {'dead':>5}"
 )
 
 
@@ -135,7 +135,7 @@ def _line(name: str, cls: ClassConfig, stat: StreamStats, mine: Sequence[dict[st
     rate = sum(m["rate"] for m in mine)
     return (
         f"{name:<27} {cls.lane:<6} {cls.mode:<6} {cls.concurrency:>4} {inflight:>5} "
-        f"{stat.backlog:>8} {stat.pending:>7} {oldest:>7} {rate:>8.1f} "
+        f"{stat.backlog:>8} {stat.pending:>7} {stat.delayed:>7} {oldest:>7} {rate:>8.1f} "
         f"{_ms(_worst(mine, 'p50_s', max))} {_ms(_worst(mine, 'p99_s', max))} "
         f"{sla_text:>7} {stat.dead_letters:>5}"
     )

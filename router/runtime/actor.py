@@ -64,6 +64,27 @@ class Context(Protocol):
         """
         ...
 
+    def update(
+        self,
+        name: str,
+        fields: StreamFields,
+        *,
+        keep_s: float = 7 * 86400,
+        parent: Envelope | None = None,
+    ) -> None:
+        """Set `fields` on this workload's record `name` (a patient's visit, say), written
+        with the handler's other outputs before the event is acknowledged; the record is
+        then kept `keep_s` (renewed by every update). Fields as for `append`; at most 256.
+        Setting a field is idempotent, so a repeated handler does no harm; a field holding a
+        list is not: give each item a field of its own (`reaction.<event id>`)."""
+        ...
+
+    async def record(self, name: str) -> dict[str, str]:
+        """This workload's record `name`, as written so far (empty: none). Updates a handler
+        made are not in it until its event is acknowledged: in stream mode, the next event
+        of the same key may start before that."""
+        ...
+
     async def device(self, device_id: str) -> Device | None:
         """The device `device_id` of this class's workload, as registered (owner, channels,
         settings such as a motion threshold); None when it is not registered."""

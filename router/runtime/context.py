@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from router.errors import UnknownTarget
+from router.streams import records
 from router.streams.envelope import Envelope, child_event_id
+from router.streams.keys import workload_of
 from router.streams.transport import Outgoing
 
 if TYPE_CHECKING:
@@ -27,27 +29,28 @@ if TYPE_CHECKING:
     from router.notify.notifier import Notifier
     from router.routing.addressing import Addresser
     from router.runtime.actor import StreamFields
-
-Append = tuple[str, dict[str, str | bytes | int | float]]
+    from router.streams.records import Records
+    from router.streams.transport import Extra
 
 
 @dataclass(slots=True)
 class Outputs:
-    """What a handler asked to write, each output with the id of the event it is for (None:
-    the whole batch); made durable before its events are acknowledged."""
+    """What a handler asked to write (emits; stream appends and record updates), each output
+    with the id of the event it is for (None: the whole batch); made durable before its
+    events are acknowledged."""
 
     emits: list[tuple[str, Outgoing]] = field(default_factory=list)
-    appends: list[tuple[str | None, Append]] = field(default_factory=list)
+    writes: list[tuple[str | None, Extra]] = field(default_factory=list)
     failures: dict[str, BaseException] = field(default_factory=dict)  # event id -> error
 
     def __bool__(self) -> bool:
-        return bool(self.emits or self.appends)
+        return bool(self.emits or self.writes)
 
     def without(self, event_ids: set[str]) -> Outputs:
         """These outputs less those for `event_ids` (events that failed)."""
         return Outputs(
             [(parent, emit) for parent, emit in self.emits if parent not in event_ids],
-            [(parent, append) for parent, append in self.appends if parent not in event_ids],
+            [(parent, write) for parent, write in self.writes if parent not in event_ids],
         )
 
 
@@ -71,6 +74,7 @@ class EventContext:
         "_notifier",
         "_outputs",
         "_parent",
+        "_records",
         "_redelivered",
     )
 
@@ -84,10 +88,12 @@ class EventContext:
         batch: bool = False,
         redelivered: frozenset[str] = frozenset(),
         notifier: Notifier | None = None,
+        records: Records | None = None,
     ) -> None:
         self._cls = cls
         self._redelivered = redelivered
         self._notifier = notifier
+        self._records = records
         self._parent = parent
         self._addresser = addresser
         self._base_log = log
@@ -110,7 +116,7 @@ class EventContext:
         """A context for one event of this batch, writing into the batch's outputs."""
         child = EventContext(
             self._cls, event, self._addresser, self._base_log,
-            redelivered=self._redelivered, notifier=self._notifier,
+            redelivered=self._redelivered, notifier=self._notifier, records=self._records,
         )  # fmt: skip
         child._outputs = self._written()
         child._children = self._children = self._children or {}
@@ -180,8 +186,31 @@ class EventContext:
 
     def append(self, stream: str, fields: StreamFields, *, parent: Envelope | None = None) -> None:
         checked = check_fields(stream, fields)
-        owner = parent.id if parent is not None else (None if self._batch else self._parent.id)
-        self._written().appends.append((owner, (stream, checked)))
+        self._written().writes.append((self._owner(parent), (stream, checked)))
+
+    def update(
+        self,
+        name: str,
+        fields: StreamFields,
+        *,
+        keep_s: float = records.DEFAULT_KEEP_S,
+        parent: Envelope | None = None,
+    ) -> None:
+        checked = check_fields(f"record {name}", fields)
+        try:
+            change = records.update(workload_of(self._cls), name, checked, keep_s)
+        except ValueError as exc:
+            raise TypeError(str(exc)) from None
+        self._written().writes.append((self._owner(parent), change))
+
+    async def record(self, name: str) -> dict[str, str]:
+        if self._records is None:
+            raise RuntimeError("this process keeps no records (it was started without Redis)")
+        return await self._records.get(name)
+
+    def _owner(self, parent: Envelope | None) -> str | None:
+        """The event an output is for: `parent`, else the handled event (a batch: None)."""
+        return parent.id if parent is not None else (None if self._batch else self._parent.id)
 
     def fail(self, event: Envelope, error: BaseException) -> None:
         self._written().failures[event.id] = error

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from router.runtime.settle import Settler
     from router.runtime.slots import Slots
     from router.streams.envelope import Envelope
+    from router.streams.records import Records
 
 
 class Handling:
@@ -44,6 +45,7 @@ class Handling:
         *,
         slots: Slots,
         notifier: Notifier | None = None,
+        records: Records | None = None,
         expiry: Expiry | None,
         clock: Clock,
         log: structlog.typing.FilteringBoundLogger,
@@ -54,6 +56,7 @@ class Handling:
         self.settler = settler
         self.slots = slots
         self.notifier = notifier
+        self.records = records
         self.expiry = expiry
         self.clock = clock
         self.log = log
@@ -79,6 +82,7 @@ class Handling:
         ctx = EventContext(
             self.cls, first, self.addresser, self.log,
             batch=len(events) > 1, redelivered=self._redelivered(batch), notifier=self.notifier,
+            records=self.records,
         )  # fmt: skip
         clock = self.clock
         started_wall, started = clock.wall(), clock.monotonic()

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from router.routing.addressing import Addresser
     from router.runtime.actor import Actor
     from router.runtime.scheduler import LaneScheduler
+    from router.streams.records import Records
     from router.streams.transport import Transport
 
 
@@ -59,6 +60,7 @@ class Pool:
         keeper: Callable[[], bool] = lambda: True,
         leased: Callable[[], bool] | None = None,
         notifier: Notifier | None = None,
+        records: Records | None = None,
     ) -> None:
         """`keeper`: whether this process polls the partition's delay queue (one per shared
         partition does). `leased`: for an ordered partition, whether this process still surely
@@ -86,7 +88,8 @@ class Pool:
         )  # fmt: skip
         handling = Handling(
             cls, config, actor, addresser, self.settler, slots=self.slots, notifier=notifier,
-            expiry=Expiry.of(cls, config, clock, metrics.shed), clock=clock, log=log,
+            records=records, expiry=Expiry.of(cls, config, clock, metrics.shed), clock=clock,
+            log=log,
         )  # fmt: skip
         self.dispatcher = Dispatcher(config.mode, handling.handle)
         self.reader = Reader(

@@ -96,23 +96,24 @@ class Settler:
         self.slots.release([i for done in batch for i in done.entry_ids])
 
     async def _write_outputs(self, batch: list[Done]) -> tuple[Counter[str], Counter[str]]:
-        """Write the finished events' emits and appends in one round trip; returns the emits
-        written and repeated, by class. An event whose outputs Redis refuses (say a stream key
-        of the wrong type) fails with that error; its neighbours' outputs stand."""
+        """Write the finished events' emits, appends and record updates in one round trip;
+        returns the emits written and repeated, by class. An event whose outputs Redis
+        refuses (say a stream key of the wrong type) fails with that error; its neighbours'
+        outputs stand."""
         writing = [done for done in batch if done.error is None and done.outputs]
         if not writing:
             return Counter(), Counter()
         emits = [emit for done in writing for _, emit in done.outputs.emits]
-        appends = [append for done in writing for _, append in done.outputs.appends]
-        written = await self.transport.write(emits, appends)
+        writes = [write for done in writing for _, write in done.outputs.writes]
+        written = await self.transport.write(emits, writes)
         stored: Counter[str] = Counter()
         repeated: Counter[str] = Counter()
-        at_emit = at_append = 0
+        at_emit = at_write = 0
         for done in writing:
-            own_emits, own_appends = done.outputs.emits, done.outputs.appends
+            own_emits, own_writes = done.outputs.emits, done.outputs.writes
             ids = written.ids[at_emit : at_emit + len(own_emits)]
-            refusals = written.extras[at_append : at_append + len(own_appends)]
-            at_emit, at_append = at_emit + len(own_emits), at_append + len(own_appends)
+            refusals = written.extras[at_write : at_write + len(own_writes)]
+            at_emit, at_write = at_emit + len(own_emits), at_write + len(own_writes)
             refused = next((r for r in (*ids, *refusals) if isinstance(r, Exception)), None)
             if refused is not None:
                 self.log.warning("redis refused an event's outputs", error=str(refused))

@@ -37,9 +37,13 @@ from router.ingress.media_upkeep import MediaUpkeep
 from router.ingress.mqtt import MqttIngress
 from router.metrics import Metrics, SlaWindow
 from router.notify.notifier import Notifier
+from router.ops.analytics_gauges import EVERY_S as GAUGES_EVERY_S
+from router.ops.analytics_gauges import ProviderGauges
 from router.ops.analytics_http import AnalyticsViews
+from router.ops.clinic_http import ClinicViews
 from router.ops.devices_http import DeviceViews
 from router.ops.doorbell_http import DoorbellViews
+from router.ops.lookups import RedisLookups
 from router.ops.stats import StatsLoop
 from router.routing.addressing import Addresser
 from router.routing.rules import Router
@@ -56,6 +60,7 @@ from router.service.views import ServiceViews
 from router.service.web import service_app, start_site, worker_app
 from router.streams import keys
 from router.streams.layout import partition_problems, record_partitions
+from router.streams.records import Records
 from router.streams.redis import RedisTransport
 from router.streams.retention import Retention
 from router.streams.transport import UNAVAILABLE
@@ -296,6 +301,7 @@ class Service:
             keeper=lambda: ownership.keeper(cls.lane, tag),
             leased=(lambda: ownership.leased(tag)) if cls.ordered else None,
             notifier=self.notifier,
+            records=Records(self.transport.redis, keys.workload_of(name)),
         )
         self.pools[tag] = pool
         restarted = self.metrics.pool_restarts.labels(name).inc
@@ -358,16 +364,24 @@ class Service:
         elif self.config.http.enabled:
             limits = self.config.service
             events = EventsEndpoint(self.ingest, self.metrics, limits)
-            analytics = AnalyticsViews(self.config.analytics)
+            analytics = AnalyticsViews(self.config.analytics, self._lookups)
             app = service_app(events, self.views, limits.max_body_bytes, analytics)
             if self.notifier is not None:
                 DeviceViews(self.notifier).add_routes(app)
             DoorbellViews(analytics).add_routes(app)
+            ClinicViews(analytics).add_routes(app)
+            gauges = ProviderGauges(analytics.providers, self.metrics.registry, GAUGES_EVERY_S)
+            if gauges.providers:
+                self.supervisor.spawn("analytics:gauges", gauges.run)
             if self.config.media is not None:
                 self._start_media(self.config.media).add_routes(app)
             host = self.config.http.host
             self._runner, self.http_port = await start_site(app, host, self.http_port)
             log.info("http ingress listening", host=host, port=self.http_port)
+
+    def _lookups(self, workload: str) -> RedisLookups:
+        """A workload's live state, for its analytics provider."""
+        return RedisLookups(self.transport.redis, self.transport, self.config, workload)
 
     def _start_media(self, settings: MediaConfig) -> MediaEndpoint:
         """The clip endpoints, and the sweep of their store (retention, recovery)."""

@@ -124,6 +124,18 @@ def partition_counts() -> str:
 # --- a workload's registry, shared by every instance ---
 
 
+def workload_of(cls: str) -> str:
+    """The workload a class belongs to: `doorbell.button_press` -> `doorbell`."""
+    return cls.partition(".")[0]
+
+
+def record(workload: str, name: str) -> str:
+    """One of a workload's records (a patient's visit, say): a hash of fields, kept for a
+    while after its last update. A workload's records share a hash tag, so one pipeline
+    or script can read many of them."""
+    return f"{PREFIX}:{{_records:{workload}}}:{name}"
+
+
 def devices(workload: str) -> str:
     """A workload's device registry: a hash, device id -> the device's settings (JSON)."""
     return f"{PREFIX}:{{_devices:{workload}}}"

@@ -16,8 +16,9 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
-from router.streams import keys
-from router.streams.transport import UNAVAILABLE, Outgoing, StreamStats, Written
+from router.streams import keys, records
+from router.streams.records import RecordUpdate
+from router.streams.transport import UNAVAILABLE, Extra, Outgoing, StreamStats, Written
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Mapping, Sequence
@@ -174,18 +175,17 @@ class RedisTransport:
                 raise
 
     async def publish(
-        self, items: Sequence[Outgoing], extra: Sequence[tuple[str, Fields]] = ()
+        self, items: Sequence[Outgoing], extra: Sequence[Extra] = ()
     ) -> list[bytes | None]:
         """Write envelopes into their tags (streams or delay queues) in one round trip.
 
-        `extra` are (stream key, fields) written in the same pipeline, e.g. audit taps.
+        `extra` are (stream key, fields) entries (audit taps) and record updates, written in
+        the same pipeline, after the envelopes.
         Returns, per item, its stream id, b"delayed", or None for a de-duplicated repeat.
         """
         return (await self.write(items, extra)).checked()
 
-    async def write(
-        self, items: Sequence[Outgoing], extra: Sequence[tuple[str, Fields]] = ()
-    ) -> Written:
+    async def write(self, items: Sequence[Outgoing], extra: Sequence[Extra] = ()) -> Written:
         """`publish`, with what Redis refuses returned entry by entry: a refused script call
         fails the items it carried, a refused extra entry only itself. Redis being unavailable
         (away, out of memory, read-only) is raised."""
@@ -203,8 +203,11 @@ class RedisTransport:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for script, args in calls:
                     pipe.eval(script, 3, *args)
-                for stream, fields in extra:
-                    pipe.xadd(stream, _redis_fields(fields))
+                for write in extra:
+                    if isinstance(write, RecordUpdate):
+                        pipe.eval(records.UPDATE, *write.script_args())
+                    else:
+                        pipe.xadd(write[0], _redis_fields(write[1]))
                 replies = await pipe.execute(raise_on_error=False)
         for reply in replies:
             if isinstance(reply, UNAVAILABLE):
@@ -396,16 +399,17 @@ class RedisTransport:
                 pipe.xinfo_groups(keys.stream(tag))
                 pipe.xpending(keys.stream(tag), self.group)
                 pipe.xlen(keys.dead_letters(tag))
+                pipe.zcard(keys.delayed(tag))
             replies = await pipe.execute(raise_on_error=False)
-        counts: dict[str, tuple[Any, Any, Any, Any]] = {}
+        counts: dict[str, tuple[Any, Any, Any, Any, Any]] = {}
         undelivered: dict[str, Any] = {}
         async with self.redis.pipeline(transaction=False) as pipe:
             for index, tag in enumerate(tags):
-                length, groups, pending, dead = replies[4 * index : 4 * index + 4]
+                length, groups, pending, dead, delayed = replies[5 * index : 5 * index + 5]
                 if isinstance(length, Exception) or isinstance(groups, Exception):
                     continue
                 group = _find_group(groups, self.group)
-                counts[tag] = (length, group, pending, dead)
+                counts[tag] = (length, group, pending, dead, delayed)
                 last = group.get("last-delivered-id")
                 if last is not None and group.get("lag") != 0:
                     start = b"(" + (last if isinstance(last, bytes) else str(last).encode())
@@ -416,7 +420,7 @@ class RedisTransport:
         for tag, entries in zip(list(undelivered), found, strict=True):
             undelivered[tag] = entries or []
         return {
-            tag: _stream_stats(*counts[tag], undelivered.get(tag) or [])
+            tag: _stream_stats(counts[tag], undelivered.get(tag) or [])
             if tag in counts
             else StreamStats()
             for tag in tags
@@ -486,10 +490,10 @@ def _redis_fields(fields: Fields) -> dict[Any, Any]:
     return dict(fields)
 
 
-def _stream_stats(
-    length: Any, group: Mapping[str, Any], pending: Any, dead: Any, undelivered: Any
-) -> StreamStats:
-    """One class's StreamStats from the replies that `stats` gathered."""
+def _stream_stats(counts: tuple[Any, Any, Any, Any, Any], undelivered: Any) -> StreamStats:
+    """One class's StreamStats from the replies that `stats` gathered: its counts (length,
+    group, pending, dead letters, delayed) and its first undelivered entries."""
+    length, group, pending, dead, delayed = counts
     lag = group.get("lag")
     backlog = int(lag) if lag is not None else len(undelivered)
     oldest = None if isinstance(pending, Exception) or not pending["pending"] else pending["min"]
@@ -501,6 +505,7 @@ def _stream_stats(
         backlog=backlog,
         oldest_ms=_id_ms(oldest) if oldest else None,
         dead_letters=0 if isinstance(dead, Exception) else int(dead),
+        delayed=0 if isinstance(delayed, Exception) else int(delayed),
     )
 
 

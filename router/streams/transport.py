@@ -22,6 +22,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from router.streams import keys
+from router.streams.records import RecordUpdate
 
 # Redis away, slow, or refusing writes for now (out of memory, loading, a read-only replica,
 # a cluster in motion):
@@ -45,6 +46,7 @@ UNAVAILABLE: tuple[type[Exception], ...] = (
 )
 
 Fields = Mapping[str, str | bytes | int | float]
+Extra = tuple[str, Fields] | RecordUpdate  # written beside envelopes: an entry, a record
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +100,7 @@ class StreamStats:
     backlog: int = 0
     oldest_ms: int | None = None  # Unix ms of the oldest entry not yet acknowledged
     dead_letters: int = 0
+    delayed: int = 0  # events waiting for their due time: retries and timed waits
 
 
 def per_class(stats: Mapping[str, StreamStats]) -> dict[str, StreamStats]:
@@ -116,6 +119,7 @@ def per_class(stats: Mapping[str, StreamStats]) -> dict[str, StreamStats]:
             backlog=seen.backlog + part.backlog,
             oldest_ms=min(oldest) if oldest else None,
             dead_letters=seen.dead_letters + part.dead_letters,
+            delayed=seen.delayed + part.delayed,
         )
     return classes
 
@@ -134,15 +138,13 @@ class Transport(Protocol):
         """Create the class stream and its group, delivering from the start; idempotent."""
 
     async def publish(
-        self, items: Sequence[Outgoing], extra: Sequence[tuple[str, Fields]] = ()
+        self, items: Sequence[Outgoing], extra: Sequence[Extra] = ()
     ) -> list[bytes | None]:
-        """Write envelopes into their classes and `extra` (stream, fields) entries, in one
-        round trip; per item, its stream id, b"delayed", or None for a de-duplicated repeat.
-        Anything Redis refuses is raised."""
+        """Write envelopes into their classes and `extra` (stream, fields) entries and
+        record updates, in one round trip; per item, its stream id, b"delayed", or None for
+        a de-duplicated repeat. Anything Redis refuses is raised."""
 
-    async def write(
-        self, items: Sequence[Outgoing], extra: Sequence[tuple[str, Fields]] = ()
-    ) -> Written:
+    async def write(self, items: Sequence[Outgoing], extra: Sequence[Extra] = ()) -> Written:
         """`publish`, with what Redis refuses returned entry by entry instead of raised."""
 
     async def settle(
