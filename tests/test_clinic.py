@@ -25,6 +25,7 @@ from router.notify.device import Device
 from router.notify.receiver import WebhookReceiver
 from router.notify.registry import Registry
 from router.streams import keys
+from router.streams.client import connect
 from router.streams.records import Records
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 
     from router.config import Config
     from router.service.service import Service
+    from router.streams.client import RedisClient
 
 REPO = Path(__file__).parent.parent
 STEPS = (
@@ -94,14 +96,14 @@ async def post(http: aiohttp.ClientSession, service: Service, topic: str, body: 
         assert response.status == 202, await response.text()
 
 
-async def visit(redis: Redis, patient_id: str) -> dict[str, str]:
+async def visit(redis: RedisClient, patient_id: str) -> dict[str, str]:
     """The patient's latest visit record ({} before the first step is acknowledged)."""
     records = Records(redis, "clinic")
     current = (await records.get(f"patient:{patient_id}")).get("visit")
     return await records.get(f"visit:{current}") if current else {}
 
 
-async def departed(redis: Redis, patient_id: str) -> dict[str, str]:
+async def departed(redis: RedisClient, patient_id: str) -> dict[str, str]:
     found = await visit(redis, patient_id)
     return found if "departed_at" in found else {}
 
@@ -184,6 +186,25 @@ def visit_rows(lake: Path) -> list[dict[str, Any]]:
     table = ds.dataset(paths, schema=archive.schema, filesystem=archive.fs).to_table()
     rows: list[dict[str, Any]] = table.to_pylist()
     return rows
+
+
+async def test_journeys_on_a_redis_cluster(
+    clinic_env: Callable[[float], Config], serve: Serve, cluster_url: str,
+    http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """A visit's records share a hash tag: one slot, whatever node it lands on."""
+    clinic_env(0.2)
+    monkeypatch.setenv("SWITCHYARD_REDIS_URL", cluster_url)
+    cluster = connect(cluster_url)
+    try:
+        async with serve(load_config(REPO / "config.yaml")) as service:
+            await arrive(http, service, patient(31), patient(32, temperature_c=38.9))
+            vaccinated = await wait_for(lambda: departed(cluster, "P31"), timeout=20)
+            screened_out = await wait_for(lambda: departed(cluster, "P32"), timeout=20)
+    finally:
+        await cluster.aclose()
+    assert (vaccinated["outcome"], screened_out["outcome"]) == ("vaccinated", "screened_out")
+    assert vaccinated["vaccination_station"] == "station-1"
 
 
 # --- arrival: screened out ---

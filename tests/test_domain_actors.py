@@ -11,7 +11,7 @@ import pytest
 
 from actors.api import Device, PermanentFailure
 from actors.builtin import Forward
-from actors.clinic import Arrival, Departure, Monitoring, Registration, Vaccination
+from actors.clinic import Arrival, Departure, Monitoring, Reaction, Registration, Vaccination
 from actors.doorbell import Detection, OwnerAlert, ReadingSummary, VideoArchive
 from router.testing import FakeContext, event
 
@@ -175,7 +175,8 @@ async def test_desks_serve_one_patient_each_and_each_dose_names_its_station() ->
     await asyncio.gather(*(stations.handle(p, c) for p, c in zip(patients, contexts, strict=True)))
     doses = [c.appended_to("clinic:doses")[0] for c in contexts]
     assert sorted((d["vaccination_station"], d["nurse"]) for d in doses) == [
-        ("station-1", "Ann"), ("station-2", "Bea")
+        ("station-1", "Ann"),
+        ("station-2", "Bea"),
     ]  # two at once: two stations, never the same one twice
     assert {d["lot"] for d in doses} == {"L1"}
     assert [c.emitted[0].target for c in contexts] == ["clinic.monitoring"] * 2
@@ -218,7 +219,8 @@ async def test_departure_does_not_release_a_patient_twice() -> None:
     again = event({**PATIENT, "visit_id": "v1", "outcome": "vaccinated"}, key="p1")
     ctx = FakeContext(again, records={"visit:v1": {"departed_at": "100.0"}})
     await Departure().handle(again, ctx)
-    assert ctx.emitted == [] and ctx.records["visit:v1"] == {"departed_at": "100.0"}
+    assert ctx.emitted == []
+    assert ctx.records["visit:v1"] == {"departed_at": "100.0"}
 
 
 # --- built-in ---
@@ -230,3 +232,17 @@ async def test_forward_taps_each_event_into_its_stream() -> None:
     await Forward(stream="audit").handle(tapped, ctx)
     [entry] = ctx.appended_to("audit")
     assert (entry["id"], entry["class"], entry["key"]) == (tapped.id, "things", "k")
+
+
+async def test_a_journey_takes_at_most_twenty_reactions() -> None:
+    reaction = event({"patient_id": "p1", "severity": "mild"}, key="p1")
+    observing = {"observation_started_at": "1.0", "observation_ends_at": "2.0"}
+    many = {f"reaction.e{n}": "{}" for n in range(20)}
+    ctx = FakeContext(
+        reaction, records={"patient:p1": {"visit": "v1"}, "visit:v1": observing | many}
+    )
+    with pytest.raises(PermanentFailure, match="20 reactions recorded"):
+        await Reaction().handle(reaction, ctx)
+    ctx.records["visit:v1"] = observing | dict(list(many.items())[:19])
+    await Reaction().handle(reaction, ctx)  # the twentieth is kept, the staff told
+    assert sum(1 for name in ctx.records["visit:v1"] if name.startswith("reaction.")) == 20

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 REQUIRED_REGISTRATION = ("patient_id", "name", "birth_date")
 SEVERITIES = ("mild", "moderate", "severe")  # severe: observation ends, the patient referred
 MAX_NOTE = 500
+MAX_REACTIONS = 20  # per visit: a tablet stuck resending cannot grow a journey without end
 
 
 class Arrival(Actor):
@@ -241,6 +242,8 @@ class Reaction(Actor):
         visit_id = (await ctx.record(f"patient:{patient}")).get("visit", "")
         visit = await ctx.record(f"visit:{visit_id}") if visit_id else {}
         _check_observing(patient, visit)
+        if sum(1 for name in visit if name.startswith(journey.REACTION)) >= MAX_REACTIONS:
+            raise PermanentFailure(f"patient {patient} has {MAX_REACTIONS} reactions recorded")
         now = time.time()
         ends = now if severity == "severe" else max(_ends(visit), now + self.extend_s)
         reaction = {"at": now, "severity": severity, "note": note, "event_id": event.id}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -50,6 +51,8 @@ QUESTIONS = {
 ATTENTION_CLASSES = ("clinic.arrival", "clinic.registration", "clinic.vaccination",
                      "clinic.monitoring", "clinic.reaction", "clinic.departure")  # fmt: skip
 MAX_ROWS = 1000
+FRESH_S = 1.0  # the day's visits, read once for every answer asked within this long
+MAX_VISITS = 20_000  # a day's visits read for the board: a clinic's day, many times over
 STATES = ("waiting", "in_service", "done_today")  # observation: in service = observing
 
 
@@ -74,6 +77,8 @@ class ClinicAnalytics:
             "vaccination": Desks("station", stations).names if int(stations) else [],
         }
         self._lookups: Lookups | None = None
+        self._reading = asyncio.Lock()
+        self._today_read: tuple[float, list[dict[str, Any]]] = (-math.inf, [])
 
     def bind(self, lookups: Lookups) -> None:
         self._lookups = lookups
@@ -103,14 +108,18 @@ class ClinicAnalytics:
                 [summary_row(visits, attention, now, self._day_start(now))],
             )
         queues = await self._queues()
-        rows = station_rows(visits, queues, now, self._day_start(now), self.desks)
+        rows = await asyncio.to_thread(
+            station_rows, visits, queues, now, self._day_start(now), self.desks
+        )
         return Answer("board", "Stations today", COLUMNS, rows, note=_BOARD_NOTE)
 
     async def gauges(self) -> list[Gauge]:
         """The board as Prometheus gauges."""
         now = time.time()
         visits, queues = await self._today(now), await self._queues()
-        rows = station_rows(visits, queues, now, self._day_start(now), self.desks)
+        rows = await asyncio.to_thread(
+            station_rows, visits, queues, now, self._day_start(now), self.desks
+        )
         patients = [((row[0], state), float(row[1 + n])) for row in rows if "/" not in row[0]
                     for n, state in enumerate(STATES)]  # fmt: skip
         letters = await self._dead_letters()
@@ -146,13 +155,24 @@ class ClinicAnalytics:
         return local.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
 
     async def _today(self, now: float) -> list[dict[str, Any]]:
-        """Every visit that began today (in the clinic's zone) or is still open from earlier."""
+        """Every visit that began today (in the clinic's zone) or is still open from earlier;
+        read at most once a `FRESH_S`, so the answers of one poll (and every poller's) share
+        one reading."""
+        async with self._reading:
+            read_at, visits = self._today_read
+            if now - read_at > FRESH_S or now < read_at:
+                visits = await self._read_today(now)
+                self._today_read = (now, visits)
+        return visits
+
+    async def _read_today(self, now: float) -> list[dict[str, Any]]:
         lookups = self._reader()
         days = sorted({day_of(self._day_start(now) - 86400), day_of(now),
                        day_of(self._day_start(now))})  # fmt: skip
         indexes = await lookups.records([f"day:{day}" for day in days])
-        names = [f"visit:{visit}" for index in indexes for visit in index]
-        visits = [read_visit(v) for v in await lookups.records(names) if v]
+        names = [f"visit:{visit}" for index in indexes for visit in index][-MAX_VISITS:]
+        found = await lookups.records(names)
+        visits = await asyncio.to_thread(_read_visits, found)  # a day's worth: off the loop
         start = self._day_start(now)
         return [v for v in visits if v.get("arrived_at", 0) >= start or "departed_at" not in v]
 
@@ -237,6 +257,10 @@ def _observation(visits: list[dict[str, Any]], now: float) -> Answer:
         for v in under_observation(visits)
     ]  # fmt: skip
     return Answer("observation", "Under observation", columns, rows)
+
+
+def _read_visits(records: list[dict[str, str]]) -> list[dict[str, Any]]:
+    return [read_visit(record) for record in records if record]
 
 
 def _patient_of(letter: DeadLetter) -> str:
