@@ -17,6 +17,8 @@ from typing import Any
 import structlog
 from aiohttp.http_exceptions import HttpProcessingError
 
+from router import redaction
+
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
@@ -39,6 +41,7 @@ def configure_logging(log_format: str = "auto", level: str = "info") -> None:
     ]
     finish: list[structlog.typing.Processor] = [
         _escape_controls if pretty else structlog.processors.format_exc_info,
+        redaction.scrub_event,  # no password or token in any line, tracebacks included
         renderer,
     ]
     numeric_level = logging.getLevelNamesMapping()[level.upper()]

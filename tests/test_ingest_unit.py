@@ -154,7 +154,7 @@ class Quiet:
 async def client(parts: Parts) -> AsyncIterator[TestClient[aiohttp.web.Request, Any]]:
     limits = parts.config.service
     events = EventsEndpoint(parts.ingest, parts.metrics, limits)
-    app = service_app(events, Quiet(), limits.max_body_bytes)
+    app = service_app(events, Quiet(), parts.config.http, limits.max_body_bytes)
     server = TestServer(app)
     await server.start_server(**RUNNER_OPTIONS)  # as the service serves it
     async with TestClient(server) as test_client:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from router.cli.common import EXIT_CONFIG, add_config_option, connect, with_config
 from router.errors import ConfigError, ConfigIssue, EmbeddedServerError
-from router.streams.client import redact
+from router.redaction import redact_url
 from router.streams.layout import partition_problems
 from router.streams.redis import RedisTransport
 from router.streams.transport import UNAVAILABLE
@@ -63,9 +63,9 @@ def summary(config: Config) -> str:
     """A one-screen overview of a valid config."""
     lines = [
         f"{config.source}: ok",
-        f"redis: {redact(config.redis.url)}   http: {config.http.host}:{config.http.port}"
+        f"redis: {redact_url(config.redis.url)}   http: {config.http.host}:{config.http.port}"
         + ("" if config.http.enabled else " (off)")
-        + f"   mqtt: {config.mqtt.url}"
+        + f"   mqtt: {redact_url(config.mqtt.url)}"
         + (f" ({len(config.mqtt.subscriptions)} subscriptions)" if config.mqtt.enabled else ""),
         _lane_line(config),
         f"routes: {len(config.routes)}",

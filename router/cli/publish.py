@@ -11,8 +11,10 @@ import urllib.error
 import urllib.request
 from typing import TYPE_CHECKING
 
+from router import redaction
 from router.cli.common import EXIT_CONFIG
 from router.ingress.mqtt import MqttError, MqttPublisher
+from router.redaction import redact_url
 
 if TYPE_CHECKING:
     import argparse
@@ -31,10 +33,14 @@ def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "(default: %(default)s)",
     )
     parser.add_argument("--qos", type=int, choices=(0, 1, 2), default=1, help="MQTT QoS")
+    parser.add_argument(
+        "--ca-file", help="for mqtts://: the CA that signed the broker's certificate"
+    )
     parser.set_defaults(handler=publish)
 
 
 def publish(args: argparse.Namespace) -> int:
+    redaction.remember_url(args.url)  # a password in --url is never printed back
     try:
         json.loads(args.payload)
     except ValueError as exc:
@@ -47,13 +53,13 @@ def publish(args: argparse.Namespace) -> int:
 
 def _over_mqtt(args: argparse.Namespace) -> int:
     async def send() -> None:
-        async with MqttPublisher(args.url) as publisher:
+        async with MqttPublisher(args.url, ca_file=args.ca_file) as publisher:
             await publisher.publish(args.topic, args.payload.encode(), qos=args.qos)
 
     try:
         asyncio.run(send())
     except MqttError as exc:
-        print(f"switchyard: cannot publish to {args.url}: {exc}", file=sys.stderr)
+        print(f"switchyard: cannot publish to {redact_url(args.url)}: {exc}", file=sys.stderr)
         return 1
     print(f"published to {args.topic} at QoS {args.qos}")
     return 0
@@ -73,5 +79,5 @@ def _over_http(args: argparse.Namespace) -> int:
     except urllib.error.HTTPError as exc:
         print(f"switchyard: {exc.code} {exc.read().decode()}", file=sys.stderr)
     except urllib.error.URLError as exc:
-        print(f"switchyard: cannot reach {args.url}: {exc.reason}", file=sys.stderr)
+        print(f"switchyard: cannot reach {redact_url(args.url)}: {exc.reason}", file=sys.stderr)
     return 1

@@ -4,7 +4,7 @@
 checking a file with every error located by its YAML line.
 """
 
-from router.config.load import load_config, parse_config
+from router.config.load import load_config, parse_config, remember_secrets
 from router.config.models import (
     AnalyticsConfig,
     BatchConfig,
@@ -24,6 +24,7 @@ from router.config.models import (
     ServiceConfig,
     ShedConfig,
     SlaConfig,
+    TokenConfig,
     YamlPath,
 )
 
@@ -31,5 +32,5 @@ __all__ = [
     "AnalyticsConfig", "BatchConfig", "ClassConfig", "Config", "FieldMatch", "FleetConfig",
     "HttpConfig", "LaneConfig", "MediaConfig", "MediaUploadConfig", "MqttConfig", "NotifyConfig",
     "RedisConfig", "RetryConfig", "RouteConfig", "ServiceConfig", "ShedConfig", "SlaConfig",
-    "YamlPath", "load_config", "parse_config",
+    "TokenConfig", "YamlPath", "load_config", "parse_config", "remember_secrets",
 ]  # fmt: skip

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from pydantic import ValidationError
 
+from router import redaction
 from router.config.models import CLASS_NAME, Config, RouteConfig, YamlPath, line_of
 from router.config.syntax import parse_template, possible_classes
 from router.errors import ConfigError, ConfigIssue
@@ -63,7 +64,15 @@ def parse_config(
     )
     if issues:
         raise ConfigError(source, issues)
+    remember_secrets(config)
     return config
+
+
+def remember_secrets(config: Config) -> None:
+    """Every secret the config holds, kept out of logs, command output and views."""
+    redaction.remember_url(config.redis.url)
+    redaction.remember_url(config.mqtt.url)
+    redaction.remember(config.mqtt.password, config.notify.webhook_secret)
 
 
 def _message(error: Any) -> str:

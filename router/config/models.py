@@ -75,12 +75,67 @@ class RedisConfig(_Model):
         return url
 
 
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+ROLES = ("ingest", "read", "admin")  # admin may do all; read, the views; ingest, post events
+
+
+class TokenConfig(_Model):
+    """A bearer token, named for the source that holds it. Never in the file in clear: its
+    SHA-256 (`sha256`), or the variable (`env`) or file (`file`, as a mounted secret) that
+    holds it. `topics`: the MQTT-style filters an ingest token may post to."""
+
+    name: str = Field(min_length=1, max_length=64)
+    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    env: str | None = Field(None, min_length=1)
+    file: Path | None = None
+    role: Literal["ingest", "read", "admin"] = "ingest"
+    topics: list[str] = Field(default_factory=lambda: ["#"], min_length=1)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TokenConfig:
+        given = [name for name in ("sha256", "env", "file") if getattr(self, name)]
+        if len(given) != 1:
+            raise ValueError("give the token as exactly one of sha256, env or file")
+        return self
+
+    @field_validator("topics")
+    @classmethod
+    def _filters(cls, topics: list[str]) -> list[str]:
+        for topic in topics:
+            validate_topic_filter(topic)
+        return topics
+
+
 class HttpConfig(_Model):
-    """The HTTP ingress and the read-only views."""
+    """The HTTP ingress and the views, who may use them, and how long a client may take."""
 
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65_535)
+    tokens: list[TokenConfig] = Field(default_factory=list)
+    # With no tokens the listener is open: it must then be on loopback, unless this says so.
+    allow_unauthenticated: bool = False
+    # A second listener for Prometheus: /metrics, /healthz and /readyz, open, on a private
+    # address; without it, /metrics is on the main listener, behind a read token if any.
+    metrics_host: str | None = None
+    metrics_port: int | None = Field(None, ge=0, le=65_535)
+    header_timeout_s: float = Field(10.0, gt=0)  # a request's line and headers, whole
+    body_timeout_s: float = Field(30.0, gt=0)  # a request's body (not a media upload's)
+    idle_timeout_s: float = Field(15.0, gt=0)  # a kept-alive connection between requests
+    max_connections_per_client: int = Field(64, ge=1)  # open at once, per client address
+    metrics_every_s: float = Field(1.0, gt=0)  # /metrics rendered at most this often, shared
+
+    @model_validator(mode="after")
+    def _open_only_on_loopback(self) -> HttpConfig:
+        if not self.tokens and not self.allow_unauthenticated and self.host not in LOOPBACK:
+            raise ValueError(
+                f"host {self.host} is not loopback and no tokens are set: anyone who reaches "
+                "it could post and read; add http.tokens, or say allow_unauthenticated: true"
+            )
+        names = [token.name for token in self.tokens]
+        if len(set(names)) != len(names):
+            raise ValueError("every token needs a name of its own")
+        return self
 
 
 class MqttConfig(_Model):

@@ -7,6 +7,7 @@ body that holds no events, 422 naming each event that cannot be taken, 413 past 
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -40,10 +41,13 @@ log = structlog.get_logger("switchyard.http")
 class EventsEndpoint:
     """The handler of `POST /events/<topic>`."""
 
-    def __init__(self, ingest: Ingest, metrics: Metrics, limits: ServiceConfig) -> None:
+    def __init__(
+        self, ingest: Ingest, metrics: Metrics, limits: ServiceConfig, body_timeout_s: float = 30.0
+    ) -> None:
         self.ingest = ingest
         self.metrics = metrics
         self.limits = limits
+        self.body_timeout_s = body_timeout_s  # a body that takes longer: 408, nothing written
 
     async def post_events(self, request: web.Request) -> web.Response:
         """Route a JSON or msgpack body exactly like an MQTT message on the same topic."""
@@ -65,6 +69,8 @@ class EventsEndpoint:
             log.warning("redis unavailable, refusing events", topic=topic, error=str(exc))
             reason = "the event store is unavailable, retry later"
             return _error(503, reason, {"Retry-After": RETRY_AFTER_S})
+        except web.HTTPException:  # answered already: a body too slow
+            raise
         except Exception:
             log.exception("events could not be ingested", topic=topic)
             return _error(500, "the events could not be ingested; nothing was written")
@@ -74,7 +80,13 @@ class EventsEndpoint:
     async def _payloads(self, request: web.Request) -> list[Any]:
         limits = self.limits
         try:
-            body = await request.read()  # stops once past max_body_bytes
+            async with asyncio.timeout(self.body_timeout_s):
+                body = await request.read()  # stops once past max_body_bytes
+        except TimeoutError:
+            raise web.HTTPRequestTimeout(
+                text=f"the body took more than {self.body_timeout_s:g} s",
+                headers={"Connection": "close"},
+            ) from None
         except web.HTTPRequestEntityTooLarge:
             raise EventTooLarge(None, limits.max_body_bytes) from None
         except (RequestPayloadError, HttpProcessingError) as exc:  # a broken body or transfer

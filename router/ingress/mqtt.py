@@ -252,7 +252,15 @@ def _queue_type(ingress: MqttIngress) -> type[asyncio.Queue[aiomqtt.Message]]:
 class MqttPublisher:
     """A plain MQTT publisher, for `switchyard publish` and the demo's simulated devices."""
 
-    def __init__(self, url: str, *, protocol: str = "5", client_id: str | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        protocol: str = "5",
+        client_id: str | None = None,
+        ca_file: str | None = None,
+    ) -> None:
+        """`ca_file`: the CA that signed an `mqtts://` broker's certificate (a private one)."""
         parts = urlsplit(url)
         self._client = aiomqtt.Client(
             parts.hostname or "127.0.0.1",
@@ -263,7 +271,9 @@ class MqttPublisher:
             protocol=aiomqtt.ProtocolVersion.V5
             if protocol == "5"
             else aiomqtt.ProtocolVersion.V311,
-            tls_context=ssl.create_default_context() if parts.scheme == "mqtts" else None,
+            tls_context=ssl.create_default_context(cafile=ca_file)
+            if parts.scheme == "mqtts"
+            else None,
         )
 
     async def __aenter__(self) -> MqttPublisher:

@@ -6,13 +6,21 @@ module knows nothing of how a process is put together.
 
 from __future__ import annotations
 
+import asyncio
+import math
+import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from router.redaction import scrub
+
 if TYPE_CHECKING:
     from collections.abc import Mapping
+
+
+METRICS_HEADERS = {"Content-Type": CONTENT_TYPE_LATEST}
 
 
 class Observed(Protocol):
@@ -36,20 +44,34 @@ class Observed(Protocol):
 
 
 class Views:
-    """aiohttp handlers over an `Observed` process."""
+    """aiohttp handlers over an `Observed` process. `/metrics` is rendered at most once every
+    `metrics_every_s` and shared, so N scrapers cost one rendering (0: each its own)."""
 
-    def __init__(self, observed: Observed) -> None:
+    def __init__(self, observed: Observed, metrics_every_s: float = 0.0) -> None:
         self.observed = observed
+        self.metrics_every_s = metrics_every_s
+        self._rendering = asyncio.Lock()
+        self._rendered: tuple[float, bytes] = (-math.inf, b"")
 
     async def metrics(self, request: web.Request) -> web.Response:
-        body = await self.observed.exposition()
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return web.Response(body=await self._exposition(), headers=METRICS_HEADERS)
+
+    async def _exposition(self) -> bytes:
+        if not self.metrics_every_s:
+            return await self.observed.exposition()
+        async with self._rendering:  # a scrape that waited gets the rendering it waited for
+            at, body = self._rendered
+            now = time.monotonic()
+            if now - at >= self.metrics_every_s:
+                body = await self.observed.exposition()
+                self._rendered = (now, body)
+        return body
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
     async def readyz(self, request: web.Request) -> web.Response:
-        problems = await self.observed.readiness_problems()
+        problems = [scrub(problem) for problem in await self.observed.readiness_problems()]
         status = 503 if problems else 200
         return web.json_response({"ready": not problems, "problems": problems}, status=status)
 

@@ -30,7 +30,7 @@ import structlog
 
 from router.backoff import Backoff
 from router.clock import wait_set
-from router.config import Config
+from router.config import Config, remember_secrets
 from router.embedded.process import free_port, kill_process_group, parent_death_hook, signal_process
 from router.ops.exposition import lasting, merge, parse
 
@@ -327,8 +327,10 @@ def _config_json(config: Config, redis_url: str) -> bytes:
 
 
 def read_config(data: bytes) -> Config:
-    """The config a worker got from its parent."""
-    return Config.model_validate_json(data)
+    """The config a worker got from its parent, its secrets kept out of the worker's logs."""
+    config = Config.model_validate_json(data)
+    remember_secrets(config)
+    return config
 
 
 # --- inside a worker process ---

@@ -57,7 +57,7 @@ from router.service.placement import Placement
 from router.service.servers import MqttBroker, RedisConnection, broker_url, consumer_name
 from router.service.supervisor import Supervisor
 from router.service.views import ServiceViews
-from router.service.web import service_app, start_site, worker_app
+from router.service.web import metrics_app, service_app, start_site, worker_app
 from router.streams import keys
 from router.streams.layout import partition_problems, record_partitions
 from router.streams.records import Records
@@ -68,7 +68,7 @@ from router.streams.transport import UNAVAILABLE
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from router.config import Config, MediaConfig
+    from router.config import Config, HttpConfig, MediaConfig
     from router.embedded.broker import EmbeddedBroker
     from router.streams.client import RedisClient
     from router.streams.transport import StreamStats
@@ -118,6 +118,7 @@ class Service:
         self._stats: StatsLoop | None = None
         self.views = ServiceViews(self)
         self._runner: web.AppRunner | None = None
+        self._metrics_runner: web.AppRunner | None = None
         self._workers_clean = True
         self._stopping = False
         self._stopped = asyncio.Event()
@@ -363,9 +364,10 @@ class Service:
             self._runner, _ = await start_site(worker_app(self.views), HOST, self.http_port)
         elif self.config.http.enabled:
             limits = self.config.service
-            events = EventsEndpoint(self.ingest, self.metrics, limits)
+            http = self.config.http
+            events = EventsEndpoint(self.ingest, self.metrics, limits, http.body_timeout_s)
             analytics = AnalyticsViews(self.config.analytics, self._lookups)
-            app = service_app(events, self.views, limits.max_body_bytes, analytics)
+            app = service_app(events, self.views, http, limits.max_body_bytes, analytics)
             if self.notifier is not None:
                 DeviceViews(self.notifier).add_routes(app)
             DoorbellViews(analytics).add_routes(app)
@@ -375,9 +377,19 @@ class Service:
                 self.supervisor.spawn("analytics:gauges", gauges.run)
             if self.config.media is not None:
                 self._start_media(self.config.media).add_routes(app)
-            host = self.config.http.host
-            self._runner, self.http_port = await start_site(app, host, self.http_port)
-            log.info("http ingress listening", host=host, port=self.http_port)
+            self._runner, self.http_port = await start_site(app, http.host, self.http_port, http)
+            log.info("http ingress listening", host=http.host, port=self.http_port,
+                     tokens=len(http.tokens), access=_access_said(http))  # fmt: skip
+            await self._start_metrics_listener(http)
+
+    async def _start_metrics_listener(self, http: HttpConfig) -> None:
+        """`http.metrics_port`: /metrics, /healthz and /readyz, open, on a listener of their own."""
+        if http.metrics_port is None:
+            return
+        host = http.metrics_host or http.host
+        app = metrics_app(self.views, http.metrics_every_s)
+        self._metrics_runner, port = await start_site(app, host, http.metrics_port, http)
+        log.info("metrics listening", host=host, port=port)
 
     def _lookups(self, workload: str) -> RedisLookups:
         """A workload's live state, for its analytics provider."""
@@ -422,6 +434,8 @@ class Service:
             await asyncio.shield(self._close(drained))
 
     async def _close(self, drained: bool) -> None:
+        if self._metrics_runner is not None:  # scraped to the end of the drain
+            await self._metrics_runner.cleanup()
         await self.supervisor.close()
         if self.workers is not None:
             await self.workers.close()
@@ -463,3 +477,12 @@ async def _finished(tasks: list[asyncio.Task[None]], deadline_s: float) -> bool:
         if not task.cancelled() and task.exception() is not None:
             log.error("pool failed", task=task.get_name(), error=repr(task.exception()))
     return not pending
+
+
+def _access_said(http: HttpConfig) -> str:
+    """What the start-up line says of who may use the listener."""
+    if http.tokens:
+        return "bearer tokens: ingest to post, read for the views, admin for the rest"
+    if http.allow_unauthenticated:
+        return "open to anyone who reaches it (allow_unauthenticated: true)"
+    return "open, on loopback only: set http.tokens to listen further"

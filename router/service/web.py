@@ -3,13 +3,20 @@ its parent, on one aiohttp runner."""
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from router.ingress.access import Access
 from router.ops.views import Views
 
 if TYPE_CHECKING:
+    import asyncio
+
+    from aiohttp.web_protocol import RequestHandler
+
+    from router.config import HttpConfig
     from router.ingress.http import EventsEndpoint
     from router.ops.analytics_http import AnalyticsViews
     from router.ops.views import Observed
@@ -27,13 +34,17 @@ RUNNER_OPTIONS: dict[str, Any] = {
 def service_app(
     events: EventsEndpoint,
     observed: Observed,
+    http: HttpConfig,
     max_body_bytes: int,
     analytics: AnalyticsViews | None = None,
 ) -> web.Application:
-    """POST /events, and the views: what the service serves."""
+    """POST /events, and the views: what the service serves, behind its tokens if any."""
+    access = Access.from_config(http.tokens)
     # Bounds the body as read; Switchyard inflates it itself, within the same bound.
-    app = web.Application(client_max_size=max_body_bytes)
-    views = Views(observed)
+    app = web.Application(
+        client_max_size=max_body_bytes, middlewares=[] if access.open else [access.middleware()]
+    )
+    views = Views(observed, http.metrics_every_s)
     app.router.add_post("/events/{topic:.+}", events.post_events)
     app.router.add_get("/metrics", views.metrics)
     app.router.add_get("/healthz", views.healthz)
@@ -41,6 +52,16 @@ def service_app(
     app.router.add_get("/classes", views.classes)
     if analytics is not None:
         analytics.add_routes(app)
+    return app
+
+
+def metrics_app(observed: Observed, every_s: float) -> web.Application:
+    """The metrics listener, for Prometheus on a private address: open, and nothing else."""
+    app = web.Application()
+    views = Views(observed, every_s)
+    app.router.add_get("/metrics", views.metrics)
+    app.router.add_get("/healthz", views.healthz)
+    app.router.add_get("/readyz", views.readyz)
     return app
 
 
@@ -54,9 +75,63 @@ def worker_app(observed: Observed) -> web.Application:
     return app
 
 
-async def start_site(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
-    """Serve `app`; returns the runner (to clean up) and the bound port (useful when port=0)."""
-    runner = web.AppRunner(app, **RUNNER_OPTIONS)
+async def start_site(
+    app: web.Application, host: str, port: int, limits: HttpConfig | None = None
+) -> tuple[web.AppRunner, int]:
+    """Serve `app`; returns the runner (to clean up) and the bound port (useful when port=0).
+
+    With `limits`, a client has `idle_timeout_s` to send a request (whole headers included:
+    a connection that trickles them is closed as idle) and between two requests, and at
+    most `max_connections_per_client` connections open at once.
+    """
+    runner = GuardedRunner(app, limits) if limits else web.AppRunner(app, **RUNNER_OPTIONS)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     return runner, int(runner.addresses[0][1])
+
+
+class GuardedRunner(web.AppRunner):
+    """An AppRunner whose server closes idle connections and caps them per client."""
+
+    def __init__(self, app: web.Application, limits: HttpConfig) -> None:
+        super().__init__(app, keepalive_timeout=limits.idle_timeout_s, **RUNNER_OPTIONS)
+        self.limits = limits
+
+    async def _make_server(self) -> web.Server:
+        made = await super()._make_server()
+        return CappedServer(
+            made.request_handler, request_factory=made.request_factory, loop=made._loop,
+            per_client=self.limits.max_connections_per_client, **made._kwargs,
+        )  # fmt: skip
+
+
+class CappedServer(web.Server):
+    """Closes a client's connection at once when it already holds `per_client` others."""
+
+    def __init__(self, *args: Any, per_client: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.per_client = per_client
+        self.open: Counter[str] = Counter()
+        self.refused = 0
+
+    def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
+        super().connection_made(handler, transport)
+        client = _client(transport)
+        self.open[client] += 1
+        if self.open[client] > self.per_client:
+            self.refused += 1
+            transport.close()
+
+    def connection_lost(self, handler: RequestHandler, exc: BaseException | None = None) -> None:
+        transport = self._connections.get(handler)
+        super().connection_lost(handler, exc)
+        if transport is not None:
+            client = _client(transport)
+            self.open[client] -= 1
+            if self.open[client] <= 0:
+                del self.open[client]
+
+
+def _client(transport: asyncio.BaseTransport) -> str:
+    peer = transport.get_extra_info("peername")
+    return str(peer[0]) if isinstance(peer, tuple) and peer else "?"

@@ -14,6 +14,8 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
+from router.redaction import redact_url
+
 RedisClient = Redis | RedisCluster
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 DEFAULT_PORT = 6379
@@ -44,7 +46,7 @@ def _cluster(url: str, max_connections: int, options: dict[str, Any]) -> RedisCl
     username, _, password = credentials.partition(":")
     nodes = [_node(host) for host in hosts.split(",") if host]
     if not nodes:
-        raise ValueError(f"{redact(url)}: a cluster URL names at least one host:port")
+        raise ValueError(f"{redact_url(url)}: a cluster URL names at least one host:port")
     settings = {k: v for k, v in parse_qsl(parts.query) if k in TLS_SETTINGS}
     return RedisCluster(
         startup_nodes=nodes,
@@ -59,13 +61,3 @@ def _cluster(url: str, max_connections: int, options: dict[str, Any]) -> RedisCl
 def _node(text: str) -> ClusterNode:
     host, _, port = text.rpartition(":") if ":" in text else (text, "", "")
     return ClusterNode(host or text, int(port) if port else DEFAULT_PORT)
-
-
-def redact(url: str) -> str:
-    """`url` with its password replaced, for messages and logs."""
-    parts = urlsplit(url)
-    credentials, at, hosts = parts.netloc.rpartition("@")
-    if not at or ":" not in credentials:
-        return url
-    user = credentials.partition(":")[0]
-    return parts._replace(netloc=f"{user}:***@{hosts}").geturl()
