@@ -13,7 +13,7 @@ from router.errors import ActorLoadError, ConfigError, ConfigIssue, EmbeddedServ
 from router.logs import configure_logging
 from router.ops.analytics import load_analytics
 from router.runtime.loader import load_actor
-from router.service.servers import resolve_redis_url
+from router.service.servers import redis_options, resolve_redis_url
 from router.streams import client
 from router.streams.transport import UNAVAILABLE
 
@@ -74,7 +74,9 @@ def logging_for(config: Config, default_level: str | None = None) -> None:
 def connect(config: Config) -> RedisClient:
     """A client for a command: the configured Redis (or Cluster), or the running service's
     embedded one."""
-    return client.connect(resolve_redis_url(config.redis), socket_connect_timeout=2)
+    return client.connect(
+        resolve_redis_url(config.redis), socket_connect_timeout=2, **redis_options(config.redis)
+    )
 
 
 def run_against_redis(

@@ -50,6 +50,7 @@ def parse_config(
 
     issues: list[ConfigIssue] = []
     data = _interpolate(data, (), os.environ if environ is None else environ, lines, issues)
+    _read_secret_files(data, lines, issues)
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
@@ -68,11 +69,41 @@ def parse_config(
     return config
 
 
+# (section, setting, what it fills): a secret read from a file, as Kubernetes mounts Secrets
+SECRET_FILES = (
+    ("redis", "password_file", "password"),
+    ("mqtt", "password_file", "password"),
+    ("notify", "webhook_secret_file", "webhook_secret"),
+)
+
+
+def _read_secret_files(
+    data: dict[str, Any], lines: Mapping[YamlPath, int], issues: list[ConfigIssue]
+) -> None:
+    """Each `*_file` secret setting replaced by the secret its file holds."""
+    for section, setting, target in SECRET_FILES:
+        values = data.get(section)
+        if not isinstance(values, dict) or setting not in values:
+            continue
+        path = values.pop(setting)
+        where = (section, setting)
+        try:
+            secret = Path(str(path)).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            issues.append(ConfigIssue(_dotted(where), line_of(lines, where),
+                                      f"cannot read {path}: {exc.strerror}"))  # fmt: skip
+            continue
+        if not secret:
+            issues.append(ConfigIssue(_dotted(where), line_of(lines, where), f"{path} is empty"))
+            continue
+        values[target] = secret
+
+
 def remember_secrets(config: Config) -> None:
     """Every secret the config holds, kept out of logs, command output and views."""
     redaction.remember_url(config.redis.url)
     redaction.remember_url(config.mqtt.url)
-    redaction.remember(config.mqtt.password, config.notify.webhook_secret)
+    redaction.remember(config.redis.password, config.mqtt.password, config.notify.webhook_secret)
 
 
 def _message(error: Any) -> str:

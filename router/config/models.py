@@ -62,6 +62,19 @@ class RedisConfig(_Model):
     max_connections: int = Field(64, ge=4)
     block_ms: int = Field(500, ge=10, le=10_000)
     stats_interval_s: float = Field(2.0, gt=0)
+    # AUTH's password, where the URL has none (`password_file`: read from a file instead);
+    # TLS to a rediss:// server: the CA that signed it, and a client certificate if it asks.
+    password: str | None = None
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _tls_for_rediss(self) -> RedisConfig:
+        tls = [name for name in ("ca_file", "cert_file", "key_file") if getattr(self, name)]
+        if tls and not self.url.startswith("rediss"):
+            raise ValueError(f"{', '.join(tls)}: for a rediss:// URL (TLS) only")
+        return self
 
     @field_validator("url")
     @classmethod
@@ -124,6 +137,19 @@ class HttpConfig(_Model):
     idle_timeout_s: float = Field(15.0, gt=0)  # a kept-alive connection between requests
     max_connections_per_client: int = Field(64, ge=1)  # open at once, per client address
     metrics_every_s: float = Field(1.0, gt=0)  # /metrics rendered at most this often, shared
+    # HTTPS on the main listener; with `client_ca_file`, only clients with a certificate
+    # that CA signed get in (mutual TLS).
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    client_ca_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _tls_whole(self) -> HttpConfig:
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ValueError("cert_file and key_file go together")
+        if self.client_ca_file and not self.cert_file:
+            raise ValueError("client_ca_file (mutual TLS) needs cert_file and key_file")
+        return self
 
     @model_validator(mode="after")
     def _open_only_on_loopback(self) -> HttpConfig:

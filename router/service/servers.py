@@ -9,7 +9,7 @@ import os
 import socket
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from redis.asyncio.retry import Retry
@@ -61,6 +61,15 @@ def consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
+def redis_options(config: RedisConfig) -> dict[str, Any]:
+    """The AUTH password and TLS files the config gives beside its URL, as client settings."""
+    options: dict[str, Any] = {"password": config.password} if config.password else {}
+    files = (("ssl_ca_certs", config.ca_file), ("ssl_certfile", config.cert_file),
+             ("ssl_keyfile", config.key_file))  # fmt: skip
+    options.update({setting: str(path) for setting, path in files if path is not None})
+    return options
+
+
 class RedisConnection:
     """The Redis of one process: its client (one connection pool), and the embedded server
     it started, if any."""
@@ -90,6 +99,7 @@ class RedisConnection:
             socket_connect_timeout=2,
             socket_timeout=config.block_ms / 1000 + 5,  # a blocked read must not time out
             retry=Retry(NoBackoff(), 1),  # one fresh connection when a pooled one went stale
+            **redis_options(config),
         )
         try:
             await self.client.ping()

@@ -388,7 +388,8 @@ class Service:
             return
         host = http.metrics_host or http.host
         app = metrics_app(self.views, http.metrics_every_s)
-        self._metrics_runner, port = await start_site(app, host, http.metrics_port, http)
+        plain = http.model_copy(update={"cert_file": None, "key_file": None})  # a private address
+        self._metrics_runner, port = await start_site(app, host, http.metrics_port, plain)
         log.info("metrics listening", host=host, port=port)
 
     def _lookups(self, workload: str) -> RedisLookups:

@@ -3,6 +3,7 @@ its parent, on one aiohttp runner."""
 
 from __future__ import annotations
 
+import ssl
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
@@ -86,8 +87,20 @@ async def start_site(
     """
     runner = GuardedRunner(app, limits) if limits else web.AppRunner(app, **RUNNER_OPTIONS)
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    await web.TCPSite(runner, host, port, ssl_context=tls_context(limits)).start()
     return runner, int(runner.addresses[0][1])
+
+
+def tls_context(http: HttpConfig | None) -> ssl.SSLContext | None:
+    """HTTPS when the config gives a certificate; mutual TLS when it gives a client CA."""
+    if http is None or http.cert_file is None or http.key_file is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(http.cert_file, http.key_file)
+    if http.client_ca_file is not None:
+        context.load_verify_locations(http.client_ca_file)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
 
 
 class GuardedRunner(web.AppRunner):
