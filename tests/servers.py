@@ -91,6 +91,30 @@ async def wait_for(
         await asyncio.sleep(interval)
 
 
+async def listening(port: int) -> bool:
+    """Whether something accepts connections on 127.0.0.1:`port`."""
+    try:
+        _, writer = await asyncio.open_connection(_HOST, port)
+    except OSError:
+        return False
+    writer.close()
+    return True
+
+
+@contextlib.asynccontextmanager
+async def server_process(port: int, *command: str) -> AsyncIterator[int]:
+    """A server the test starts (`command`), once it listens on `port`; killed at the end."""
+    process = await asyncio.create_subprocess_exec(
+        *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+    )
+    try:
+        await wait_for(lambda: listening(port), timeout=10, message=f"{command[0]} listening")
+        yield port
+    finally:
+        process.kill()
+        await process.wait()
+
+
 class RedisServer:
     """A redis-server process owned by the tests: its own port and data dir, AOF on.
 

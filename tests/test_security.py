@@ -12,7 +12,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from servers import free_port, redis_binary, wait_for
+from servers import free_port, listening, redis_binary, server_process, wait_for
 
 from router.config import parse_config
 from router.errors import ConfigError
@@ -280,26 +280,11 @@ SECRETS = (REDIS_PASSWORD, MQTT_PASSWORD, WEBHOOK_SECRET, DOORBELL_TOKEN, ADMIN_
 async def guarded_redis(tmp_path: Path) -> AsyncIterator[int]:
     """A redis-server of the test's own, with `requirepass`."""
     port = free_port()
-    process = await asyncio.create_subprocess_exec(
-        redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+    async with server_process(
+        port, redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
         "--appendonly", "no", "--requirepass", REDIS_PASSWORD, "--dir", str(tmp_path),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        await wait_for(lambda: _listening(port), timeout=10)
+    ):  # fmt: skip
         yield port
-    finally:
-        process.kill()
-        await process.wait()
-
-
-async def _listening(port: int) -> bool:
-    try:
-        _, writer = await asyncio.open_connection("127.0.0.1", port)
-    except OSError:
-        return False
-    writer.close()
-    return True
 
 
 async def switchyard(*argv: str, env: Mapping[str, str], timeout: float = 30) -> str:  # noqa: ASYNC109
@@ -349,7 +334,7 @@ service: {{log_format: json}}
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     try:
-        await wait_for(lambda: _listening(port), timeout=20)
+        await wait_for(lambda: listening(port), timeout=20)
         for path in ("/readyz", "/healthz"):  # the broker is away: readyz says so
             async with http.get(f"http://127.0.0.1:{port}{path}") as response:
                 said.append(await response.text())

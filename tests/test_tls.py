@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 import pytest
 from helpers import processed
-from servers import free_port, redis_binary, wait_for
+from servers import free_port, redis_binary, server_process, wait_for
 
 from router.config import parse_config
 
@@ -51,37 +51,17 @@ def pki(tmp_path: Path) -> Path:
     return tmp_path
 
 
-async def _started(*command: str) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
-    )
-
-
-async def _listening(port: int) -> bool:
-    try:
-        _, writer = await asyncio.open_connection("127.0.0.1", port)
-    except OSError:
-        return False
-    writer.close()
-    return True
-
-
 @pytest.fixture
 async def tls_redis(pki: Path) -> AsyncIterator[int]:
     """redis-server on a TLS port only, with `requirepass`."""
     port = free_port()
-    process = await _started(
-        redis_binary(), "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+    async with server_process(
+        port, redis_binary(), "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
         "--tls-cert-file", str(pki / "server.crt"), "--tls-key-file", str(pki / "server.key"),
         "--tls-ca-cert-file", str(pki / "ca.crt"), "--tls-auth-clients", "no",
         "--requirepass", PASSWORD, "--save", "", "--appendonly", "no", "--dir", str(pki),
-    )  # fmt: skip
-    try:
-        await wait_for(lambda: _listening(port), timeout=10)
+    ):  # fmt: skip
         yield port
-    finally:
-        process.kill()
-        await process.wait()
 
 
 @pytest.fixture
@@ -97,13 +77,8 @@ async def tls_broker(pki: Path) -> AsyncIterator[int]:
         f"user {getpass.getuser()}\n"  # as root, mosquitto would switch to a user of its own
         f"cafile {pki / 'ca.crt'}\ncertfile {pki / 'server.crt'}\nkeyfile {pki / 'server.key'}\n"
     )
-    process = await _started("mosquitto", "-c", str(pki / "mosquitto.conf"))
-    try:
-        await wait_for(lambda: _listening(port), timeout=10)
+    async with server_process(port, "mosquitto", "-c", str(pki / "mosquitto.conf")):
         yield port
-    finally:
-        process.kill()
-        await process.wait()
 
 
 def config_yaml(redis: str, pki: Path, mqtt: str = "url: 'off'") -> str:
