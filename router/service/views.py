@@ -3,6 +3,7 @@ and the metrics exposition merged with its lane workers'. The service's `Observe
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -99,9 +100,10 @@ class ServiceViews:
         return [t for name, c in config.classes.items() for t in keys.tags(name, c.partitions)]
 
     async def exposition(self) -> bytes:
-        """This process's metrics merged with its lane workers': one scrape per instance."""
-        own = generate_latest(self.service.metrics.registry)
+        """This process's metrics merged with its lane workers': one scrape per instance.
+        Rendered in a thread: a rendering takes milliseconds the event loop should not wait."""
+        own = await asyncio.to_thread(generate_latest, self.service.metrics.registry)
         if self.service.workers is None:
             return own
         sources = await self.service.workers.metric_sources()
-        return render(merge([parse(own.decode()), *sources]))
+        return await asyncio.to_thread(lambda: render(merge([parse(own.decode()), *sources])))

@@ -103,6 +103,9 @@ def tls_context(http: HttpConfig | None) -> ssl.SSLContext | None:
     return context
 
 
+PIPELINED = 4
+
+
 class GuardedRunner(web.AppRunner):
     """An AppRunner whose server closes idle connections and caps them per client."""
 
@@ -126,6 +129,13 @@ class CappedServer(web.Server):
         self.per_client = per_client
         self.open: Counter[str] = Counter()
         self.refused = 0
+
+    def __call__(self) -> RequestHandler:
+        handler = super().__call__()
+        # A client pipelining requests it never reads has this many parsed, then its
+        # connection stops being read: the rest wait in its socket, not in this process.
+        handler._max_msg_queue_size = PIPELINED
+        return handler
 
     def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
         super().connection_made(handler, transport)
