@@ -115,6 +115,22 @@ class Metrics:
             ["class"],
             registry=registry,
         )
+        self.config_info = Gauge(
+            "switchyard_config_info",
+            "1 for the config this process runs: its hash (what it says, not its layout) and "
+            "generation (1 at start, one more per reload applied).",
+            ["hash", "generation"],
+            registry=registry,
+        )
+        self.config_reloads = Counter(
+            "switchyard_config_reloads_total",
+            "Reloads by outcome: applied, or refused (the file invalid, or its change not one "
+            "that can be made live); a refused file changes nothing.",
+            ["outcome"],
+            registry=registry,
+        )
+        for outcome in ("applied", "refused"):
+            self.config_reloads.labels(outcome)
         self.mqtt_connected: Gauge | None = None
         self.mqtt_messages: Counter | None = None
         self.worker_restarts: Counter | None = None

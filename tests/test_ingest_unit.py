@@ -149,6 +149,9 @@ class Quiet:
     def pool_views(self) -> Mapping[str, Any]:
         return {}
 
+    def config_said(self) -> Mapping[str, Any]:
+        return {}
+
 
 @pytest.fixture
 async def client(parts: Parts) -> AsyncIterator[TestClient[aiohttp.web.Request, Any]]:

@@ -385,6 +385,17 @@ async def status_table(ran: Ran, project: Project) -> None:
     assert set(rates(ran.out)) == set(ALL_CLASSES)
 
 
+async def motion_edited(ran: Ran, project: Project) -> None:
+    config = load_config(project.root / "config.yaml")
+    assert config.classes["doorbell.motion"].concurrency == 48
+    assert config.classes["doorbell.button_press"].concurrency == 32  # only motion's
+
+
+async def reloaded(ran: Ran, project: Project) -> None:
+    assert ran.out.startswith("applied: ~doorbell.motion (config "), ran.out
+    assert ran.out.rstrip().endswith("generation 2)")
+
+
 async def classes_view(ran: Ran, project: Project) -> None:
     assert sorted(json.loads(ran.out)) == ALL_CLASSES
 
@@ -471,6 +482,12 @@ CHECKS = (
     Check(r"switchyard clinic attention$", attention_listed),
     Check(r"switchyard status$", status_table),
     Check(r"switchyard status --watch$", status_table, interrupt_after="instance\\(s\\) reporting"),
+    Check(r"^sed -i .*concurrency: 32/concurrency: 48/", motion_edited),
+    Check(r"switchyard reload$", reloaded),
+    Check(
+        r"switchyard reload --config config.yaml$",
+        covered_by="tests/test_reload.py, the SIGHUP and `switchyard reload` test",
+    ),
     Check(r"curl .*/classes \| python3 -m json.tool$", classes_view),
     Check(r"curl .*/metrics \| grep switchyard_sla_compliance_ratio$", compliance_lines),
     Check(r"curl .*/events/clinic/registration", dead_lettered),

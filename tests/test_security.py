@@ -189,6 +189,9 @@ async def test_fifty_scrapers_cost_one_rendering() -> None:
         def pool_views(self) -> Mapping[str, Any]:
             return {}
 
+        def config_said(self) -> Mapping[str, Any]:
+            return {}
+
     views = Views(Counting(), metrics_every_s=5.0)
     bodies = await asyncio.gather(*(views._exposition() for _ in range(50)))
     assert Counting.renders == 1

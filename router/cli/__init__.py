@@ -9,7 +9,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from router import redaction
-from router.cli import analytics, check, clinic, dlq, doorbell, publish, serve, status
+from router.cli import analytics, check, clinic, dlq, doorbell, publish, reload, serve, status
 from router.cli.common import EXIT_CONFIG
 
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ def _main(argv: Sequence[str] | None) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="switchyard", description=__doc__)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for command in (serve, check, status, dlq, publish, analytics, doorbell, clinic):
+    for command in (serve, check, reload, status, dlq, publish, analytics, doorbell, clinic):
         command.add(commands)
     return parser
 

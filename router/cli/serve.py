@@ -130,6 +130,11 @@ async def _serve_async(
     stop = asyncio.Event()
     _on_signals(stop, worker=assignment is not None)
     async with Service(config, assignment=assignment) as service:
+        if assignment is None:  # SIGHUP: read the config file again (a worker follows its parent)
+            asyncio.get_running_loop().add_signal_handler(
+                signal.SIGHUP,
+                lambda: service.supervisor.spawn("reload", service.reload_on_signal),
+            )
         if ready is not None:
             ready()
         if demo is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -479,6 +481,9 @@ class MediaConfig(_Model):
         return store
 
 
+SHARED_SECTIONS = {"lanes", "routes", "classes", "analytics", "media", "notify", "fleet"}
+
+
 class Config(_Model):
     """The whole file."""
 
@@ -504,6 +509,14 @@ class Config(_Model):
     @property
     def source(self) -> str:
         return self._source
+
+    def fingerprint(self) -> str:
+        """A short hash of what every instance must agree on: lanes, routes, classes and the
+        workloads' settings (not how the file is laid out, nor where this one instance
+        connects or listens: its ports, URLs and client ids may differ)."""
+        shared = self.model_dump(mode="json", by_alias=True, include=SHARED_SECTIONS)
+        text = json.dumps(shared, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def lane_names(self) -> list[str]:
         return [lane.name for lane in self.lanes]

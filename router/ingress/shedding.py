@@ -23,12 +23,16 @@ class Shedding:
 
     def __init__(self, config: Config, clock: Clock) -> None:
         self.clock = clock
+        self.configure(config)
+        self.stats: Mapping[str, StreamStats] = {}  # kept fresh by the service's stats loop
+
+    def configure(self, config: Config) -> None:
+        """The classes that refuse events past their bounds, by this (reloaded) config."""
         self.refusing = {
             name: cls.shed
             for name, cls in config.classes.items()
             if cls.shed is not None and cls.shed.action == "refuse"
         }
-        self.stats: Mapping[str, StreamStats] = {}  # kept fresh by the service's stats loop
 
     def check(self, cls: str) -> None:
         """Raise ClassOverloaded when `cls` sheds load by refusal and is past its bound."""

@@ -68,11 +68,19 @@ class StatsLoop:
         self.shared = SharedFigures(redis, max_age_s=3 * config.redis.stats_interval_s)
         self.stats: dict[str, StreamStats] = {}  # by class
         self.redis_ok = True
+        self.reporter = Reporter(config, metrics)
+
+    def reconfigure(self, config: Config) -> None:
+        """Watch and report the classes of a reloaded config (a service watches them all)."""
+        self.config = self.reporter.config = config
+        self.tags = [
+            t for name, cls in config.classes.items() for t in keys.tags(name, cls.partitions)
+        ]
 
     async def run(self) -> None:
         interval = self.config.redis.stats_interval_s
         backoff = Backoff(initial=0.2, maximum=interval)
-        reporter = Reporter(self.config, self.metrics)
+        reporter = self.reporter
         while True:
             inflight, compliance = self.figures()
             try:

@@ -59,7 +59,7 @@ class Reporter:
                 "compliance": compliance.get(name, 1.0),
             }
             self._previous[name] = (now, done, buckets)
-        return {"at": time.time(), "classes": classes}
+        return {"at": time.time(), "config": self.config.fingerprint(), "classes": classes}
 
     async def publish(
         self, redis: RedisClient, consumer: str, report: dict[str, Any], interval_s: float
@@ -97,7 +97,12 @@ def render(
     """The status table: one line per class, lanes in priority order; then who consumes each
     ordered class's partitions."""
     live = ", ".join(sorted(reports)) or "-"
-    lines = [f"{len(reports)} instance(s) reporting: {live}", COLUMNS]
+    lines = [f"{len(reports)} instance(s) reporting: {live}"]
+    configs = {name: str(report.get("config", "?")) for name, report in reports.items()}
+    if len(set(configs.values())) > 1:  # two files, or one reloaded and one not
+        said = ", ".join(f"{name} {digest}" for name, digest in sorted(configs.items()))
+        lines.append(f"!! the instances run different configs: {said}; switchyard reload each")
+    lines.append(COLUMNS)
     for name, cls in config.classes_by_lane():
         mine = [r["classes"][name] for r in reports.values() if name in r.get("classes", {})]
         lines.append(_line(name, cls, stats.get(name, StreamStats()), mine))

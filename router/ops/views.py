@@ -34,6 +34,10 @@ class Observed(Protocol):
         """Why the process should not receive traffic now; empty when ready."""
         ...
 
+    def config_said(self) -> Mapping[str, Any]:
+        """The config the process runs (its hash and generation), for /readyz."""
+        ...
+
     async def class_views(self) -> Mapping[str, Any]:
         """Per class: settings and live figures."""
         ...
@@ -73,7 +77,8 @@ class Views:
     async def readyz(self, request: web.Request) -> web.Response:
         problems = [scrub(problem) for problem in await self.observed.readiness_problems()]
         status = 503 if problems else 200
-        return web.json_response({"ready": not problems, "problems": problems}, status=status)
+        said = {"ready": not problems, "problems": problems, "config": self.observed.config_said()}
+        return web.json_response(said, status=status)
 
     async def classes(self, request: web.Request) -> web.Response:
         return web.json_response(await self.observed.class_views())

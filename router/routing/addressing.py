@@ -29,9 +29,13 @@ class Addresser:
     """Builds envelopes for known classes, or for topics through the routes."""
 
     def __init__(self, config: Config, router: Router, clock: Clock) -> None:
+        self.clock = clock
+        self.replace(config, router)
+
+    def replace(self, config: Config, router: Router) -> None:
+        """Address by a reloaded config and its routes from the next event on."""
         self.config = config
         self.router = router
-        self.clock = clock
         self._lanes = {name: cls.lane for name, cls in config.classes.items()}
         self._partitions = {name: cls.partitions for name, cls in config.classes.items()}
 

@@ -66,6 +66,12 @@ class Handling:
         self._invoke = self._handle_many if config.mode == "batch" else self._handle_one
         self._batches = actor.handles_batches()
 
+    def reconfigure(self, config: ClassConfig, expiry: Expiry | None) -> None:
+        """A reloaded class's timeout and shedding (its mode never changes live)."""
+        self.timeout_ms = config.timeout_ms
+        self.timeout_s = config.timeout_ms / 1000 if config.timeout_ms else None
+        self.expiry = expiry
+
     async def handle(self, batch: list[Entry]) -> None:
         """Run the actor on one entry or a batch; settle every entry, whatever happens."""
         if self.expiry is not None:

@@ -11,6 +11,7 @@ handlers' entries their own and the `Promoter` moves due delayed events back int
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -86,7 +87,10 @@ class Pool:
             tag, transport, self.slots, failures, self.accounting,
             metrics=metrics, clock=clock, log=log, retried=self.promoter.wake,
         )  # fmt: skip
-        handling = Handling(
+        self._expiry: Callable[[ClassConfig], Expiry | None] = functools.partial(
+            Expiry.of, cls, clock=clock, shed=metrics.shed
+        )
+        self.handling = handling = Handling(
             cls, config, actor, addresser, self.settler, slots=self.slots, notifier=notifier,
             records=records, expiry=Expiry.of(cls, config, clock, metrics.shed), clock=clock,
             log=log,
@@ -98,6 +102,30 @@ class Pool:
             log=log, stopping=self._stopping, block_ms=block_ms, leased=leased,
         )  # fmt: skip
         self.leases = Leases(tag, transport, self.slots, config.claim_idle_ms)
+        self._handlers: asyncio.TaskGroup | None = None  # while running: where handlers start
+        self._handler_tasks: list[asyncio.Task[None]] = []
+
+    def reconfigure(self, config: ClassConfig) -> None:
+        """Take a reloaded class's settings live: concurrency and batch (the room it fetches
+        into, and handler tasks to fill it), retry, SLA, shedding, timeout and deliveries.
+        Mode, lane and partitions never change here (a reload refuses that)."""
+        self.config = self.reader.config = config
+        self.reader.claim_every_s = max(0.05, config.claim_idle_ms / 2000)
+        self.slots.capacity, self.slots.unit = config.capacity, config.batch_size
+        self.slots.freed.set()  # room may have grown: the reader looks again
+        self.settler.failures.retry = config.retry
+        self.accounting.target_s = config.sla.target_ms / 1000 if config.sla else None
+        self.handling.reconfigure(config, self._expiry(config))
+        self.leases.every_s = config.claim_idle_ms / 3000
+        self._add_handlers()
+
+    def _add_handlers(self) -> None:
+        """Handler tasks up to the concurrency (a lower one leaves some idle: the slots bound
+        the work)."""
+        group = self._handlers
+        while group is not None and len(self._handler_tasks) < self.config.concurrency:
+            name = f"pool:{self.tag}:handler:{len(self._handler_tasks)}"
+            self._handler_tasks.append(group.create_task(self.dispatcher.run_handler(), name=name))
 
     @property
     def inflight(self) -> int:
@@ -128,16 +156,15 @@ class Pool:
         try:
             async with asyncio.TaskGroup() as group:
                 name = f"pool:{self.tag}"
-                helpers = [
-                    group.create_task(self.dispatcher.run_handler(), name=f"{name}:handler:{n}")
-                    for n in range(self.config.concurrency)
-                ]
-                helpers.append(group.create_task(self.settler.run(), name=f"{name}:settler"))
+                self._handlers, self._handler_tasks = group, []
+                self._add_handlers()
+                helpers = [group.create_task(self.settler.run(), name=f"{name}:settler")]
                 helpers.append(group.create_task(self.leases.run(), name=f"{name}:leases"))
                 helpers.append(group.create_task(self.promoter.run(), name=f"{name}:delay"))
                 await self.reader.run()
                 await self.slots.wait_empty()
-                await cancel_and_wait(*helpers)
+                self._handlers = None
+                await cancel_and_wait(*helpers, *self._handler_tasks)
         finally:
             self.running = False
             await self.actor.stop()

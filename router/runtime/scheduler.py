@@ -53,18 +53,24 @@ class LaneScheduler:
     """A shared in-flight capacity, handed out by lane priority with minimum shares."""
 
     def __init__(self, capacity: int, lanes: Sequence[LaneConfig], clock: Clock) -> None:
+        self.clock = clock
+        self.lanes: dict[str, LaneState] = {}
+        self.resize(capacity, lanes)
+
+    def resize(self, capacity: int, lanes: Sequence[LaneConfig]) -> None:
+        """A new capacity (a reload changed the pools'); what each lane holds is kept."""
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
         self.capacity = capacity
-        self.clock = clock
-        self.lanes = {
-            lane.name: LaneState(
-                rank=rank,
-                min_slots=int(lane.min_share * capacity),
-                max_wait_s=lane.max_wait_ms / 1000 if lane.max_wait_ms is not None else None,
-            )
-            for rank, lane in enumerate(lanes)
-        }
+        for rank, lane in enumerate(lanes):
+            min_slots = int(lane.min_share * capacity)
+            state = self.lanes.get(lane.name)
+            if state is not None:  # a reload: its slots in use and its waiters stay
+                state.min_slots = min_slots
+                continue
+            max_wait_s = lane.max_wait_ms / 1000 if lane.max_wait_ms is not None else None
+            self.lanes[lane.name] = LaneState(rank, min_slots, max_wait_s)
+        self._admit()  # more room: waiters may go in now
 
     @property
     def used(self) -> int:

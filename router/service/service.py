@@ -23,9 +23,11 @@ import functools
 from typing import TYPE_CHECKING
 
 import structlog
+from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from router.clock import Clock, SystemClock
+from router.config import load_config
 from router.errors import ConfigError, ConfigIssue
 from router.fleet.announce import Announcer
 from router.fleet.presence import Presence
@@ -47,13 +49,14 @@ from router.ops.lookups import RedisLookups
 from router.ops.stats import StatsLoop
 from router.routing.addressing import Addresser
 from router.routing.rules import Router
-from router.runtime.loader import load_actor
+from router.runtime.loader import import_object, load_actor
 from router.runtime.pool import Pool
 from router.runtime.scheduler import LaneScheduler
 from router.service.lane_workers import HOST, Assignment, Workers
 from router.service.membership import Membership
 from router.service.ownership import Ownership
 from router.service.placement import Placement
+from router.service.reload import Plan, Reloaded, plan
 from router.service.servers import MqttBroker, RedisConnection, broker_url, consumer_name
 from router.service.supervisor import Supervisor
 from router.service.views import ServiceViews
@@ -63,11 +66,9 @@ from router.streams.layout import partition_problems, record_partitions
 from router.streams.records import Records
 from router.streams.redis import RedisTransport
 from router.streams.retention import Retention
-from router.streams.transport import UNAVAILABLE
+from router.streams.transport import UNAVAILABLE, per_class
 
 if TYPE_CHECKING:
-    from aiohttp import web
-
     from router.config import Config, HttpConfig, MediaConfig
     from router.embedded.broker import EmbeddedBroker
     from router.streams.client import RedisClient
@@ -117,6 +118,10 @@ class Service:
         self.ownership: Ownership | None = None
         self._stats: StatsLoop | None = None
         self.views = ServiceViews(self)
+        self.config_generation = 1
+        self.config_hash = config.fingerprint()
+        self.metrics.config_info.labels(self.config_hash, "1").set(1)
+        self._reloading = asyncio.Lock()
         self._runner: web.AppRunner | None = None
         self._metrics_runner: web.AppRunner | None = None
         self._workers_clean = True
@@ -372,6 +377,7 @@ class Service:
                 DeviceViews(self.notifier).add_routes(app)
             DoorbellViews(analytics).add_routes(app)
             ClinicViews(analytics).add_routes(app)
+            app.router.add_post("/admin/reload", self._reload_view)
             gauges = ProviderGauges(analytics.providers, self.metrics.registry, GAUGES_EVERY_S)
             if gauges.providers:
                 self.supervisor.spawn("analytics:gauges", gauges.run)
@@ -403,6 +409,81 @@ class Service:
         upkeep = MediaUpkeep(settings, media.clips, media.announcer, metrics, self.clock)
         self.supervisor.spawn("media:upkeep", upkeep.run)
         return media
+
+    # --- reload ---
+
+    async def reload(self, path: str | None = None) -> Reloaded:
+        """Read the config file again (or `path`) and apply it live, as one step between two
+        requests, or refuse it, changing nothing (see `router.service.reload`)."""
+        async with self._reloading:
+            source = path or self.config.source
+            try:
+                new = await asyncio.to_thread(load_config, source)
+                await asyncio.to_thread(_check_actors, new)
+            except ConfigError as exc:
+                return self._refused(exc.issues)
+            held = per_class(self.stats)
+            isolated = {name for name in new.classes if name not in self.placement.classes()}
+            isolated |= {n for n in self.config.classes if n not in self.placement.classes()}
+            planned = plan(self.config, new, held, isolated)
+            if isinstance(planned, list):
+                return self._refused(planned)
+            if not planned.empty:
+                self._apply(new, planned)
+            self.metrics.config_reloads.labels("applied").inc()
+            log.info("config reloaded", changed=planned.said(), hash=self.config_hash,
+                     generation=self.config_generation)  # fmt: skip
+            return Reloaded(True, planned.said(), [], self.config_hash, self.config_generation)
+
+    async def _reload_view(self, request: web.Request) -> web.Response:
+        """`POST /admin/reload`: 200 applied, 409 refused (with the reasons); admin only."""
+        reloaded = await self.reload()
+        return web.json_response(reloaded.as_json(), status=200 if reloaded.applied else 409)
+
+    async def reload_on_signal(self) -> None:
+        """SIGHUP: the same reload, its outcome in the log."""
+        await self.reload()
+
+    def _refused(self, issues: list[ConfigIssue]) -> Reloaded:
+        self.metrics.config_reloads.labels("refused").inc()
+        said = [str(issue) for issue in issues]
+        log.warning("config reload refused, the running config is kept", issues=said)
+        return Reloaded(False, "nothing", said, self.config_hash, self.config_generation)
+
+    def _apply(self, new: Config, planned: Plan) -> None:
+        """Everything at once, with no await: no request sees half of it."""
+        old_pools = dict(self.pools)
+        self.addresser.replace(new, Router.from_config(new))
+        self.ingest.shedding.configure(new)
+        for name in planned.added:
+            cls = new.classes[name]
+            self.metrics.declare_class(name, cls.lane)
+            self.windows[name] = SlaWindow()
+        for name, cls in [*planned.changed.items(), *((n, new.classes[n]) for n in planned.added)]:
+            if cls.sla:
+                self.metrics.declare_sla(name, cls.sla.target_ms / 1000, cls.sla.objective)
+        self.config = new
+        self.placement = Placement(new, self.assignment)
+        for tag, pool in old_pools.items():
+            if pool.cls in planned.changed:
+                pool.reconfigure(planned.changed[pool.cls])
+            elif pool.cls in planned.removed:
+                pool.stop()  # it holds nothing (the plan checked): it ends at once
+                del self.pools[tag]
+        for name in planned.added:
+            for tag in keys.tags(name, new.classes[name].partitions):
+                self._start_pool(name, tag)
+        if self._stats is not None:
+            self._stats.tags = [
+                t for c in new.classes for t in keys.tags(c, new.classes[c].partitions)
+            ]
+        local = self.placement.classes()
+        everything = max(1, sum(self._capacity_of(name) for name in local))
+        self.scheduler.resize(new.service.capacity or everything, self.placement.lanes())
+        self.metrics.config_info.clear()
+        self.config_generation += 1
+        self.config_hash = new.fingerprint()
+        self.metrics.config_info.labels(self.config_hash, str(self.config_generation)).set(1)
 
     # --- stop ---
 
@@ -487,3 +568,18 @@ def _access_said(http: HttpConfig) -> str:
     if http.allow_unauthenticated:
         return "open to anyone who reaches it (allow_unauthenticated: true)"
     return "open, on loopback only: set http.tokens to listen further"
+
+
+def _check_actors(config: Config) -> None:
+    """ConfigError naming each class whose actor cannot be imported (as `switchyard check`)."""
+    issues = []
+    for name, cls in config.classes.items():
+        try:
+            import_object(cls.actor)
+        except Exception as exc:  # any import failure is the file's problem here
+            path = ("classes", name, "actor")
+            issues.append(
+                ConfigIssue(".".join(path), config.line_of(path), f"cannot import: {exc}")
+            )
+    if issues:
+        raise ConfigError(config.source, issues)

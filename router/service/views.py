@@ -45,6 +45,10 @@ class Running(Protocol):
     def workers(self) -> Workers | None: ...
     @property
     def stats(self) -> Mapping[str, StreamStats]: ...
+    @property
+    def config_hash(self) -> str: ...
+    @property
+    def config_generation(self) -> int: ...
 
 
 class ServiceViews:
@@ -52,6 +56,10 @@ class ServiceViews:
 
     def __init__(self, service: Running) -> None:
         self.service = service
+
+    def config_said(self) -> dict[str, Any]:
+        """The config this process runs: its fingerprint, and reloads applied since start."""
+        return {"hash": self.service.config_hash, "generation": self.service.config_generation}
 
     def pool_figures(self) -> tuple[dict[str, int], dict[str, float]]:
         """Per class: entries in flight here (all its partitions), and SLA compliance over the

@@ -1,0 +1,271 @@
+"""Hot reload: a routing change and a class's settings applied live, as one step; a bad file,
+or a change that cannot be made live, refused with its line and counted, changing nothing;
+no event lost or doubled beyond at-least-once across reloads under load; SIGHUP and
+`switchyard reload` against a running `switchyard run`."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import signal
+import sys
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from actors_for_tests import probe
+from servers import ServiceProcess, free_port, listening, wait_for
+
+from router.config import load_config
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    import aiohttp
+    from actors_for_tests import Probe
+    from helpers import Serve
+
+    from router.service.service import Service
+
+pytestmark = pytest.mark.usefixtures("probes")
+
+
+def config_text(
+    redis_url: str,
+    *,
+    route_to: str = "first",
+    concurrency: int = 2,
+    mode: str = "queue",
+    extra_class: str = "",
+    port: int = 0,
+) -> str:
+    return f"""
+redis: {{url: "{redis_url}"}}
+http: {{port: {port}}}
+service: {{log_format: json}}
+lanes: [{{name: high}}, {{name: low}}]
+routes:
+  - {{topic: "things/+", class: {route_to}}}
+classes:
+  first:
+    lane: high
+    actor: "actors_for_tests:Recorder"
+    mode: {mode}
+    concurrency: {concurrency}
+    options: {{name: first}}
+  second:
+    lane: low
+    actor: "actors_for_tests:Recorder"
+    options: {{name: second}}
+{extra_class}"""
+
+
+@pytest.fixture
+def config_file(tmp_path: Path, redis_url: str) -> Path:
+    path = tmp_path / "switchyard.yaml"
+    path.write_text(config_text(redis_url))
+    return path
+
+
+async def rewrite(path: Path, text: str) -> None:
+    """Edit the config file, as ops would between two reloads."""
+    await asyncio.to_thread(path.write_text, text)
+
+
+async def post(http: aiohttp.ClientSession, service: Service, count: int, at: int = 0) -> None:
+    url = f"http://127.0.0.1:{service.http_port}/events/things/x"
+    body = [{"n": n} for n in range(at, at + count)]
+    async with http.post(url, json=body) as response:
+        assert response.status == 202, await response.text()
+
+
+def numbers(seen: Probe) -> list[int]:
+    return sorted(event.payload["n"] for event in seen.handled)
+
+
+async def test_a_route_and_a_concurrency_change_apply_live(
+    serve: Serve, config_file: Path, redis_url: str, http: aiohttp.ClientSession,
+    probes: dict[str, Probe],
+) -> None:  # fmt: skip
+    async with serve(load_config(config_file)) as service:
+        await post(http, service, 3)
+        await wait_for(lambda: len(probes["first"].handled) == 3)
+        await rewrite(config_file, config_text(redis_url, route_to="second", concurrency=5))
+        reloaded = await service.reload()
+        assert (reloaded.applied, reloaded.changed) == (True, "routes, ~first")
+        await post(http, service, 4, at=3)
+        await wait_for(lambda: "second" in probes and len(probes["second"].handled) == 4)
+        [pool] = [p for p in service.pools.values() if p.cls == "first"]
+        assert (pool.config.concurrency, pool.slots.capacity) == (5, 5)
+        async with http.get(f"http://127.0.0.1:{service.http_port}/readyz") as response:
+            ready = await response.json()
+        metrics = service.metrics.registry
+        info = metrics.get_sample_value(
+            "switchyard_config_info", {"hash": service.config_hash, "generation": "2"}
+        )
+    assert numbers(probes["first"]) == [0, 1, 2]
+    assert numbers(probes["second"]) == [3, 4, 5, 6]
+    assert ready["config"] == {"hash": service.config_hash, "generation": 2}
+    assert info == 1.0
+    assert metrics.get_sample_value("switchyard_config_reloads_total", {"outcome": "applied"}) == 1
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        (lambda url: config_text(url) + "  third: {lane: high\n", "not valid YAML"),
+        (lambda url: config_text(url, concurrency=0), "classes.first.concurrency"),
+        (lambda url: config_text(url, mode="batch"), "mode cannot change live"),
+        (lambda url: config_text(url).replace("Recorder\"\n    mode", "Nobody\"\n    mode", 1),
+         "cannot import"),
+        (lambda url: config_text(url).replace("lanes: [", "lanes: [{name: new}, "),
+         "lanes: changes need a restart"),
+        (lambda url: config_text(url, extra_class="  third: {lane: high, mode: stream, "
+                                 "actor: 'actors_for_tests:Recorder', options: {name: t}}\n"),
+         "a new stream-mode class needs a restart"),
+    ],
+)  # fmt: skip
+async def test_a_file_that_cannot_be_taken_is_refused_with_its_line_and_changes_nothing(
+    serve: Serve, config_file: Path, http: aiohttp.ClientSession, probes: dict[str, Probe],
+    case: tuple[Any, str],
+) -> None:  # fmt: skip
+    edit, said = case
+    redis_url = load_config(config_file).redis.url
+    async with serve(load_config(config_file)) as service:
+        before = service.config_hash
+        await rewrite(config_file, edit(redis_url))
+        refused = await service.reload()
+        await post(http, service, 2)
+        await wait_for(lambda: len(probes["first"].handled) == 2)  # the old routes still
+        counted = service.metrics.registry.get_sample_value(
+            "switchyard_config_reloads_total", {"outcome": "refused"}
+        )
+    assert not refused.applied
+    assert any(said in issue for issue in refused.issues), refused.issues
+    assert all(issue.startswith("line ") for issue in refused.issues)
+    assert (service.config_hash, service.config_generation) == (before, 1)
+    assert counted == 1
+
+
+async def test_a_removed_class_goes_only_once_it_is_empty(
+    serve: Serve, config_file: Path, redis_url: str, http: aiohttp.ClientSession,
+    probes: dict[str, Probe],
+) -> None:  # fmt: skip
+    spare = "  spare: {lane: low, actor: 'actors_for_tests:Recorder', options: {name: spare}}\n"
+    await rewrite(config_file, config_text(redis_url, extra_class=spare))
+    async with serve(load_config(config_file)) as service:
+        probe_gate = probe("spare")
+        probe_gate.gate.clear()  # spare's handler holds its event
+        await rewrite(config_file, config_text(redis_url, route_to="spare", extra_class=spare))
+        assert (await service.reload()).applied
+        await post(http, service, 1)
+        await wait_for(lambda: probe_gate.started)
+        await wait_for(lambda: service.stats.get("spare") and service.stats["spare"].pending)
+        await rewrite(config_file, config_text(redis_url))
+        held = await service.reload()
+        probe_gate.gate.set()
+        await wait_for(lambda: probe_gate.handled)
+        await wait_for(lambda: not service.stats["spare"].pending, timeout=10)
+        emptied = await service.reload()
+        assert "spare" not in {p.cls for p in service.pools.values()}
+    assert not held.applied
+    assert any("spare still holds 1 event(s)" in issue for issue in held.issues)
+    assert (emptied.applied, emptied.changed) == (True, "routes, -spare")
+
+
+async def test_reloads_under_load_lose_nothing(
+    serve: Serve, config_file: Path, redis_url: str, http: aiohttp.ClientSession,
+    probes: dict[str, Probe],
+) -> None:  # fmt: skip
+    sent = 0
+    async with serve(load_config(config_file)) as service:
+
+        async def load() -> None:
+            nonlocal sent
+            while True:
+                await post(http, service, 20, at=sent)
+                sent += 20
+                await asyncio.sleep(0.005)
+
+        loading = asyncio.create_task(load())
+        try:
+            for round_ in range(8):
+                route_to, concurrency = ("first", "second")[round_ % 2], 1 + round_ % 4
+                good = config_text(redis_url, route_to=route_to, concurrency=concurrency)
+                await rewrite(config_file, good if round_ != 5 else "not: [valid")
+                await service.reload()
+                await wait_for(functools.partial(_at_least, lambda: sent, 40 * (round_ + 1)))
+        finally:
+            loading.cancel()
+            await asyncio.gather(loading, return_exceptions=True)
+        await wait_for(lambda: len(_handled()) == sent, timeout=20)
+        refusals = service.metrics.registry.get_sample_value(
+            "switchyard_config_reloads_total", {"outcome": "refused"}
+        )
+    assert sent >= 320
+    assert refusals == 1
+
+
+def _at_least(count: Callable[[], int], wanted: int) -> bool:
+    return count() >= wanted
+
+
+def _handled() -> set[int]:
+    """Every event number either class handled, repeats once."""
+    return {e.payload["n"] for name in ("first", "second") for e in probe(name).handled}
+
+
+# --- against a running `switchyard run` ---
+
+
+async def test_sighup_and_switchyard_reload_against_a_running_instance(
+    tmp_path: Path, redis_url: str, http: aiohttp.ClientSession
+) -> None:
+    port = free_port()
+    path = tmp_path / "switchyard.yaml"
+    path.write_text(config_text(redis_url, port=port).replace("actors_for_tests:Recorder",
+                                                             "actors.builtin:Log"))  # fmt: skip
+    service = ServiceProcess(path)
+    try:
+        await service.start()
+        await wait_for(lambda: listening(port), timeout=20)
+        await rewrite(
+            path,
+            (await asyncio.to_thread(path.read_text)).replace("concurrency: 2", "concurrency: 3"),
+        )
+        assert service.pid is not None
+        os.kill(service.pid, signal.SIGHUP)
+        reloaded = await wait_for(lambda: service.logged("config reloaded"), timeout=10)
+        assert reloaded is not None
+        await rewrite(
+            path,
+            (await asyncio.to_thread(path.read_text)).replace("concurrency: 3", "concurrency: x"),
+        )
+        refused = await _switchyard("reload", "--config", str(path))
+        await rewrite(
+            path,
+            (await asyncio.to_thread(path.read_text)).replace("concurrency: x", "concurrency: 4"),
+        )
+        applied = await _switchyard("reload", "--config", str(path))
+        async with http.get(f"http://127.0.0.1:{port}/readyz") as response:
+            ready = await response.json()
+    finally:
+        await service.close()
+    assert reloaded["changed"] == "~first"
+    assert refused[0] == 2
+    assert "line 13: classes.first.concurrency: Input should be a valid integer" in refused[1]
+    assert "nothing sent: the running instance keeps its config" in refused[1]
+    assert applied[0] == 0
+    assert applied[1].startswith("applied: ~first (config ")
+    assert ready["config"]["generation"] == 3
+
+
+async def _switchyard(*argv: str) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "router", *argv,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode is not None
+    return process.returncode, out.decode()
