@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run demo serve test unit check bench clean
+.PHONY: run demo serve test unit check bench prometheus clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Switchyard needs Python >= 3.11")'
@@ -40,6 +40,11 @@ check: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+
+PROMETHEUS_PORT ?= 9090
+prometheus:  ## a local Prometheus with the shipped alert rules, scraping make run's service
+	prometheus --config.file=deploy/prometheus/local.yml --storage.tsdb.path=.switchyard/prometheus \
+	    --web.listen-address=127.0.0.1:$(PROMETHEUS_PORT)
 
 bench: $(STAMP)  ## the short benchmark suite (peers install into bench/.peers-venv on first use)
 	$(PY) -m bench.suite --quick --json bench/results-quick.json $(BENCH_ARGS)

@@ -18,6 +18,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -43,7 +44,7 @@ ALL_CLASSES = sorted(load_config(REPO / "config.yaml").classes)
 CLASSES = sorted(set(ALL_CLASSES) - {"doorbell.health"})
 # a reaction is rare: the demo's first patient has one, then one in fifty
 EVERY_FEW_SECONDS = sorted(set(CLASSES) - {"clinic.reaction"})
-LINKED = ("Makefile", "pyproject.toml", "config.yaml", ".venv")
+LINKED = ("Makefile", "pyproject.toml", "config.yaml", ".venv", "deploy")
 TABLE_LINE = re.compile(r"^(?P<cls>[a-z][\w.-]+)\s+(?:\S+\s+){8}(?P<rate>[\d.]+)\s", re.M)
 
 
@@ -458,6 +459,10 @@ CHECKS = (
     Check(r"^make unit$", covered_by="test_make_unit_and_bench_run"),
     Check(r"^make bench$", covered_by="test_make_unit_and_bench_run"),
     Check(
+        r"^make prometheus$",
+        covered_by="test_make_prometheus_runs_the_shipped_rules_against_the_service",
+    ),
+    Check(
         r"^SWITCHYARD_REDIS_URL=\S+ SWITCHYARD_MQTT_URL=\S+ make serve$",
         covered_by="test_make_serve_on_your_own_redis_and_broker",
     ),
@@ -608,6 +613,40 @@ async def test_make_serve_on_your_own_redis_and_broker(
     finally:
         await redis.stop()
     assert project.leftovers() == []
+
+
+@pytest.mark.skipif(
+    shutil.which("prometheus") is None, reason="needs prometheus (.ci/run installs it)"
+)
+async def test_make_prometheus_runs_the_shipped_rules_against_the_service(
+    project: Project, http: aiohttp.ClientSession
+) -> None:
+    """`make prometheus`: ready, scraping `make run`'s address, every shipped rule loaded
+    (tests/test_prometheus_real.py shows those rules fire against a real service)."""
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api/v1"
+
+    async def asked(path: str) -> Any:
+        try:
+            async with http.get(f"{api}/{path}") as response:
+                return (await response.json())["data"]
+        except (aiohttp.ClientError, KeyError):
+            return None
+
+    async def rules() -> list[str]:
+        groups = (await asked("rules") or {}).get("groups", [])
+        return [rule["name"] for group in groups for rule in group["rules"]]
+
+    async def targets() -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = (await asked("targets") or {}).get("activeTargets", [])
+        return found
+
+    async with project.started("make prometheus", PROMETHEUS_PORT=str(port)) as running:
+        loaded = await wait_for(rules, timeout=30)
+        scraped = await wait_for(targets, timeout=30)
+        await running.interrupt()
+    assert "SwitchyardSLABudgetBurnFast" in loaded
+    assert [t["scrapeUrl"] for t in scraped] == ["http://127.0.0.1:8080/metrics"]
 
 
 async def test_make_unit_and_bench_run(tmp_path: Path) -> None:

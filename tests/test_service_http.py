@@ -385,7 +385,8 @@ async def test_healthz_and_readyz_answer_200_when_redis_is_up(
         await wait_for(lambda: all(pool.running for pool in service.pools.values()))
         async with http.get(f"{base_url(service)}/readyz") as response:
             assert response.status == 200
-            assert await response.json() == {"ready": True, "problems": []}
+            config = {"hash": service.config_hash, "generation": 1}  # which file it runs
+            assert await response.json() == {"ready": True, "problems": [], "config": config}
 
 
 # --- drain ---

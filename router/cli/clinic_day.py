@@ -54,7 +54,7 @@ class ClinicDay:
     )
     watching: dict[str, str] = field(default_factory=dict)  # patient -> severity to come
     corrections: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
-    _carry: float = 0.0
+    _carry: float = 1.0  # the first patient at the door as the demo opens
 
     def hour(self, now: float) -> float:
         """The clinic's hour now: the day runs from OPENS_H to CLOSES_H, then starts again."""

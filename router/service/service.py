@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
@@ -43,6 +43,7 @@ from router.ops.analytics_gauges import EVERY_S as GAUGES_EVERY_S
 from router.ops.analytics_gauges import ProviderGauges
 from router.ops.analytics_http import AnalyticsViews
 from router.ops.clinic_http import ClinicViews
+from router.ops.console import ConsoleViews, broker_said
 from router.ops.devices_http import DeviceViews
 from router.ops.doorbell_http import DoorbellViews
 from router.ops.lookups import RedisLookups
@@ -378,6 +379,7 @@ class Service:
             DoorbellViews(analytics).add_routes(app)
             ClinicViews(analytics).add_routes(app)
             app.router.add_post("/admin/reload", self._reload_view)
+            ConsoleViews(self, self.transport.redis, self.transport).add_routes(app)
             gauges = ProviderGauges(analytics.providers, self.metrics.registry, GAUGES_EVERY_S)
             if gauges.providers:
                 self.supervisor.spawn("analytics:gauges", gauges.run)
@@ -434,6 +436,16 @@ class Service:
             log.info("config reloaded", changed=planned.said(), hash=self.config_hash,
                      generation=self.config_generation)  # fmt: skip
             return Reloaded(True, planned.said(), [], self.config_hash, self.config_generation)
+
+    def lanes_now(self) -> dict[str, dict[str, int]]:
+        """Per lane of this process: slots used, waiting, reserved."""
+        return self.scheduler.snapshot()
+
+    def mqtt_now(self) -> dict[str, Any]:
+        """The MQTT ingress, for the console."""
+        connected = self.metrics.registry.get_sample_value("switchyard_mqtt_connected")
+        url = self.mqtt.url if self.mqtt is not None else None
+        return broker_said(url, bool(connected))
 
     async def _reload_view(self, request: web.Request) -> web.Response:
         """`POST /admin/reload`: 200 applied, 409 refused (with the reasons); admin only."""
