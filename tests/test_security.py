@@ -112,7 +112,7 @@ async def test_views_need_a_read_token_and_the_health_checks_none(
     async with serve(secured) as service:
         answers = {
             (path, who): (await ask(http, service, "GET", path, token))[0]
-            for path in ("/metrics", "/classes", "/healthz", "/readyz")
+            for path in ("/metrics", "/classes", "/healthz", "/readyz", "/ui", "/ui/state")
             for who, token in (("nobody", None), ("ingest", DOORBELL_TOKEN), ("read", READ_TOKEN))
         }
     assert answers == {
@@ -120,7 +120,20 @@ async def test_views_need_a_read_token_and_the_health_checks_none(
         ("/classes", "nobody"): 401, ("/classes", "ingest"): 403, ("/classes", "read"): 200,
         ("/healthz", "nobody"): 200, ("/healthz", "ingest"): 200, ("/healthz", "read"): 200,
         ("/readyz", "nobody"): 200, ("/readyz", "ingest"): 200, ("/readyz", "read"): 200,
+        ("/ui", "nobody"): 200, ("/ui", "ingest"): 200, ("/ui", "read"): 200,
+        ("/ui/state", "nobody"): 401, ("/ui/state", "ingest"): 403, ("/ui/state", "read"): 200,
     }  # fmt: skip
+
+
+async def test_a_replay_from_the_console_needs_an_admin_token(
+    serve: Serve, secured: Config, http: aiohttp.ClientSession
+) -> None:
+    path, body = "/ui/dead-letters/rings/replay", {"all": True}
+    async with serve(secured) as service:
+        reader = await ask(http, service, "POST", path, READ_TOKEN, json=body)
+        admin = await ask(http, service, "POST", path, ADMIN_TOKEN, json=body)
+    assert reader == (403, {"error": "token 'dashboards' may not admin here"})
+    assert admin == (200, {"class": "rings", "replayed": 0, "skipped": []})
 
 
 def test_an_open_listener_must_be_on_loopback_unless_said_so(redis_url: str) -> None:

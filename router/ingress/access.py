@@ -5,7 +5,8 @@ role and the topics it may post to.
   clinic events; a media path counts as its topic: `doorbell/front-door/clip.mp4`);
 - `read`: the views (`/metrics`, `/classes`, the analytics, the clinic's board);
 - `admin`: everything, including the writes that are not ingest (the device registry).
-`/healthz` and `/readyz` are open to all, and say nothing secret.
+`/healthz` and `/readyz` are open to all, and say nothing secret; so is the console's page
+(`/ui`), which holds nothing: its figures need a read token.
 
 Tokens are compared by their SHA-256, in constant time, so the service holds no token in
 clear, and the config file never holds one.
@@ -35,7 +36,9 @@ if TYPE_CHECKING:
 
     from router.config import TokenConfig
 
-OPEN_PATHS = frozenset(("/healthz", "/readyz"))
+# The health checks, and the console's page: it holds no data, and a browser cannot send a
+# token with a page load; what it fetches asks for one.
+OPEN_PATHS = frozenset(("/healthz", "/readyz", "/ui"))
 INGEST_ROUTES = (("POST", "/events/"), ("PUT", "/media/"))
 READING = frozenset(("GET", "HEAD"))
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
