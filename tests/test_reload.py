@@ -269,3 +269,29 @@ async def _switchyard(*argv: str) -> tuple[int, str]:
     out, _ = await asyncio.wait_for(process.communicate(), 30)
     assert process.returncode is not None
     return process.returncode, out.decode()
+
+
+async def test_a_class_run_by_lane_workers_takes_its_change_as_they_start_again(
+    serve: Serve, tmp_path: Path, redis_url: str, http: aiohttp.ClientSession
+) -> None:
+    path = tmp_path / "workers.yaml"
+    text = config_text(redis_url).replace(
+        "lanes: [{name: high}, {name: low}]", "lanes: [{name: high}, {name: low, workers: 1}]"
+    ).replace('"actors_for_tests:Recorder"\n    options: {name: second}',
+              '"actors.builtin:Log"\n    concurrency: 2')  # fmt: skip
+    path.write_text(text)
+    async with serve(load_config(path)) as service:
+        second = text.rsplit("concurrency: 2", 1)  # the second class's, the last one
+        await rewrite(path, "concurrency: 7".join(second))
+        reloaded = await service.reload()
+        views = await wait_for(functools.partial(_worker_concurrency, service, 7), timeout=20)
+        await post(http, service, 3)  # still routed to `first`, in the service
+        await wait_for(lambda: len(probe("first").handled) == 3)
+    assert (reloaded.applied, reloaded.changed) == (True, "~second")
+    assert views["second"]["workers"] == 1
+
+
+async def _worker_concurrency(service: Service, wanted: int) -> dict[str, Any] | None:
+    views = dict(await service.views.class_views())
+    second = views.get("second")
+    return views if second is not None and second.get("concurrency") == wanted else None

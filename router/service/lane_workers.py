@@ -74,6 +74,7 @@ class Worker:
     proc: asyncio.subprocess.Process | None = None
     ready: bool = False  # this process said it runs its pools, and has not exited
     terminated: bool = False  # this process was sent SIGTERM
+    recycling: bool = False  # stopped to start again on a reloaded config, at once
     clean: bool = True  # at stop: drained and exited 0
     last: list[Metric] = field(default_factory=list)  # this process's last metrics answer
     retired: list[Metric] = field(default_factory=list)  # counters of its exited processes
@@ -141,6 +142,16 @@ class Workers:
             names = [w.name for w in self.workers if not w.started.is_set()]
             log.warning("lane workers not ready yet, see /readyz", workers=names)
 
+    def reconfigure(self, config: Config, redis_url: str, lanes: set[str]) -> None:
+        """A reloaded config: the workers of `lanes` drain and start again on it, one lane's
+        classes paused meanwhile; the others get it at their next start."""
+        self.config = config
+        self._payload = _config_json(config, redis_url)
+        for worker in self.workers:
+            if worker.lane in lanes:
+                worker.recycling = True
+                worker.terminate()
+
     def stop(self) -> None:
         """No more restarts; SIGTERM every worker, which then drains."""
         self._stopping.set()
@@ -181,6 +192,10 @@ class Workers:
                 code = None
             if self._stopping.is_set():
                 return
+            if worker.recycling:  # a reload: straight back, on the new config
+                worker.recycling = False
+                log.info("lane worker restarting on the reloaded config", worker=worker.name)
+                continue
             if loop.time() - began > backoff.maximum:
                 backoff.reset()  # it ran a good while: this is a new failure, not a loop
             delay = backoff.next_delay()

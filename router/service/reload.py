@@ -4,8 +4,9 @@ Taken live, as one step between two requests: the routes; each class's concurren
 retry, SLA, shedding, timeout and delivery settings; new classes of modes that share their
 partitions (queue and batch); removed classes that hold nothing any more. Refused, with the
 reason, and the process keeps its file: any other section (service, redis, mqtt, http,
-lanes, ...), a class's mode, lane, partitions, actor or options, a new stream-mode class, a
-removed class that still holds events, and any change to a class run by lane workers.
+lanes, ...), a class's mode, lane, partitions, actor or options, a new stream-mode class, and
+a removed class that still holds events. Classes run by lane workers take a change when
+their lane's workers drain and start again on the new file.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING
 from router.errors import ConfigIssue
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Mapping
+    from collections.abc import Mapping
 
     from router.config import ClassConfig, Config
     from router.streams.transport import StreamStats
@@ -63,11 +64,9 @@ class Plan:
         return ", ".join(p for p in parts if p) or "nothing"
 
 
-def plan(
-    old: Config, new: Config, held: Mapping[str, StreamStats], isolated: Collection[str]
-) -> Plan | list[ConfigIssue]:
+def plan(old: Config, new: Config, held: Mapping[str, StreamStats]) -> Plan | list[ConfigIssue]:
     """The plan to go from `old` to `new`, or why it cannot be done live. `held`: each
-    class's stream figures now; `isolated`: the classes lane workers run."""
+    class's stream figures now."""
     issues = [
         _issue(new, (section,), "changes need a restart: the running file is kept")
         for section in FIXED_SECTIONS
@@ -84,8 +83,6 @@ def plan(
         if fixed:
             why = f"{', '.join(fixed)} cannot change live: restart to apply"
             issues.append(_issue(new, ("classes", name, fixed[0]), why))
-        elif name in isolated:
-            issues.append(_issue(new, ("classes", name), "runs in lane workers: restart to apply"))
         else:
             changed[name] = cls
     added = [name for name in new.classes if name not in old.classes]
@@ -94,8 +91,6 @@ def plan(
             issues.append(_issue(new, ("classes", name, "mode"),
                                  "a new stream-mode class needs a restart (its partitions' "
                                  "leases are shared out at start)"))  # fmt: skip
-        elif name in isolated:
-            issues.append(_issue(new, ("classes", name), "runs in lane workers: restart to add"))
     removed = [name for name in old.classes if name not in new.classes]
     for name in removed:
         figures = held.get(name)

@@ -424,10 +424,7 @@ class Service:
                 await asyncio.to_thread(_check_actors, new)
             except ConfigError as exc:
                 return self._refused(exc.issues)
-            held = per_class(self.stats)
-            isolated = {name for name in new.classes if name not in self.placement.classes()}
-            isolated |= {n for n in self.config.classes if n not in self.placement.classes()}
-            planned = plan(self.config, new, held, isolated)
+            planned = plan(self.config, new, per_class(self.stats))
             if isinstance(planned, list):
                 return self._refused(planned)
             if not planned.empty:
@@ -464,7 +461,7 @@ class Service:
 
     def _apply(self, new: Config, planned: Plan) -> None:
         """Everything at once, with no await: no request sees half of it."""
-        old_pools = dict(self.pools)
+        old_pools, old = dict(self.pools), self.config
         self.addresser.replace(new, Router.from_config(new))
         self.ingest.shedding.configure(new)
         for name in planned.added:
@@ -492,6 +489,10 @@ class Service:
         local = self.placement.classes()
         everything = max(1, sum(self._capacity_of(name) for name in local))
         self.scheduler.resize(new.service.capacity or everything, self.placement.lanes())
+        if self.workers is not None:  # their classes: the lane's workers start again on it
+            touched = {*planned.changed, *planned.added, *planned.removed}
+            lanes = {(new.classes.get(n) or old.classes[n]).lane for n in touched}
+            self.workers.reconfigure(new, self.redis_url, lanes & set(new.isolated_lanes()))
         self.metrics.config_info.clear()
         self.config_generation += 1
         self.config_hash = new.fingerprint()
