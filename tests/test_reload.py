@@ -295,3 +295,27 @@ async def _worker_concurrency(service: Service, wanted: int) -> dict[str, Any] |
     views = dict(await service.views.class_views())
     second = views.get("second")
     return views if second is not None and second.get("concurrency") == wanted else None
+
+
+async def test_a_watched_config_file_reloads_when_it_changes(
+    serve: Serve, config_file: Path, redis_url: str
+) -> None:
+    watched = config_text(redis_url).replace(
+        "{log_format: json}", "{log_format: json, watch_config: true}"
+    )
+    await rewrite(config_file, watched)
+    async with serve(load_config(config_file)) as service:
+        await rewrite(config_file, watched.replace("concurrency: 2", "concurrency: 3"))
+        await wait_for(lambda: service.config_generation == 2, timeout=15)
+        await rewrite(config_file, "classes: [broken")  # refused, and watched again after
+        await wait_for(
+            lambda: (
+                service.metrics.registry.get_sample_value(
+                    "switchyard_config_reloads_total", {"outcome": "refused"}
+                )
+                == 1
+            ),
+            timeout=15,
+        )
+    assert service.config_generation == 2
+    assert service.config.classes["first"].concurrency == 3

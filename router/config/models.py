@@ -42,6 +42,9 @@ class ServiceConfig(_Model):
     capacity: int | None = Field(None, ge=1)  # in-flight entries across classes; None: no cap
     # Every process beats into Redis each `heartbeat_s`; one silent for `member_timeout_s`
     # counts as gone: its ordered partitions and its pending entries move to the others.
+    # Reload when the config file changes (checked every few seconds), besides SIGHUP and
+    # `switchyard reload`.
+    watch_config: bool = False
     heartbeat_s: float = Field(0.5, gt=0, le=60)
     member_timeout_s: float = Field(2.5, gt=0, le=600)
 

@@ -102,6 +102,8 @@ def render(
     if len(set(configs.values())) > 1:  # two files, or one reloaded and one not
         said = ", ".join(f"{name} {digest}" for name, digest in sorted(configs.items()))
         lines.append(f"!! the instances run different configs: {said}; switchyard reload each")
+    elif configs:
+        lines[0] += f" (config {next(iter(configs.values()))})"
     lines.append(COLUMNS)
     for name, cls in config.classes_by_lane():
         mine = [r["classes"][name] for r in reports.values() if name in r.get("classes", {})]

@@ -20,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -256,6 +258,8 @@ class Service:
         spawn("ownership", self.ownership.run)
         self._stats = self._stats_loop()
         spawn("stats", self._stats.run)
+        if self.config.service.watch_config and self.assignment is None:
+            spawn("config:watch", self.watch_config)
         if self.assignment is None:  # the service trims for its workers too
             retention = Retention(self.config, self.transport, self.metrics, self._upkeep)
             spawn("retention", retention.run)
@@ -449,6 +453,18 @@ class Service:
         reloaded = await self.reload()
         return web.json_response(reloaded.as_json(), status=200 if reloaded.applied else 409)
 
+    async def watch_config(self) -> None:
+        """`service.watch_config`: reload whenever the file's contents change."""
+        path = Path(self.config.source)
+        seen = await asyncio.to_thread(_fingerprint_of, path)
+        while True:
+            await asyncio.sleep(WATCH_EVERY_S)
+            now = await asyncio.to_thread(_fingerprint_of, path)
+            if now != seen:
+                seen = now
+                log.info("config file changed, reloading", path=str(path))
+                await self.reload()
+
     async def reload_on_signal(self) -> None:
         """SIGHUP: the same reload, its outcome in the log."""
         await self.reload()
@@ -596,3 +612,14 @@ def _check_actors(config: Config) -> None:
             )
     if issues:
         raise ConfigError(config.source, issues)
+
+
+WATCH_EVERY_S = 2.0
+
+
+def _fingerprint_of(path: Path) -> bytes | None:
+    """The file's bytes' digest (None while it cannot be read): what a watch compares."""
+    try:
+        return hashlib.sha256(path.read_bytes()).digest()
+    except OSError:
+        return None
