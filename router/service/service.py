@@ -477,31 +477,13 @@ class Service:
 
     def _apply(self, new: Config, planned: Plan) -> None:
         """Everything at once, with no await: no request sees half of it."""
-        old_pools, old = dict(self.pools), self.config
+        old = self.config
         self.addresser.replace(new, Router.from_config(new))
         self.ingest.shedding.configure(new)
-        for name in planned.added:
-            cls = new.classes[name]
-            self.metrics.declare_class(name, cls.lane)
-            self.windows[name] = SlaWindow()
-        for name, cls in [*planned.changed.items(), *((n, new.classes[n]) for n in planned.added)]:
-            if cls.sla:
-                self.metrics.declare_sla(name, cls.sla.target_ms / 1000, cls.sla.objective)
-        self.config = new
-        self.placement = Placement(new, self.assignment)
-        for tag, pool in old_pools.items():
-            if pool.cls in planned.changed:
-                pool.reconfigure(planned.changed[pool.cls])
-            elif pool.cls in planned.removed:
-                pool.stop()  # it holds nothing (the plan checked): it ends at once
-                del self.pools[tag]
-        for name in planned.added:
-            for tag in keys.tags(name, new.classes[name].partitions):
-                self._start_pool(name, tag)
-        if self._stats is not None:
-            self._stats.tags = [
-                t for c in new.classes for t in keys.tags(c, new.classes[c].partitions)
-            ]
+        self.config, self.placement = new, Placement(new, self.assignment)
+        self._apply_to_pools(planned)
+        if self._stats is not None:  # the stats loop and its reports follow the new classes
+            self._stats.reconfigure(new)
         local = self.placement.classes()
         everything = max(1, sum(self._capacity_of(name) for name in local))
         self.scheduler.resize(new.service.capacity or everything, self.placement.lanes())
@@ -513,6 +495,28 @@ class Service:
         self.config_generation += 1
         self.config_hash = new.fingerprint()
         self.metrics.config_info.labels(self.config_hash, str(self.config_generation)).set(1)
+
+    def _apply_to_pools(self, planned: Plan) -> None:
+        """Changed classes' pools take their settings, removed ones stop (they hold nothing),
+        new ones start here, when this process runs their lane."""
+        config = self.config
+        for name in planned.added:
+            self.metrics.declare_class(name, config.classes[name].lane)
+            self.windows[name] = SlaWindow()
+        for name in [*planned.changed, *planned.added]:
+            sla = config.classes[name].sla
+            if sla is not None:
+                self.metrics.declare_sla(name, sla.target_ms / 1000, sla.objective)
+        for tag, pool in list(self.pools.items()):
+            if pool.cls in planned.changed:
+                pool.reconfigure(planned.changed[pool.cls])
+            elif pool.cls in planned.removed:
+                pool.stop()
+                del self.pools[tag]
+        local = self.placement.classes()
+        for name in (n for n in planned.added if n in local):
+            for tag in keys.tags(name, config.classes[name].partitions):
+                self._start_pool(name, tag)
 
     # --- stop ---
 
