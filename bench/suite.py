@@ -44,6 +44,7 @@ from bench.memory import MemorySettings, run_memory
 from bench.peer_bench import PEERS, Context, drain_all, priority_peer
 from bench.peers_env import DEFAULT_VENV, PeersEnv, ensure
 from bench.priority import PrioritySettings, run_switchyard
+from router import loops
 from router.embedded.redis import EmbeddedRedis
 from router.logs import configure_logging
 
@@ -566,7 +567,8 @@ def print_summary(document: dict[str, Any]) -> None:
 # --- command line ---
 
 
-def parse_args(argv: Sequence[str] | None) -> tuple[SuiteSettings, Path | None]:
+def parse_args(argv: Sequence[str] | None) -> tuple[SuiteSettings, Path | None, str]:
+    """The settings, where to write the figures, and the event loop (`--loop`)."""
     parser = argparse.ArgumentParser(
         prog="python -m bench.suite",
         description="Switchyard against a bare Redis loop and Dramatiq, Celery, arq and "
@@ -590,6 +592,10 @@ def parse_args(argv: Sequence[str] | None) -> tuple[SuiteSettings, Path | None]:
     )
     parser.add_argument("--peers-venv", type=Path, default=DEFAULT_VENV,
                         help="the peers' venv (default: %(default)s)")  # fmt: skip
+    parser.add_argument(
+        "--loop", choices=("auto", "asyncio", "uvloop"), default="auto",
+        help="this process's event loop, as service.loop (default: auto, uvloop if installed)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     settings = SuiteSettings.quick_run() if args.quick else SuiteSettings()
     settings = replace(
@@ -603,7 +609,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[SuiteSettings, Path | None]:
         if args.soak <= 0:
             parser.error("--soak must be positive")
         settings = replace(settings, memory=replace(settings.memory, seconds=args.soak))
-    return settings, args.json
+    return settings, args.json, args.loop
 
 
 _signalled: list[int] = []
@@ -630,10 +636,10 @@ async def _main(settings: SuiteSettings, json_path: Path | None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    settings, json_path = parse_args(argv)
+    settings, json_path, loop = parse_args(argv)
     configure_logging("json", "warning")  # the services' info lines would bury the tables
     try:
-        return asyncio.run(_main(settings, json_path))
+        return loops.run(_main(settings, json_path), loops.factory(loop))
     except KeyboardInterrupt:
         progress("interrupted; every process the suite started was stopped")
         return 130

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import os
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,7 +23,7 @@ from router.service.service import Service
 from router.streams.client import RedisClient, connect
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 
     from helpers import Serve
 
@@ -29,6 +31,18 @@ if TYPE_CHECKING:
     from router.config import Config
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """The loop every test runs on: asyncio's own, or uvloop with SWITCHYARD_TEST_LOOP=uvloop
+    (`service.loop: auto` runs the service on uvloop where it is installed)."""
+    if os.environ.get("SWITCHYARD_TEST_LOOP", "asyncio") != "uvloop":
+        return {"asyncio": asyncio.new_event_loop}
+    import uvloop  # noqa: PLC0415  (optional: only this run needs it)
+
+    return {"uvloop": uvloop.new_event_loop}
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

@@ -20,7 +20,10 @@ PACKAGES = ("router", "actors")
 # The stages of router/, in the order they may import each other: each imports only from its
 # own stage and the ones above it in this list.
 STAGES = (
-    ("foundation", ("errors", "redaction", "clock", "tasks", "backoff", "logs", "metrics")),
+    (
+        "foundation",
+        ("errors", "redaction", "clock", "tasks", "backoff", "logs", "metrics", "loops"),
+    ),
     ("config", ("config",)),
     ("storage", ("storage",)),
     ("streams", ("streams",)),

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import structlog
 from pydantic import ValidationError
 
+from router import loops
 from router.cli.common import EXIT_CONFIG, add_config_option, logging_for, with_config
 from router.cli.demo import DemoOptions, run_demo
 from router.cli.owners import with_a_secret
@@ -110,7 +111,12 @@ def _serve(
     ready: Callable[[], None] | None = None,
 ) -> int:
     try:
-        return asyncio.run(_serve_async(config, demo, assignment, ready))
+        loop_factory = loops.factory(config.service.loop)
+    except ValueError as exc:  # uvloop asked for and not installed
+        print(f"switchyard: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        return loops.run(_serve_async(config, demo, assignment, ready), loop_factory)
     except ConfigError as exc:  # what the config asks cannot be done with the data in Redis
         print(exc, file=sys.stderr)
         return EXIT_CONFIG

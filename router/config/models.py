@@ -42,6 +42,8 @@ class ServiceConfig(_Model):
     capacity: int | None = Field(None, ge=1)  # in-flight entries across classes; None: no cap
     # Every process beats into Redis each `heartbeat_s`; one silent for `member_timeout_s`
     # counts as gone: its ordered partitions and its pending entries move to the others.
+    # The event loop: `auto` is uvloop where it is installed, else asyncio's own.
+    loop: Literal["auto", "asyncio", "uvloop"] = "auto"
     # Reload when the config file changes (checked every few seconds), besides SIGHUP and
     # `switchyard reload`.
     watch_config: bool = False
@@ -140,7 +142,9 @@ class HttpConfig(_Model):
     header_timeout_s: float = Field(10.0, gt=0)  # a request's line and headers, whole
     body_timeout_s: float = Field(30.0, gt=0)  # a request's body (not a media upload's)
     idle_timeout_s: float = Field(15.0, gt=0)  # a kept-alive connection between requests
-    max_connections_per_client: int = Field(64, ge=1)  # open at once, per client address
+    # Open at once per client address: a gateway or a load balancer is one address for many
+    # devices, so the default leaves room for them.
+    max_connections_per_client: int = Field(1024, ge=1)
     metrics_every_s: float = Field(1.0, gt=0)  # /metrics rendered at most this often, shared
     # HTTPS on the main listener; with `client_ca_file`, only clients with a certificate
     # that CA signed get in (mutual TLS).

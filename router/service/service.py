@@ -179,6 +179,7 @@ class Service:
             raise
         log.info(
             "switchyard started",
+            loop=type(asyncio.get_running_loop()).__module__.partition(".")[0],
             classes=len(self.placement.classes()),
             consumer=self.transport.consumer,
         )

@@ -3,6 +3,7 @@ its parent, on one aiohttp runner."""
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections import Counter
 from typing import TYPE_CHECKING, Any
@@ -13,8 +14,6 @@ from router.ingress.access import Access
 from router.ops.views import Views
 
 if TYPE_CHECKING:
-    import asyncio
-
     from aiohttp.web_protocol import RequestHandler
 
     from router.config import HttpConfig
@@ -143,7 +142,8 @@ class CappedServer(web.Server):
         self.open[client] += 1
         if self.open[client] > self.per_client:
             self.refused += 1
-            transport.close()
+            # Once the handler has started: closed before, it would fail on a gone manager.
+            asyncio.get_running_loop().call_soon(transport.close)
 
     def connection_lost(self, handler: RequestHandler, exc: BaseException | None = None) -> None:
         transport = self._connections.get(handler)
