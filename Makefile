@@ -30,8 +30,9 @@ serve: $(STAMP)  ## the service alone, no simulator
 
 TEST_WORKERS ?= 2  # the suite in this many processes: its tests mostly wait on servers
 
+TEST_LOOP ?= asyncio  # the tests' own loop; TEST_LOOP=uvloop runs the suite on uvloop
 test: check  ## lint, types, then the whole suite (real redis-server processes)
-	$(PY) -m pytest -n $(TEST_WORKERS)
+	SWITCHYARD_TEST_LOOP=$(TEST_LOOP) $(PY) -m pytest -n $(TEST_WORKERS)
 
 unit: $(STAMP)
 	$(PY) -m pytest -m "not integration"
