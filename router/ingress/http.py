@@ -80,8 +80,11 @@ class EventsEndpoint:
     async def _payloads(self, request: web.Request) -> list[Any]:
         limits = self.limits
         try:
-            async with asyncio.timeout(self.body_timeout_s):
-                body = await request.read()  # stops once past max_body_bytes
+            if request.content.is_eof():  # the whole body came with the headers: no wait
+                body = await request.read()
+            else:
+                async with asyncio.timeout(self.body_timeout_s):
+                    body = await request.read()  # stops once past max_body_bytes
         except TimeoutError:
             raise web.HTTPRequestTimeout(
                 text=f"the body took more than {self.body_timeout_s:g} s",
