@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import random
 import subprocess
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from router.cli import main
+from router.cli.clinic_day import ClinicDay
 
 if TYPE_CHECKING:
     import pytest
@@ -63,3 +65,12 @@ def test_the_module_runs_as_a_command() -> None:
     assert result.returncode == 0, result.stderr
     classes = ROOT.joinpath("config.yaml").read_text().count("\n    actor: ")  # one per class
     assert f"classes ({classes})" in result.stdout
+
+
+def test_each_demo_clinic_day_has_patients_of_its_own() -> None:
+    """`make run` keeps yesterday's visits in .switchyard: a new day's C0001 is not the old
+    one (whose closed visit would hide the new one's reaction)."""
+    first, second = ClinicDay(random.Random(1)), ClinicDay(random.Random(2))
+    ids = [day.arrivals(day.started, 1.0)[0]["patient_id"] for day in (first, second)]
+    assert ids[0] != ids[1]
+    assert all(patient.endswith("-0001") for patient in ids)

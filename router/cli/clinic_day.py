@@ -55,6 +55,10 @@ class ClinicDay:
     watching: dict[str, str] = field(default_factory=dict)  # patient -> severity to come
     corrections: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
     _carry: float = 1.0  # the first patient at the door as the demo opens
+    day: str = ""  # patient ids are this day's own: `make run` keeps yesterday's visits
+
+    def __post_init__(self) -> None:
+        self.day = self.day or f"{self.random.getrandbits(16):04x}"
 
     def hour(self, now: float) -> float:
         """The clinic's hour now: the day runs from OPENS_H to CLOSES_H, then starts again."""
@@ -75,7 +79,7 @@ class ClinicDay:
         self.patients += 1
         chance = self.random.random
         record: dict[str, Any] = {
-            "patient_id": f"C{self.patients:05d}",
+            "patient_id": f"C{self.day}-{self.patients:04d}",
             "name": f"Patient {self.patients}",
             "birth_date": f"{self.random.randint(1940, 2008)}-{self.random.randint(1, 12):02d}-"
             f"{self.random.randint(1, 28):02d}",
