@@ -16,6 +16,7 @@ import math
 import os
 import platform
 import signal
+import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -53,6 +54,13 @@ FINE_BUCKETS: tuple[float, ...] = tuple(
 
 class BenchError(RuntimeError):
     """An experiment that could not be measured (stalled, lost events, a child failed)."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def progress(text: str) -> None:

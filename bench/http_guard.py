@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
 import statistics
 import sys
 import tempfile
@@ -32,7 +31,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.harness import progress
+from bench.harness import free_port, progress
 from router.embedded.redis import EmbeddedRedis
 
 if TYPE_CHECKING:
@@ -105,7 +104,7 @@ def figures(took: Sequence[float]) -> dict[str, float]:
 async def service(temp: Path) -> AsyncIterator[int]:
     redis = EmbeddedRedis(temp / "redis", appendonly=False)
     await redis.start()
-    port = _free_port()
+    port = free_port()
     (temp / "switchyard.yaml").write_text(CONFIG.format(redis=redis.url, port=port))
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "router", "run", "--config", str(temp / "switchyard.yaml"),
@@ -123,12 +122,6 @@ async def service(temp: Path) -> AsyncIterator[int]:
         process.terminate()
         await process.wait()
         await redis.stop()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 async def measure(probes: int) -> dict[str, Any]:

@@ -1,0 +1,251 @@
+"""MQTT ingest measured on the subscriber's side: the C publisher and an unthrottled broker.
+
+    .venv/bin/python -m bench.mqtt_ingest [--messages 30000] [--runs 3] [--quick]
+
+One command starts a private mosquitto (no persistence, no inflight or queue limits) and a
+private redis-server, on free ports, and stops them at the end. Each scenario subscribes at
+QoS 1, then `mosquitto_pub -l` (the C client) publishes `--messages` QoS 1 messages, one per
+line; the subscriber is timed from its first message to its last, and the publisher's own
+time is checked to be well under it (else the figure is the publisher's, and says so):
+
+  bare             an aiomqtt subscriber that only counts (auto-ack)
+  bare+xadd        the same, every message XADDed into a stream, pipelined a drained batch
+                   at a time (auto-ack: paho acknowledges on receipt)
+  bare+xadd+ack    the same with manual ack, each message acknowledged after its XADD: the
+                   fair ceiling of an ingress that loses nothing
+  switchyard       the Service's MQTT ingress (default settings, one class in a lane of its
+                   own, its pool consuming in the same process), until `ingested` = N
+Figures: messages/s, this process's CPU per message, and each scenario as a ratio to
+bare+xadd+ack in the same run (the target: Switchyard >= 0.8x).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import functools
+import json
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import aiomqtt
+from prometheus_client import CollectorRegistry
+from redis.asyncio import Redis
+
+from bench.harness import free_port, progress
+from bench.mqtt_rate import _config, _until
+from router.embedded.redis import EmbeddedRedis
+from router.service.service import Service
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Sequence
+
+TOPIC = "bench/d1/reading"
+PAYLOAD = '{"device_id": "d1", "value": 21.5}'
+BROKER_CONF = """listener {port} 127.0.0.1
+allow_anonymous true
+persistence false
+max_inflight_messages 0
+max_queued_messages 0
+max_queued_bytes 0
+set_tcp_nodelay true
+"""
+DRAIN = 500  # messages a bare writer takes at most per pipeline
+
+
+@contextlib.asynccontextmanager
+async def mosquitto(directory: Path) -> AsyncIterator[int]:
+    port = free_port()
+    (directory / "mosquitto.conf").write_text(BROKER_CONF.format(port=port))
+    proc = await asyncio.create_subprocess_exec(
+        "mosquitto", "-c", str(directory / "mosquitto.conf"),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        for _ in range(200):
+            with contextlib.suppress(OSError):
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.close()
+                break
+            await asyncio.sleep(0.05)
+        yield port
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
+async def publish(port: int, messages: int) -> float:
+    """`mosquitto_pub -l` sending `messages` QoS 1 messages; its wall time."""
+    lines = (PAYLOAD + "\n").encode() * messages
+    started = time.perf_counter()
+    proc = await asyncio.create_subprocess_exec(
+        "mosquitto_pub", "-h", "127.0.0.1", "-p", str(port), "-t", TOPIC, "-q", "1", "-l",
+        "-M", "1000",
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    await proc.communicate(lines)
+    return time.perf_counter() - started
+
+
+Counted = Callable[[], int]
+
+
+async def timed(
+    start: Callable[[], Awaitable[None]], count: Counted, port: int, messages: int
+) -> dict[str, float]:
+    """Publish, and time the subscriber from its first message to the `messages`th."""
+    await start()
+    cpu = time.process_time()
+    sending = asyncio.create_task(publish(port, messages))
+    await _until(lambda: count() > 0)
+    began = time.perf_counter()
+    await _until(lambda: count() >= messages)
+    elapsed = time.perf_counter() - began
+    cpu = time.process_time() - cpu
+    published = await sending
+    return {"seconds": elapsed, "cpu_us": cpu / messages * 1e6, "publisher_s": published}
+
+
+async def bare(port: int, messages: int, redis: Redis | None, manual: bool) -> dict[str, float]:
+    """A bare aiomqtt subscriber; with `redis`, each drained batch XADDed in one pipeline
+    (then, with `manual`, acknowledged)."""
+    client = aiomqtt.Client("127.0.0.1", port, identifier=f"bare-{time.monotonic_ns()}")
+    if manual:
+        client._client.manual_ack_set(True)
+    seen = [0]
+    async with client:
+        await client.subscribe(TOPIC, qos=1)
+        queue: asyncio.Queue[aiomqtt.Message] = asyncio.Queue()
+
+        async def receive() -> None:
+            async for message in client.messages:
+                if redis is None:
+                    seen[0] += 1
+                else:
+                    queue.put_nowait(message)
+
+        async def write() -> None:
+            assert redis is not None
+            while True:
+                batch = [await queue.get()]
+                await asyncio.sleep(0)  # one turn for paho to hand over what else arrived
+                while not queue.empty() and len(batch) < DRAIN:
+                    batch.append(queue.get_nowait())
+                async with redis.pipeline(transaction=False) as pipe:
+                    for message in batch:
+                        pipe.xadd("bench:bare", {"p": bytes(message.payload)})
+                    await pipe.execute()
+                if manual:
+                    for message in batch:
+                        client._client.ack(message.mid, message.qos)
+                seen[0] += len(batch)
+
+        tasks = [asyncio.create_task(receive())]
+        if redis is not None:
+            tasks.append(asyncio.create_task(write()))
+        try:
+
+            async def started() -> None:
+                return None
+
+            return await timed(started, lambda: seen[0], port, messages)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def switchyard(port: int, redis_url: str, messages: int, run: int) -> dict[str, float]:
+    config = _config(redis_url, f"mqtt://127.0.0.1:{port}", "5", f"bench-ingest-{run}")
+    registry = CollectorRegistry()
+    labels = {"class": "bench.reading", "source": "mqtt"}
+
+    def ingested() -> int:
+        return int(registry.get_sample_value("switchyard_events_ingested_total", labels) or 0)
+
+    async with Service(config, registry=registry) as service:
+
+        async def connected() -> None:
+            await _until(lambda: service.mqtt is not None and service.mqtt.connected)
+
+        return await timed(connected, ingested, port, messages)
+
+
+async def measure(messages: int, runs: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="switchyard-mqtt-ingest-") as temp:
+        redis_server = EmbeddedRedis(Path(temp) / "redis", appendonly=False)
+        await redis_server.start()
+        redis = Redis.from_url(redis_server.url)
+        results: dict[str, list[dict[str, float]]] = {}
+        try:
+            async with mosquitto(Path(temp)) as port:
+                for run in range(runs):
+                    subscriber = functools.partial(bare, port, messages)
+                    scenarios: list[tuple[str, Callable[[], Awaitable[dict[str, float]]]]] = [
+                        ("bare", functools.partial(subscriber, None, manual=False)),
+                        ("bare+xadd", functools.partial(subscriber, redis, manual=False)),
+                        ("bare+xadd+ack", functools.partial(subscriber, redis, manual=True)),
+                        ("switchyard", functools.partial(switchyard, port, redis_server.url,
+                                                         messages, run)),
+                    ]  # fmt: skip
+                    for name, scenario in scenarios:
+                        await redis.flushall()  # the private server this command started
+                        figures = await scenario()
+                        results.setdefault(name, []).append(figures)
+                        progress(f"run {run + 1}/{runs} {name}: "
+                                 f"{messages / figures['seconds']:,.0f}/s")  # fmt: skip
+        finally:
+            await redis.aclose()
+            await redis_server.stop()
+    return _summary(results, messages)
+
+
+def _summary(results: dict[str, list[dict[str, float]]], messages: int) -> dict[str, Any]:
+    summary: dict[str, Any] = {"messages": messages}
+    for name, runs in results.items():
+        seconds = statistics.median(r["seconds"] for r in runs)
+        summary[name] = {
+            "per_s": round(messages / seconds),
+            "cpu_us_per_message": round(statistics.median(r["cpu_us"] for r in runs), 1),
+            "publisher_share": round(
+                statistics.median(r["publisher_s"] for r in runs) / seconds, 2
+            ),
+        }
+    ceiling = summary["bare+xadd+ack"]["per_s"]
+    for name in results:
+        summary[name]["vs_manual_ack"] = round(summary[name]["per_s"] / ceiling, 3)
+    return summary
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.mqtt_ingest", description=(__doc__ or "").split("\n")[0]
+    )
+    parser.add_argument("--messages", type=int, default=30_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="10,000 messages, 1 run")
+    args = parser.parse_args(argv)
+    if not (shutil.which("mosquitto") and shutil.which("mosquitto_pub")):
+        print("bench.mqtt_ingest needs mosquitto and mosquitto_pub (Debian: mosquitto, "
+              "mosquitto-clients)")  # fmt: skip
+        return 1
+    messages, runs = (10_000, 1) if args.quick else (args.messages, args.runs)
+    summary = asyncio.run(measure(messages, runs))
+    print(json.dumps(summary, indent=2))
+    for name in ("bare", "bare+xadd", "bare+xadd+ack", "switchyard"):
+        s = summary[name]
+        print(f"{name:14} {s['per_s']:>8,}/s  {s['cpu_us_per_message']:>6.1f} us CPU/message  "
+              f"x{s['vs_manual_ack']:.2f} of bare+xadd+ack  (publisher took "
+              f"{s['publisher_share']:.0%} of the subscriber's time)")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
