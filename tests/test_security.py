@@ -16,6 +16,7 @@ from servers import free_port, listening, redis_binary, server_process, wait_for
 
 from router.config import parse_config
 from router.errors import ConfigError
+from router.ingress.access import need_of
 from router.ops.views import Views
 
 if TYPE_CHECKING:
@@ -369,3 +370,20 @@ service: {{log_format: json}}
     assert "refused" in said[2].lower() or "auth" in said[2].lower(), said[2][-2000:]
     leaked = [secret for secret in SECRETS if secret in everything]
     assert leaked == [], everything[-3000:]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "need"),
+    [
+        ("GET", "/healthz", None), ("GET", "/ui", None), ("GET", "/clinic", None),
+        ("GET", "/analytics/music", None), ("GET", "/analytics/music/artists", "read"),
+        ("GET", "/clinic/board", "read"), ("GET", "/clinic/patients/P1", "read"),
+        ("GET", "/ui/state", "read"), ("POST", "/events/doorbell/d1/x", "ingest"),
+        ("PUT", "/media/doorbell/d1/clip.mp4", "ingest"), ("POST", "/analytics/music", "admin"),
+        ("POST", "/admin/reload", "admin"), ("PUT", "/doorbell/devices/d1", "admin"),
+    ],
+)  # fmt: skip
+def test_what_each_request_needs(method: str, path: str, need: str | None) -> None:
+    """Pages are open (they hold nothing, and a browser sends no token with a page load);
+    what they fetch, and everything else, is not."""
+    assert need_of(method, path) == need

@@ -5,8 +5,9 @@ role and the topics it may post to.
   clinic events; a media path counts as its topic: `doorbell/front-door/clip.mp4`);
 - `read`: the views (`/metrics`, `/classes`, the analytics, the clinic's board);
 - `admin`: everything, including the writes that are not ingest (the device registry).
-`/healthz` and `/readyz` are open to all, and say nothing secret; so is the console's page
-(`/ui`), which holds nothing: its figures need a read token.
+`/healthz` and `/readyz` are open to all, and say nothing secret; so are the pages (`/ui`,
+`/clinic`, `/analytics/<workload>`), which hold nothing: what they fetch needs a read token,
+which they ask for once and keep for the tab.
 
 Tokens are compared by their SHA-256, in constant time, so the service holds no token in
 clear, and the config file never holds one.
@@ -18,6 +19,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,9 +38,11 @@ if TYPE_CHECKING:
 
     from router.config import TokenConfig
 
-# The health checks, and the console's page: it holds no data, and a browser cannot send a
-# token with a page load; what it fetches asks for one.
-OPEN_PATHS = frozenset(("/healthz", "/readyz", "/ui"))
+# The health checks, and the pages (the console, the clinic's board, a workload's analytics):
+# a page holds no data, and a browser cannot send a token with a page load; what it fetches
+# asks for one.
+OPEN_PATHS = frozenset(("/healthz", "/readyz", "/ui", "/clinic"))
+ANALYTICS_PAGE = re.compile(r"/analytics/[^/]+")
 INGEST_ROUTES = (("POST", "/events/"), ("PUT", "/media/"))
 READING = frozenset(("GET", "HEAD"))
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -133,7 +137,7 @@ class Access:
 
 def need_of(method: str, path: str) -> str | None:
     """The role a request needs: None for the open health checks."""
-    if path in OPEN_PATHS:
+    if path in OPEN_PATHS or (method in READING and ANALYTICS_PAGE.fullmatch(path)):
         return None
     if any(method == verb and path.startswith(prefix) for verb, prefix in INGEST_ROUTES):
         return "ingest"
