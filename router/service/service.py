@@ -429,7 +429,12 @@ class Service:
                 await asyncio.to_thread(_check_actors, new)
             except ConfigError as exc:
                 return self._refused(exc.issues)
-            planned = plan(self.config, new, per_class(self.stats))
+            try:
+                held = await self._held_by_removed(new)
+            except UNAVAILABLE:
+                why = "Redis is unavailable: what a removed class holds cannot be read; try again"
+                return self._refused([ConfigIssue("classes", None, why)])
+            planned = plan(self.config, new, held)
             if isinstance(planned, list):
                 return self._refused(planned)
             if not planned.empty:
@@ -438,6 +443,13 @@ class Service:
             log.info("config reloaded", changed=planned.said(), hash=self.config_hash,
                      generation=self.config_generation)  # fmt: skip
             return Reloaded(True, planned.said(), [], self.config_hash, self.config_generation)
+
+    async def _held_by_removed(self, new: Config) -> dict[str, StreamStats]:
+        """What each class the new file leaves out still holds, read now (not the stats
+        loop's last figures: an event that came since must not be stranded)."""
+        gone = [name for name in self.config.classes if name not in new.classes]
+        tags = [t for n in gone for t in keys.tags(n, self.config.classes[n].partitions)]
+        return per_class(await self.transport.stats(tags)) if tags else {}
 
     def lanes_now(self) -> dict[str, dict[str, int]]:
         """Per lane of this process: slots used, waiting, reserved."""
