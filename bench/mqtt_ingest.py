@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import cProfile
 import functools
 import json
 import shutil
@@ -40,6 +41,7 @@ from redis.asyncio import Redis
 
 from bench.harness import free_port, progress
 from bench.mqtt_rate import _config, _until
+from bench.post_profile import per_event, print_stages
 from router.embedded.redis import EmbeddedRedis
 from router.service.service import Service
 
@@ -162,6 +164,15 @@ async def bare(port: int, messages: int, redis: Redis | None, manual: bool) -> d
             await asyncio.gather(*tasks, return_exceptions=True)
 
 
+async def profiled(port: int, redis_url: str, messages: int) -> dict[str, Any]:
+    """Switchyard's ingest under cProfile: its time per message, by stage."""
+    profiler = cProfile.Profile()
+    profiler.enable()
+    await switchyard(port, redis_url, messages, 0)
+    profiler.disable()
+    return per_event(profiler, messages)
+
+
 async def switchyard(port: int, redis_url: str, messages: int, run: int) -> dict[str, float]:
     config = _config(redis_url, f"mqtt://127.0.0.1:{port}", "5", f"bench-ingest-{run}")
     registry = CollectorRegistry()
@@ -207,6 +218,17 @@ async def measure(messages: int, runs: int) -> dict[str, Any]:
     return _summary(results, messages)
 
 
+async def _profile(messages: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="switchyard-mqtt-ingest-") as temp:
+        redis_server = EmbeddedRedis(Path(temp) / "redis", appendonly=False)
+        await redis_server.start()
+        try:
+            async with mosquitto(Path(temp)) as port:
+                return await profiled(port, redis_server.url, messages)
+        finally:
+            await redis_server.stop()
+
+
 def _summary(results: dict[str, list[dict[str, float]]], messages: int) -> dict[str, Any]:
     summary: dict[str, Any] = {"messages": messages}
     for name, runs in results.items():
@@ -231,12 +253,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--messages", type=int, default=30_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="10,000 messages, 1 run")
+    parser.add_argument("--profile", action="store_true",
+                        help="instead: Switchyard's ingest under cProfile, by stage")  # fmt: skip
     args = parser.parse_args(argv)
     if not (shutil.which("mosquitto") and shutil.which("mosquitto_pub")):
         print("bench.mqtt_ingest needs mosquitto and mosquitto_pub (Debian: mosquitto, "
               "mosquitto-clients)")  # fmt: skip
         return 1
     messages, runs = (10_000, 1) if args.quick else (args.messages, args.runs)
+    if args.profile:
+        stages = asyncio.run(_profile(messages))
+        print(f"{messages:,} messages: {stages['us_per_event']:.1f} us of this process per "
+              "message under cProfile (the service's consuming pool included)")  # fmt: skip
+        print_stages(stages)
+        return 0
     summary = asyncio.run(measure(messages, runs))
     print(json.dumps(summary, indent=2))
     for name in ("bare", "bare+xadd", "bare+xadd+ack", "switchyard"):
