@@ -17,6 +17,7 @@ from actors.music.lake import Lake
 from router.streams import keys
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from contextlib import AbstractAsyncContextManager
     from pathlib import Path
 
@@ -174,3 +175,22 @@ async def publish(broker: BrokerServer, messages: list[tuple[str, bytes]]) -> No
 def numbers(seen: Probe) -> list[int]:
     """The `n` of every event the probe handled, sorted (duplicates kept)."""
     return sorted(int(event.payload["n"]) for event in seen.handled)
+
+
+class Quiet:
+    """An observed process with nothing to say: the views are not under test here."""
+
+    async def exposition(self) -> bytes:
+        return b""
+
+    async def readiness_problems(self) -> list[str]:
+        return []
+
+    async def class_views(self) -> Mapping[str, Any]:
+        return {}
+
+    def pool_views(self) -> Mapping[str, Any]:
+        return {}
+
+    def config_said(self) -> Mapping[str, Any]:
+        return {}

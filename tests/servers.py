@@ -15,9 +15,11 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 from urllib.parse import urlsplit
 
 import aiomqtt
+from aiohttp import web
 
 from router.embedded.broker import BrokerKind, EmbeddedBroker
 from router.embedded.redis import EmbeddedRedis, find_redis_server
+from router.notify.receiver import WebhookReceiver
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -113,6 +115,20 @@ async def server_process(port: int, *command: str) -> AsyncIterator[int]:
     finally:
         process.kill()
         await process.wait()
+
+
+@contextlib.asynccontextmanager
+async def webhook_receiver(secret: str) -> AsyncIterator[tuple[WebhookReceiver, str]]:
+    """An owner's (or a pager's) webhook receiver on a port of its own, and its URL."""
+    receiver = WebhookReceiver(secret)
+    runner = web.AppRunner(receiver.app())
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, _HOST, port).start()
+    try:
+        yield receiver, f"http://{_HOST}:{port}/alerts"
+    finally:
+        await runner.cleanup()
 
 
 class RedisServer:

@@ -8,9 +8,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import pytest
-from aiohttp import web
 from helpers import events_url, processed
-from servers import free_port, wait_for
+from servers import wait_for, webhook_receiver
 
 from router.config import parse_config
 from router.errors import ConfigError
@@ -18,7 +17,6 @@ from router.fleet import presence as presence_module
 from router.fleet.announce import Announcer
 from router.fleet.presence import Presence
 from router.notify.device import Device
-from router.notify.receiver import WebhookReceiver
 from router.streams import keys
 
 if TYPE_CHECKING:
@@ -29,6 +27,7 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
     from router.config import Config
+    from router.notify.receiver import WebhookReceiver
     from router.service.service import Service
 
 pytestmark = pytest.mark.integration
@@ -67,13 +66,8 @@ notify: {{webhook_secret: {SECRET}, timeout_ms: 1000}}
 
 @pytest.fixture
 async def owner() -> AsyncIterator[tuple[WebhookReceiver, str]]:
-    receiver = WebhookReceiver(SECRET)
-    runner = web.AppRunner(receiver.app())
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield receiver, f"http://127.0.0.1:{port}/alerts"
-    await runner.cleanup()
+    async with webhook_receiver(SECRET) as made:
+        yield made
 
 
 async def report(http: aiohttp.ClientSession, service: Service, device: str) -> None:

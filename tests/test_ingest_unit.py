@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from helpers import Quiet
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
@@ -26,7 +27,7 @@ from router.streams.envelope import Envelope
 from router.testing import fake_transport
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Mapping
+    from collections.abc import AsyncIterator
 
     import aiohttp
 
@@ -132,25 +133,6 @@ async def test_a_repeated_source_id_is_flagged_and_not_written_again(parts: Part
 
 
 # --- the HTTP status of each outcome ---
-
-
-class Quiet:
-    """An observed process with nothing to say: the views are not under test here."""
-
-    async def exposition(self) -> bytes:
-        return b""
-
-    async def readiness_problems(self) -> list[str]:
-        return []
-
-    async def class_views(self) -> Mapping[str, Any]:
-        return {}
-
-    def pool_views(self) -> Mapping[str, Any]:
-        return {}
-
-    def config_said(self) -> Mapping[str, Any]:
-        return {}
 
 
 @pytest.fixture

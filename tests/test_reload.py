@@ -118,7 +118,7 @@ async def test_a_route_and_a_concurrency_change_apply_live(
         (lambda url: config_text(url, concurrency=0), "classes.first.concurrency"),
         (lambda url: config_text(url, mode="batch"), "mode cannot change live"),
         (lambda url: config_text(url).replace("Recorder\"\n    mode", "Nobody\"\n    mode", 1),
-         "cannot import"),
+         "has no 'Nobody'"),
         (lambda url: config_text(url).replace("lanes: [", "lanes: [{name: new}, "),
          "lanes: changes need a restart"),
         (lambda url: config_text(url, extra_class="  third: {lane: high, mode: stream, "

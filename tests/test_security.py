@@ -12,6 +12,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from helpers import Quiet
 from servers import free_port, listening, redis_binary, server_process, wait_for
 
 from router.config import parse_config
@@ -186,25 +187,13 @@ async def test_a_metrics_listener_serves_prometheus_without_a_token(
 
 
 async def test_fifty_scrapers_cost_one_rendering() -> None:
-    class Counting:
+    class Counting(Quiet):
         renders = 0
 
         async def exposition(self) -> bytes:
             Counting.renders += 1
             await asyncio.sleep(0.05)  # a rendering that takes a while, as 152 KB does
             return b"# rendered\n"
-
-        async def readiness_problems(self) -> list[str]:
-            return []
-
-        async def class_views(self) -> Mapping[str, Any]:
-            return {}
-
-        def pool_views(self) -> Mapping[str, Any]:
-            return {}
-
-        def config_said(self) -> Mapping[str, Any]:
-            return {}
 
     views = Views(Counting(), metrics_every_s=5.0)
     bodies = await asyncio.gather(*(views._exposition() for _ in range(50)))

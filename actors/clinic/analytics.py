@@ -9,12 +9,13 @@ thread. `gauges` exports the board to Prometheus as `switchyard_clinic_*`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import math
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import pyarrow.compute as pc
@@ -35,6 +36,8 @@ from actors.clinic.desks import Desks
 from actors.clinic.journey import STEPS, TIMES, day_of, read_visit
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from actors.api import DeadLetter, Lookups, Query
 
 QUESTIONS = {
@@ -51,7 +54,8 @@ QUESTIONS = {
 ATTENTION_CLASSES = ("clinic.arrival", "clinic.registration", "clinic.vaccination",
                      "clinic.monitoring", "clinic.reaction", "clinic.departure")  # fmt: skip
 MAX_ROWS = 1000
-FRESH_S = 1.0  # the day's visits, read once for every answer asked within this long
+FRESH_S = 1.0  # the day's visits and the dead letters: read once for what is asked this long
+T = TypeVar("T")
 MAX_VISITS = 20_000  # a day's visits read for the board: a clinic's day, many times over
 STATES = ("waiting", "in_service", "done_today")  # observation: in service = observing
 
@@ -78,7 +82,7 @@ class ClinicAnalytics:
         }
         self._lookups: Lookups | None = None
         self._reading = asyncio.Lock()
-        self._today_read: tuple[float, list[dict[str, Any]]] = (-math.inf, [])
+        self._fresh: dict[str, tuple[float, Any]] = {}  # what `_shared` read, and when
 
     def bind(self, lookups: Lookups) -> None:
         self._lookups = lookups
@@ -154,16 +158,21 @@ class ClinicAnalytics:
         local = datetime.fromtimestamp(now, self.zone)
         return local.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
 
-    async def _today(self, now: float) -> list[dict[str, Any]]:
-        """Every visit that began today (in the clinic's zone) or is still open from earlier;
-        read at most once a `FRESH_S`, so the answers of one poll (and every poller's) share
-        one reading."""
+    async def _shared(self, name: str, read: Callable[[], Awaitable[T]]) -> T:
+        """What `read` gives, read at most once a `FRESH_S`: the answers of one poll (and
+        every poller's, and the gauges) share one reading."""
         async with self._reading:
-            read_at, visits = self._today_read
-            if now - read_at > FRESH_S or now < read_at:
-                visits = await self._read_today(now)
-                self._today_read = (now, visits)
-        return visits
+            now = time.monotonic()
+            read_at, value = self._fresh.get(name, (-math.inf, None))
+            if now - read_at > FRESH_S:
+                value = await read()
+                self._fresh[name] = (now, value)
+        found: T = value
+        return found
+
+    async def _today(self, now: float) -> list[dict[str, Any]]:
+        """Every visit that began today (in the clinic's zone) or is still open from earlier."""
+        return await self._shared("today", functools.partial(self._read_today, now))
 
     async def _read_today(self, now: float) -> list[dict[str, Any]]:
         lookups = self._reader()
@@ -183,10 +192,14 @@ class ClinicAnalytics:
     async def _dead_letters(self) -> list[DeadLetter]:
         """The stations' dead letters but those resolved since: the patient has passed that
         station after all (the desk completed the record). They stay in the dead letters."""
+        return await self._shared("attention", self._read_dead_letters)
+
+    async def _read_dead_letters(self) -> list[DeadLetter]:
         lookups = self._reader()
-        found: list[DeadLetter] = []
-        for cls in ATTENTION_CLASSES:
-            found += await lookups.dead_letters(cls, MAX_ROWS)
+        every = await asyncio.gather(
+            *(lookups.dead_letters(c, MAX_ROWS) for c in ATTENTION_CLASSES)
+        )
+        found = [letter for letters in every for letter in letters]
         patients = [_patient_of(letter) for letter in found]
         current = await lookups.records([f"patient:{p}" for p in patients])
         visits = await lookups.records([f"visit:{c.get('visit', '')}" for c in current])

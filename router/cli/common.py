@@ -9,10 +9,9 @@ import sys
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from router.config import load_config
-from router.errors import ActorLoadError, ConfigError, ConfigIssue, EmbeddedServerError
+from router.errors import ConfigError, EmbeddedServerError
 from router.logs import configure_logging
-from router.ops.analytics import load_analytics
-from router.runtime.loader import load_actor
+from router.service.reload import check_actors
 from router.service.servers import redis_options, resolve_redis_url
 from router.streams import client
 from router.streams.transport import UNAVAILABLE
@@ -44,27 +43,6 @@ def load(path: str) -> Config | None:
         print(exc, file=sys.stderr)
         return None
     return config
-
-
-def check_actors(config: Config) -> None:
-    """Import every actor and analytics provider and build it with its options, so a typo
-    fails here, not at 3 a.m."""
-    issues = []
-    for name, cls in config.classes.items():
-        try:
-            load_actor(cls.actor, cls.options)
-        except ActorLoadError as exc:
-            path = ("classes", name, "actor")
-            issues.append(ConfigIssue(f"classes.{name}.actor", config.line_of(path), exc.reason))
-    for workload, settings in config.analytics.items():
-        try:
-            load_analytics(settings)
-        except (ImportError, TypeError, ValueError) as exc:
-            path = ("analytics", workload, "provider")
-            where = f"analytics.{workload}.provider"
-            issues.append(ConfigIssue(where, config.line_of(path), f"{settings.provider}: {exc}"))
-    if issues:
-        raise ConfigError(config.source, issues)
 
 
 def logging_for(config: Config, default_level: str | None = None) -> None:

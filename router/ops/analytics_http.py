@@ -13,13 +13,13 @@ from __future__ import annotations
 import asyncio
 import html
 import json
-from importlib import resources
 from typing import TYPE_CHECKING
 
 import structlog
 from aiohttp import web
 
 from router.ops.analytics import Query, QueryError, answer_of, load_analytics
+from router.ops.pages import page
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 CONCURRENT_ANSWERS = 2
 log = structlog.get_logger("switchyard.analytics")
-PAGE = resources.files("router.ops").joinpath("static/analytics.html").read_text()
+PAGE = page("analytics.html")
 
 
 class AnalyticsViews:

@@ -10,19 +10,19 @@ configured provider: the engine never imports the actors.
 from __future__ import annotations
 
 import asyncio
-from importlib import resources
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from router.ops.analytics import Query
+from router.ops.pages import page
 
 if TYPE_CHECKING:
     from router.ops.analytics_http import AnalyticsViews
 
 WORKLOAD = "clinic"
 BOARD = ("board", "summary", "observation", "attention")
-PAGE = resources.files("router.ops").joinpath("static/clinic.html").read_text()
+PAGE = page("clinic.html")
 
 
 class ClinicViews:

@@ -15,7 +15,9 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from router.errors import ConfigIssue
+from router.errors import ActorLoadError, ConfigError, ConfigIssue
+from router.ops.analytics import load_analytics
+from router.runtime.loader import load_actor
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -117,3 +119,24 @@ def _dumped(value: object) -> str:
 
 def _issue(config: Config, path: tuple[str | int, ...], message: str) -> ConfigIssue:
     return ConfigIssue(".".join(str(p) for p in path), config.line_of(path), message)
+
+
+def check_actors(config: Config) -> None:
+    """Import every actor and analytics provider and build it with its options, so a typo
+    fails here, not at 3 a.m."""
+    issues = []
+    for name, cls in config.classes.items():
+        try:
+            load_actor(cls.actor, cls.options)
+        except ActorLoadError as exc:
+            path = ("classes", name, "actor")
+            issues.append(ConfigIssue(f"classes.{name}.actor", config.line_of(path), exc.reason))
+    for workload, settings in config.analytics.items():
+        try:
+            load_analytics(settings)
+        except (ImportError, TypeError, ValueError) as exc:
+            path = ("analytics", workload, "provider")
+            where = f"analytics.{workload}.provider"
+            issues.append(ConfigIssue(where, config.line_of(path), f"{settings.provider}: {exc}"))
+    if issues:
+        raise ConfigError(config.source, issues)

@@ -52,14 +52,14 @@ from router.ops.lookups import RedisLookups
 from router.ops.stats import StatsLoop
 from router.routing.addressing import Addresser
 from router.routing.rules import Router
-from router.runtime.loader import import_object, load_actor
+from router.runtime.loader import load_actor
 from router.runtime.pool import Pool
 from router.runtime.scheduler import LaneScheduler
 from router.service.lane_workers import HOST, Assignment, Workers
 from router.service.membership import Membership
 from router.service.ownership import Ownership
 from router.service.placement import Placement
-from router.service.reload import Plan, Reloaded, plan
+from router.service.reload import Plan, Reloaded, check_actors, plan
 from router.service.servers import MqttBroker, RedisConnection, broker_url, consumer_name
 from router.service.supervisor import Supervisor
 from router.service.views import ServiceViews
@@ -426,7 +426,7 @@ class Service:
             source = path or self.config.source
             try:
                 new = await asyncio.to_thread(load_config, source)
-                await asyncio.to_thread(_check_actors, new)
+                await asyncio.to_thread(check_actors, new)
             except ConfigError as exc:
                 return self._refused(exc.issues)
             try:
@@ -614,21 +614,6 @@ def _access_said(http: HttpConfig) -> str:
     if http.allow_unauthenticated:
         return "open to anyone who reaches it (allow_unauthenticated: true)"
     return "open, on loopback only: set http.tokens to listen further"
-
-
-def _check_actors(config: Config) -> None:
-    """ConfigError naming each class whose actor cannot be imported (as `switchyard check`)."""
-    issues = []
-    for name, cls in config.classes.items():
-        try:
-            import_object(cls.actor)
-        except Exception as exc:  # any import failure is the file's problem here
-            path = ("classes", name, "actor")
-            issues.append(
-                ConfigIssue(".".join(path), config.line_of(path), f"cannot import: {exc}")
-            )
-    if issues:
-        raise ConfigError(config.source, issues)
 
 
 WATCH_EVERY_S = 2.0

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from prometheus_client import generate_latest
 
 from router.ops import health
+from router.ops.console import Consoled
 from router.ops.exposition import merge, parse, render
 from router.streams import keys
 from router.streams.transport import UNAVAILABLE, per_class
@@ -18,19 +19,17 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from router.clock import Clock
-    from router.config import Config
     from router.ingress.mqtt import MqttIngress
     from router.metrics import Metrics
     from router.runtime.pool import Pool
     from router.service.lane_workers import Workers
-    from router.streams.transport import StreamStats, Transport
+    from router.streams.transport import Transport
 
 
-class Running(Protocol):
-    """What the views read of a running service (a `Service` is one)."""
+class Running(Consoled, Protocol):
+    """What the views read of a running service (a `Service` is one): what the console
+    reads, and more."""
 
-    @property
-    def config(self) -> Config: ...
     @property
     def clock(self) -> Clock: ...
     @property
@@ -43,12 +42,6 @@ class Running(Protocol):
     def mqtt(self) -> MqttIngress | None: ...
     @property
     def workers(self) -> Workers | None: ...
-    @property
-    def stats(self) -> Mapping[str, StreamStats]: ...
-    @property
-    def config_hash(self) -> str: ...
-    @property
-    def config_generation(self) -> int: ...
 
 
 class ServiceViews:
