@@ -70,7 +70,7 @@ class LatencySettings:
     seconds: float = 10.0
     warmup_seconds: float = 1.0
     batches: tuple[int, ...] = (1, 10)  # events per POST, one run each
-    worker_batches: tuple[int, ...] = (10,)  # again, with the lane in a worker process
+    worker_batches: tuple[int, ...] = (1, 10)  # again, with the lane in a worker process
     connections: int = 64  # so the sender's own queue for a connection stays out of the way
     concurrency: int = 256
     target_ms: float = 2.0

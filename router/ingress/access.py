@@ -23,7 +23,7 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from aiohttp import web
 
@@ -45,6 +45,7 @@ OPEN_PATHS = frozenset(("/healthz", "/readyz", "/ui", "/clinic"))
 ANALYTICS_PAGE = re.compile(r"/analytics/[^/]+")
 INGEST_ROUTES = (("POST", "/events/"), ("PUT", "/media/"))
 READING = frozenset(("GET", "HEAD"))
+BEARER = 'Bearer realm="switchyard"'
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -112,27 +113,46 @@ class Access:
         async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
             need = need_of(request.method, request.path)
             if need is not None:
-                self.check(request, need)
+                authorization = request.headers.get("Authorization", "")
+                refusal = self.refusal(authorization, need, request.path)
+                if refusal is not None:
+                    raise _refused(refusal)
             return await handler(request)
 
         checked: Middleware = guard
         return checked
 
-    def check(self, request: web.Request, need: str) -> None:
-        """Raise 401 (no token, or an unknown one) or 403 (not this token's to do)."""
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    def refusal(self, authorization: str, need: str, path: str) -> Refusal | None:
+        """Why a request with this Authorization header may not do `need` at `path`: 401 (no
+        token, or an unknown one) or 403 (not this token's to do); None when it may."""
+        scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise _refused(web.HTTPUnauthorized, "a bearer token is needed")
+            return Refusal(401, "a bearer token is needed")
         grant = self.grant(token.strip())
         if grant is None:
-            raise _refused(web.HTTPUnauthorized, "the token is not known")
+            return Refusal(401, "the token is not known")
         if not grant.allows(need):
-            raise _refused(web.HTTPForbidden, f"token {grant.name!r} may not {need} here")
-        topic = topic_of(request.path) if need == "ingest" else None
+            return Refusal(403, f"token {grant.name!r} may not {need} here")
+        topic = topic_of(path) if need == "ingest" else None
         if topic is not None and not grant.covers(topic):
-            raise _refused(
-                web.HTTPForbidden, f"token {grant.name!r} may not post to {topic[:200]!r}"
-            )
+            return Refusal(403, f"token {grant.name!r} may not post to {topic[:200]!r}")
+        return None
+
+
+class Refusal(NamedTuple):
+    """A request refused for its token: 401 or 403, and why."""
+
+    status: int
+    message: str
+
+    @property
+    def body(self) -> bytes:
+        return json.dumps({"error": self.message}).encode()
+
+    @property
+    def headers(self) -> tuple[tuple[str, str], ...]:
+        """401 says which scheme to use."""
+        return (("WWW-Authenticate", BEARER),) if self.status == 401 else ()
 
 
 def need_of(method: str, path: str) -> str | None:
@@ -175,10 +195,8 @@ def _read(name: str, path: Path | None) -> str:
     return value
 
 
-def _refused(kind: type[web.HTTPError], message: str) -> web.HTTPError:
-    headers = {"WWW-Authenticate": 'Bearer realm="switchyard"'}
-    if kind is not web.HTTPUnauthorized:
-        headers = {}
+def _refused(refusal: Refusal) -> web.HTTPError:
+    kind = web.HTTPUnauthorized if refusal.status == 401 else web.HTTPForbidden
     return kind(
-        text=json.dumps({"error": message}), content_type="application/json", headers=headers
+        text=refusal.body.decode(), content_type="application/json", headers=dict(refusal.headers)
     )

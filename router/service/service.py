@@ -34,6 +34,7 @@ from router.errors import ConfigError, ConfigIssue
 from router.fleet.announce import Announcer
 from router.fleet.presence import Presence
 from router.fleet.watch import FleetWatch
+from router.ingress.access import Access
 from router.ingress.http import EventsEndpoint
 from router.ingress.ingest import Ingest
 from router.ingress.media import MediaEndpoint
@@ -377,8 +378,11 @@ class Service:
             limits = self.config.service
             http = self.config.http
             events = EventsEndpoint(self.ingest, self.metrics, limits, http.body_timeout_s)
+            access = Access.from_config(http.tokens)
             analytics = AnalyticsViews(self.config.analytics, self._lookups)
-            app = service_app(events, self.views, http, limits.max_body_bytes, analytics)
+            app = service_app(
+                events, self.views, http, limits.max_body_bytes, analytics=analytics, access=access
+            )
             if self.notifier is not None:
                 DeviceViews(self.notifier).add_routes(app)
             DoorbellViews(analytics).add_routes(app)
@@ -390,7 +394,9 @@ class Service:
                 self.supervisor.spawn("analytics:gauges", gauges.run)
             if self.config.media is not None:
                 self._start_media(self.config.media).add_routes(app)
-            self._runner, self.http_port = await start_site(app, http.host, self.http_port, http)
+            self._runner, self.http_port = await start_site(
+                app, http.host, self.http_port, http, (events, access)
+            )
             log.info("http ingress listening", host=http.host, port=self.http_port,
                      tokens=len(http.tokens), access=_access_said(http))  # fmt: skip
             await self._start_metrics_listener(http)

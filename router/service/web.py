@@ -3,19 +3,16 @@ its parent, on one aiohttp runner."""
 
 from __future__ import annotations
 
-import asyncio
 import ssl
-from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from router.ingress.access import Access
+from router.ingress.listener import Listener, ListenerSite
 from router.ops.views import Views
 
 if TYPE_CHECKING:
-    from aiohttp.web_protocol import RequestHandler
-
     from router.config import HttpConfig
     from router.ingress.http import EventsEndpoint
     from router.ops.analytics_http import AnalyticsViews
@@ -36,10 +33,12 @@ def service_app(
     observed: Observed,
     http: HttpConfig,
     max_body_bytes: int,
+    *,
     analytics: AnalyticsViews | None = None,
+    access: Access | None = None,
 ) -> web.Application:
     """POST /events, and the views: what the service serves, behind its tokens if any."""
-    access = Access.from_config(http.tokens)
+    access = access or Access.from_config(http.tokens)
     # Bounds the body as read; Switchyard inflates it itself, within the same bound.
     app = web.Application(
         client_max_size=max_body_bytes, middlewares=[] if access.open else [access.middleware()]
@@ -76,18 +75,30 @@ def worker_app(observed: Observed) -> web.Application:
 
 
 async def start_site(
-    app: web.Application, host: str, port: int, limits: HttpConfig | None = None
+    app: web.Application,
+    host: str,
+    port: int,
+    limits: HttpConfig | None = None,
+    events: tuple[EventsEndpoint, Access] | None = None,
 ) -> tuple[web.AppRunner, int]:
     """Serve `app`; returns the runner (to clean up) and the bound port (useful when port=0).
 
-    With `limits`, a client has `idle_timeout_s` to send a request (whole headers included:
-    a connection that trickles them is closed as idle) and between two requests, and at
-    most `max_connections_per_client` connections open at once.
+    With `limits`, the connections go through a `Listener`, which keeps the limits of
+    `HttpConfig` (idle and body timeouts, connections per client) and, given `events` (the
+    endpoint and who may post), serves `POST /events/<topic>` itself.
     """
-    runner = GuardedRunner(app, limits) if limits else web.AppRunner(app, **RUNNER_OPTIONS)
+    options: dict[str, Any] = {"keepalive_timeout": limits.idle_timeout_s} if limits else {}
+    runner = web.AppRunner(app, **RUNNER_OPTIONS, **options)
     await runner.setup()
-    await web.TCPSite(runner, host, port, ssl_context=tls_context(limits)).start()
-    return runner, int(runner.addresses[0][1])
+    if limits is None:
+        site: web.BaseSite = web.TCPSite(runner, host, port)
+        await site.start()
+        return runner, int(runner.addresses[0][1])
+    assert runner.server is not None
+    listener = Listener(limits, runner.server, *(events or ()))
+    listening = ListenerSite(runner, listener, host, port, tls_context(limits))
+    await listening.start()
+    return runner, listening.bound_port
 
 
 def tls_context(http: HttpConfig | None) -> ssl.SSLContext | None:
@@ -100,61 +111,3 @@ def tls_context(http: HttpConfig | None) -> ssl.SSLContext | None:
         context.load_verify_locations(http.client_ca_file)
         context.verify_mode = ssl.CERT_REQUIRED
     return context
-
-
-PIPELINED = 4
-
-
-class GuardedRunner(web.AppRunner):
-    """An AppRunner whose server closes idle connections and caps them per client."""
-
-    def __init__(self, app: web.Application, limits: HttpConfig) -> None:
-        super().__init__(app, keepalive_timeout=limits.idle_timeout_s, **RUNNER_OPTIONS)
-        self.limits = limits
-
-    async def _make_server(self) -> web.Server:
-        made = await super()._make_server()
-        return CappedServer(
-            made.request_handler, request_factory=made.request_factory, loop=made._loop,
-            per_client=self.limits.max_connections_per_client, **made._kwargs,
-        )  # fmt: skip
-
-
-class CappedServer(web.Server):
-    """Closes a client's connection at once when it already holds `per_client` others."""
-
-    def __init__(self, *args: Any, per_client: int, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.per_client = per_client
-        self.open: Counter[str] = Counter()
-        self.refused = 0
-
-    def __call__(self) -> RequestHandler:
-        handler = super().__call__()
-        # A client pipelining requests it never reads has this many parsed, then its
-        # connection stops being read: the rest wait in its socket, not in this process.
-        handler._max_msg_queue_size = PIPELINED
-        return handler
-
-    def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
-        super().connection_made(handler, transport)
-        client = _client(transport)
-        self.open[client] += 1
-        if self.open[client] > self.per_client:
-            self.refused += 1
-            # Once the handler has started: closed before, it would fail on a gone manager.
-            asyncio.get_running_loop().call_soon(transport.close)
-
-    def connection_lost(self, handler: RequestHandler, exc: BaseException | None = None) -> None:
-        transport = self._connections.get(handler)
-        super().connection_lost(handler, exc)
-        if transport is not None:
-            client = _client(transport)
-            self.open[client] -= 1
-            if self.open[client] <= 0:
-                del self.open[client]
-
-
-def _client(transport: asyncio.BaseTransport) -> str:
-    peer = transport.get_extra_info("peername")
-    return str(peer[0]) if isinstance(peer, tuple) and peer else "?"
