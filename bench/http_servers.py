@@ -258,8 +258,8 @@ def print_table(result: dict[str, Any]) -> None:
     for name, figures in servers.items():
         cpu = figures["cpu_us_per_request"]
         ratio = f"{cpu / base:.2f}x" if cpu and base else "-"
-        print(f"{name:<22}{cpu:>16}{ratio:>14}{figures['rtt_p50_ms']:>12}"
-              f"{figures['rtt_p99_ms']:>12}")  # fmt: skip
+        print(f"{name:<22}{cpu:>16.1f}{ratio:>14}{figures['rtt_p50_ms']:>12.2f}"
+              f"{figures['rtt_p99_ms']:>12.2f}")  # fmt: skip
     for name, why in result["skipped"].items():
         print(f"{name:<22} skipped: {why}")
 

@@ -17,7 +17,7 @@ import asyncio
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -74,6 +74,8 @@ class LatencySettings:
     connections: int = 64  # so the sender's own queue for a connection stays out of the way
     concurrency: int = 256
     target_ms: float = 2.0
+    fast_rate: float = 5_000.0  # one event per POST at this rate too: reported, with a goal
+    fast_target_ms: float = 5.0
 
 
 def latency_config(url: str, s: LatencySettings) -> Config:
@@ -108,12 +110,14 @@ async def run_latency(url: str, admin: Redis, s: LatencySettings, logs: Path) ->
     progress(f"switchyard, direct redis ingress: ingest->ack p50 {ack.get('p50_ms')} ms, "
              f"p99 {ack.get('p99_ms')} ms")  # fmt: skip
     runs = []
-    plan = [(run_switchyard, b, "") for b in s.batches]
-    plan += [(run_with_worker, b, ", lane in a worker process") for b in s.worker_batches]
-    for runner, batch, where in plan:
+    fast = replace(s, rate=s.fast_rate, target_ms=s.fast_target_ms)
+    plan = [(run_switchyard, s, b, "") for b in s.batches]
+    plan += [(run_with_worker, s, b, ", lane in a worker process") for b in s.worker_batches]
+    plan += [(run_switchyard, fast, 1, f" at {s.fast_rate:,.0f}/s")] if s.fast_rate else []
+    for runner, settings, batch, where in plan:
         checkpoint()
         await admin.flushall()
-        runs.append(await runner(url, s, batch, logs))
+        runs.append(await runner(url, settings, batch, logs))
         ack = runs[-1]["ingest_to_ack"]
         progress(f"switchyard, {batch} event(s) per POST{where}: ingest->ack p50 "
                  f"{ack.get('p50_ms')} ms, p99 {ack.get('p99_ms')} ms")  # fmt: skip
@@ -142,6 +146,8 @@ async def run_with_worker(url: str, s: LatencySettings, batch: int, logs: Path) 
     ack = bucket_delta(buckets(after, ACK, CLASS), buckets(before, ACK, CLASS))
     return {
         "events_per_post": batch,
+        "rate": s.rate,
+        "target_ms": s.target_ms,
         "lane_workers": 1,
         "posts_per_s": round(s.rate / batch, 1),
         "sent": paced["sent"],
@@ -255,6 +261,8 @@ async def run_switchyard(url: str, s: LatencySettings, batch: int, logs: Path) -
     ack_summary["over_target"] = int(breaches)
     return {
         "events_per_post": batch,
+        "rate": s.rate,
+        "target_ms": s.target_ms,
         "posts_per_s": round(s.rate / batch, 1),
         "sent": paced["sent"],
         "accepted": paced["accepted"],

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, cast
 import pytest
 from servers import wait_for
 
-from router.ingress.writer import Writer
+from router.ingress.writer import LINE, Writer
 from router.streams.transport import Fields, Outgoing, Transport, Written
 
 if TYPE_CHECKING:
@@ -26,11 +26,17 @@ class GatedTransport:
         self.gate = asyncio.Event()
         self.gate.set()
         self.failure: Exception | None = None
+        self.lines: list[str | None] = []  # the line each write named
 
     async def write(
-        self, items: Sequence[Outgoing], extra: Sequence[tuple[str, Fields]] = ()
+        self,
+        items: Sequence[Outgoing],
+        extra: Sequence[tuple[str, Fields]] = (),
+        *,
+        line: str | None = None,
     ) -> Written:
         self.writes.append(list(items))
+        self.lines.append(line)
         await self.gate.wait()
         if self.failure is not None:
             raise self.failure
@@ -94,6 +100,7 @@ async def test_a_call_on_an_idle_line_is_written_at_once_by_itself() -> None:
         assert await ids_of(writer, items("a", "b")) == [b"a", b"b"]
         assert await ids_of(writer, items("c")) == [b"c"]
     assert transport.writes == [items("a", "b"), items("c")]
+    assert transport.lines == [LINE, LINE]  # the writer's own connection
 
 
 async def test_calls_made_while_a_write_is_in_flight_share_the_next_write() -> None:
@@ -163,6 +170,7 @@ async def test_a_big_call_writes_on_its_own_beside_the_queue() -> None:
         line.transport.gate.set()
         assert await line.first == [b"first"]
         assert await alone == [item.data for item in big]
+    assert line.transport.lines == [LINE, None]  # beside the line: the client's connections
 
 
 async def test_without_a_running_writer_each_call_writes_on_its_own() -> None:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from router.streams.transport import Fields, Outgoing, Transport
 
 T = TypeVar("T")
+LINE = "ingest"  # the writer's own connection: it writes one call at a time, or two
 
 
 @dataclass(slots=True)
@@ -66,7 +67,7 @@ class Writer:
         if not self._running or len(items) >= self.own_write_items:
             return await self.transport.write(items, extra)
         if not self._in_flight:  # an idle line: write now, from the caller's own task
-            return await self._counted(self.transport.write(items, extra))
+            return await self._counted(self.transport.write(items, extra, line=LINE))
         call = _Call(items, extra, asyncio.get_running_loop().create_future())
         self._queue.append(call)
         self._wake.set()
@@ -107,7 +108,7 @@ class Writer:
         items = [item for call in calls for item in call.items]
         extra = [fields for call in calls for fields in call.extra]
         try:
-            written = await self.transport.write(items, extra)
+            written = await self.transport.write(items, extra, line=LINE)
         except Exception as exc:
             _fail(calls, exc)
             return

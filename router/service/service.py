@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
+from redis.asyncio import Redis
 
 from router.clock import Clock, SystemClock
 from router.config import load_config
@@ -67,6 +68,7 @@ from router.service.views import ServiceViews
 from router.service.web import metrics_app, service_app, start_site, worker_app
 from router.streams import keys
 from router.streams.layout import partition_problems, record_partitions
+from router.streams.line import Lines
 from router.streams.records import Records
 from router.streams.redis import RedisTransport
 from router.streams.retention import Retention
@@ -192,6 +194,7 @@ class Service:
             self.config.redis.group,
             consumer_name(),
             dedup_window_s=self.config.service.dedup_window_s,
+            lines=Lines(redis) if isinstance(redis, Redis) else None,  # not for a cluster
         )
         self.ingest = Ingest(self.config, self.addresser, self.transport, self.metrics, self.clock)
         if self.config.fleet and self.assignment is None:
@@ -583,6 +586,8 @@ class Service:
                 await self.redis.zrem(keys.instances(), consumer)
         if self.notifier is not None:
             await self.notifier.close()
+        if self.redis is not None:
+            await self.transport.close()
         await self.connection.close()  # 4. connections, then the embedded servers
         await self._broker.close()
         self._stopped.set()

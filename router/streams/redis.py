@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from collections.abc import Collection, Mapping, Sequence
 
     from router.streams.client import RedisClient
+    from router.streams.line import Lines
     from router.streams.transport import Fields
 
 BACKLOG_COUNT_LIMIT = 10_000
@@ -153,8 +154,10 @@ class RedisTransport:
         *,
         dedup_window_s: float = 600.0,
         packed_batches: bool = True,
+        lines: Lines | None = None,
     ) -> None:
         self.redis = redis
+        self.lines = lines  # the hot path's own connections (one server); None: the client's
         self.packed_batches = packed_batches
         self.group = group
         self.consumer = consumer
@@ -185,10 +188,13 @@ class RedisTransport:
         """
         return (await self.write(items, extra)).checked()
 
-    async def write(self, items: Sequence[Outgoing], extra: Sequence[Extra] = ()) -> Written:
+    async def write(
+        self, items: Sequence[Outgoing], extra: Sequence[Extra] = (), *, line: str | None = None
+    ) -> Written:
         """`publish`, with what Redis refuses returned entry by entry: a refused script call
         fails the items it carried, a refused extra entry only itself. Redis being unavailable
-        (away, out of memory, read-only) is raised."""
+        (away, out of memory, read-only) is raised. A caller that writes one call at a time
+        names its `line`, its own connection for the common case of one script call."""
         chunks = _chunks_by_tag(items)
         now_ms = int(time.time() * 1000)
         calls = [self._enqueue_args(tag, [items[i] for i in at], now_ms) for tag, at in chunks]
@@ -196,7 +202,7 @@ class RedisTransport:
         if len(calls) == 1 and not extra:  # the common case: one command, no pipeline to build
             script, args = calls[0]
             try:
-                replies = [await self.redis.eval(script, 3, *args)]
+                replies = [await self._call(line, "EVAL", script, 3, *args)]
             except ResponseError as exc:
                 replies = [exc]
         else:
@@ -254,7 +260,7 @@ class RedisTransport:
         if not (entry_ids or retries or dead):
             return
         if not (retries or dead):  # the common case: one command
-            await self.redis.xack(keys.stream(tag), self.group, *entry_ids)
+            await self._call(f"ack:{tag}", "XACK", keys.stream(tag), self.group, *entry_ids)
             return
         args: list[Any] = [self.group, len(retries)]
         for due, data in retries:
@@ -299,17 +305,33 @@ class RedisTransport:
 
         Returns (stream id, envelope bytes or None when the entry has no envelope field).
         """
+        command = ("XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", count,
+                   "BLOCK", block_ms, "STREAMS", keys.stream(tag), ">")  # fmt: skip
         try:
-            entries: list[tuple[bytes, bytes | None]] = await self._reader.execute_command(
-                "XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", count,
-                "BLOCK", block_ms, "STREAMS", keys.stream(tag), ">",
-            )  # fmt: skip
+            if self.lines is None:
+                entries: list[tuple[bytes, bytes | None]]
+                entries = await self._reader.execute_command(*command)
+            else:
+                timeout_s = block_ms / 1000 + self.lines.timeout_s  # a blocked read is no fault
+                line = self.lines[f"read:{tag}"]
+                entries = _read_entries(await line.call(*command, timeout_s=timeout_s))
         except ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
             await self.ensure_group(tag)  # the stream was deleted under us; start it afresh
             return []
         return entries
+
+    async def _call(self, line: str | None, *command: Any) -> Any:
+        """A hot-path command on the caller's line, or through the client without lines."""
+        if line is None or self.lines is None:
+            return await self.redis.execute_command(*command)
+        return await self.lines[line].call(*command)
+
+    async def close(self) -> None:
+        """Close the lines (the client is the caller's to close)."""
+        if self.lines is not None:
+            await self.lines.close()
 
     async def claim_idle(
         self, tag: str, min_idle_ms: int, count: int, cursor: bytes = b"0-0"

@@ -144,8 +144,11 @@ class Transport(Protocol):
         record updates, in one round trip; per item, its stream id, b"delayed", or None for
         a de-duplicated repeat. Anything Redis refuses is raised."""
 
-    async def write(self, items: Sequence[Outgoing], extra: Sequence[Extra] = ()) -> Written:
-        """`publish`, with what Redis refuses returned entry by entry instead of raised."""
+    async def write(
+        self, items: Sequence[Outgoing], extra: Sequence[Extra] = (), *, line: str | None = None
+    ) -> Written:
+        """`publish`, with what Redis refuses returned entry by entry instead of raised; a
+        caller that writes one call at a time may name its own `line` (connection)."""
 
     async def settle(
         self,
