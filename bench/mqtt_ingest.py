@@ -15,8 +15,12 @@ time is checked to be well under it (else the figure is the publisher's, and say
                    fair ceiling of an ingress that loses nothing
   switchyard       the Service's MQTT ingress (default settings, one class in a lane of its
                    own, its pool consuming in the same process), until `ingested` = N
-Figures: messages/s, this process's CPU per message, and each scenario as a ratio to
-bare+xadd+ack in the same run (the target: Switchyard >= 0.8x).
+  switchyard xK    K `switchyard run` processes (`--processes`, 1 and 2 by default), each
+                   with its own MQTT session on one shared subscription ($share/bench/...),
+                   writing into the same class; timed from the stream's first entry to its
+                   Nth (entry ids are XADD times), CPU summed over the processes
+Figures: messages/s, the subscribing processes' CPU per message, and each scenario as a
+ratio to bare+xadd+ack in the same run (the target: Switchyard >= 0.8x).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import functools
 import json
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -38,12 +43,14 @@ from typing import TYPE_CHECKING, Any
 import aiomqtt
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
-from bench.harness import free_port, progress
-from bench.mqtt_rate import _config, _until
+from bench.harness import child, free_port, group_cpu_seconds, progress
+from bench.mqtt_rate import FILTER, _config, _until
 from bench.post_profile import per_event, print_stages
 from router.embedded.redis import EmbeddedRedis
 from router.service.service import Service
+from router.streams import keys
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
@@ -189,7 +196,87 @@ async def switchyard(port: int, redis_url: str, messages: int, run: int) -> dict
         return await timed(connected, ingested, port, messages)
 
 
-async def measure(messages: int, runs: int) -> dict[str, Any]:
+async def processes(
+    port: int, redis: Redis, redis_url: str, messages: int, *, count: int, logs: Path
+) -> dict[str, float]:
+    """`count` service processes on one shared subscription: their rate and CPU together."""
+    async with contextlib.AsyncExitStack() as stack:
+        children = []
+        for number in range(count):
+            http_port = free_port()
+            config = logs / f"switchyard-{number}.yaml"
+            config.write_text(_process_yaml(redis_url, port, http_port, number))
+            children.append(await stack.enter_async_context(child(
+                sys.executable, "-m", "router", "run", "--config", config,
+                log=logs / f"switchyard-{number}.log", stdin=False, stdout=False,
+            )))  # fmt: skip
+            await _until_true(functools.partial(_ready, http_port), 60)
+        cpu = sum(group_cpu_seconds(c.pid) for c in children)
+        published = await publish(port, messages)
+        stream = keys.stream("bench.reading")
+        await _until_true(functools.partial(_added, redis, stream, messages), 120)
+        cpu = sum(group_cpu_seconds(c.pid) for c in children) - cpu
+        first: Any = await redis.xrange(stream, count=1)
+        last: Any = await redis.xrevrange(stream, count=1)
+    seconds = max(_id_ms(last[0][0]) - _id_ms(first[0][0]), 1) / 1000
+    return {"seconds": seconds, "cpu_us": cpu / messages * 1e6, "publisher_s": published}
+
+
+def _process_yaml(redis_url: str, broker_port: int, http_port: int, number: int) -> str:
+    return f"""
+service: {{log_level: warning}}
+redis: {{url: "{redis_url}", block_ms: 100}}
+http: {{port: {http_port}}}
+mqtt:
+  url: "mqtt://127.0.0.1:{broker_port}"
+  client_id: bench-process-{number}
+  protocol: "5"
+  qos: 1
+  inflight: 1000
+  shared_group: bench
+  subscriptions: ["{FILTER}"]
+lanes: [{{name: low}}]
+routes: [{{topic: "{FILTER}", class: bench.reading, key: device_id}}]
+classes:
+  bench.reading: {{lane: low, actor: "bench.noop:NoOp", mode: queue, concurrency: 256}}
+"""
+
+
+async def _ready(http_port: int) -> bool:
+    """The process answers /readyz with 200: Redis reached and the broker subscribed."""
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", http_port)
+    except OSError:
+        return False
+    writer.write(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    status = await reader.readline()
+    writer.close()
+    return status.startswith(b"HTTP/1.1 200")
+
+
+async def _added(redis: Redis, stream: str, messages: int) -> bool:
+    try:
+        info = await redis.xinfo_stream(stream)
+    except ResponseError:  # not made yet
+        return False
+    return int(info["entries-added"]) >= messages
+
+
+async def _until_true(condition: Callable[[], Awaitable[bool]], limit_s: float) -> None:
+    deadline = time.monotonic() + limit_s
+    while not await condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the benchmark made no progress")
+        await asyncio.sleep(0.01)
+
+
+def _id_ms(entry_id: bytes) -> int:
+    return int(entry_id.split(b"-")[0])
+
+
+async def measure(
+    messages: int, runs: int, process_counts: Sequence[int] = (1, 2)
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="switchyard-mqtt-ingest-") as temp:
         redis_server = EmbeddedRedis(Path(temp) / "redis", appendonly=False)
         await redis_server.start()
@@ -206,6 +293,13 @@ async def measure(messages: int, runs: int) -> dict[str, Any]:
                         ("switchyard", functools.partial(switchyard, port, redis_server.url,
                                                          messages, run)),
                     ]  # fmt: skip
+                    several = functools.partial(
+                        processes, port, redis, redis_server.url, messages, logs=Path(temp)
+                    )
+                    scenarios += [
+                        (f"switchyard x{count}", functools.partial(several, count=count))
+                        for count in process_counts
+                    ]
                     for name, scenario in scenarios:
                         await redis.flushall()  # the private server this command started
                         figures = await scenario()
@@ -253,6 +347,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--messages", type=int, default=30_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="10,000 messages, 1 run")
+    parser.add_argument("--processes", type=int, nargs="*", default=[1, 2],
+                        help="service process counts to measure (default: 1 2)")  # fmt: skip
     parser.add_argument("--profile", action="store_true",
                         help="instead: Switchyard's ingest under cProfile, by stage")  # fmt: skip
     args = parser.parse_args(argv)
@@ -267,9 +363,10 @@ def main(argv: Sequence[str] | None = None) -> int:
               "message under cProfile (the service's consuming pool included)")  # fmt: skip
         print_stages(stages)
         return 0
-    summary = asyncio.run(measure(messages, runs))
+    summary = asyncio.run(measure(messages, runs, args.processes))
     print(json.dumps(summary, indent=2))
-    for name in ("bare", "bare+xadd", "bare+xadd+ack", "switchyard"):
+    for name in ("bare", "bare+xadd", "bare+xadd+ack", "switchyard",
+                 *(f"switchyard x{count}" for count in args.processes)):  # fmt: skip
         s = summary[name]
         print(f"{name:14} {s['per_s']:>8,}/s  {s['cpu_us_per_message']:>6.1f} us CPU/message  "
               f"x{s['vs_manual_ack']:.2f} of bare+xadd+ack  (publisher took "
