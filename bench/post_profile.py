@@ -1,6 +1,7 @@
 """Where a single-event POST's time goes: the service's own time per event, by stage.
 
     .venv/bin/python -m bench.post_profile [--rate 2000] [--seconds 5] [--batch 1] [--loop auto]
+                                           [--unprofiled]
 
 One command starts a private redis-server and a Service in this process (bench.latency's
 config: one queue-mode class, a no-op actor), has bench.paced POST `--batch` event(s) per
@@ -9,6 +10,8 @@ the service's loop meanwhile. Every function's own time (cProfile's tottime) is 
 stage by where it lives (`STAGES`), and each stage is printed in microseconds per event and
 as a share of the whole. cProfile roughly doubles the cost of Python code and barely that of
 C code, so read the shares, not the absolute figures, and compare runs of the same command.
+`--unprofiled` runs the same without cProfile and prints the service's real CPU per event
+(user and system, from os.times) instead.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import json
+import os
 import pstats
 import sys
 import tempfile
@@ -99,7 +103,7 @@ def by_stage(stats: pstats.Stats) -> dict[str, float]:
     return totals
 
 
-async def measure(rate: float, seconds: float, batch: int) -> dict[str, Any]:
+async def measure(rate: float, seconds: float, batch: int, profiled: bool = True) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="switchyard-post-") as temp:
         server = EmbeddedRedis(Path(temp) / "redis", appendonly=False)
         await server.start()
@@ -109,14 +113,22 @@ async def measure(rate: float, seconds: float, batch: int) -> dict[str, Any]:
             config = latency_config(server.url, settings)
             registry = CollectorRegistry()
             async with running(Service(config, registry=registry, http_port=0)) as service:
-                return await _profiled(service, registry, settings, batch, Path(temp))
+                return await _profiled(
+                    service, registry, settings, batch, Path(temp), profiled=profiled
+                )
         finally:
             await admin.aclose()
             await server.stop()
 
 
 async def _profiled(
-    service: Service, registry: CollectorRegistry, s: LatencySettings, batch: int, logs: Path
+    service: Service,
+    registry: CollectorRegistry,
+    s: LatencySettings,
+    batch: int,
+    logs: Path,
+    *,
+    profiled: bool,
 ) -> dict[str, Any]:
     base = f"http://127.0.0.1:{service.http_port}"
     async with child(
@@ -126,14 +138,21 @@ async def _profiled(
     ) as sender:  # fmt: skip
         await expect_ready(sender, "paced sender")
         profiler = cProfile.Profile()
-        before = _processed(registry)
-        profiler.enable()
+        before, times = _processed(registry), os.times()
+        if profiled:
+            profiler.enable()
         await say(sender, "go")
         sent: dict[str, Any] = json.loads(await read_line(sender, timeout_s=s.seconds + 60))
         profiler.disable()
+        after = os.times()
     events = _processed(registry) - before
-    return {"events": events, "batch": batch, "sent": sent.get("sent"),
-            **per_event(profiler, events)}  # fmt: skip
+    result = {"events": events, "batch": batch, "sent": sent.get("sent")}
+    if not profiled:
+        user, system = after.user - times.user, after.system - times.system
+        return {**result, "cpu_us_per_event": round((user + system) / events * 1e6, 1),
+                "user_us_per_event": round(user / events * 1e6, 1),
+                "system_us_per_event": round(system / events * 1e6, 1)}  # fmt: skip
+    return {**result, **per_event(profiler, events)}
 
 
 def _processed(registry: CollectorRegistry) -> float:
@@ -149,10 +168,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--batch", type=int, default=1, help="events per POST")
     parser.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto")
+    parser.add_argument("--unprofiled", action="store_true",
+                        help="no cProfile: the service's real CPU per event")  # fmt: skip
     args = parser.parse_args(argv)
-    result = loops.run(measure(args.rate, args.seconds, args.batch), loops.factory(args.loop))
+    measuring = measure(args.rate, args.seconds, args.batch, profiled=not args.unprofiled)
+    result = loops.run(measuring, loops.factory(args.loop))
     print(json.dumps(result, indent=2))
     progress("")
+    if args.unprofiled:
+        user, system = result["user_us_per_event"], result["system_us_per_event"]
+        print(f"{result['events']:,.0f} events, {args.batch} per POST, at {args.rate:,.0f}/s: "
+              f"{result['cpu_us_per_event']:.1f} us of the service's CPU per event (user "
+              f"{user:.1f}, system {system:.1f})")  # fmt: skip
+        return 0
     print(
         f"{result['events']:,.0f} events, {args.batch} per POST, at {args.rate:,.0f}/s: "
         f"{result['us_per_event']:.1f} us of the service's time per event under cProfile"
