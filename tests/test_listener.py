@@ -5,20 +5,24 @@ for good (a chunked body, a head it cannot frame)."""
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import pytest
 from redis.asyncio import Redis
+from servers import wait_for
 
-from router.config import parse_config
-from router.ingress.listener import Head
+from router.config import HttpConfig, ServiceConfig, parse_config
+from router.ingress.http import Reply
+from router.ingress.listener import BUFFERED, Head, Listener
 from router.streams import keys
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
+    from aiohttp import web
     from helpers import Serve
 
+    from router.ingress.http import EventsEndpoint
     from router.service.service import Service
 
 AIOHTTP = b"Server: Python"  # aiohttp's answers say who wrote them; the listener's do not
@@ -139,26 +143,28 @@ async def test_expect_continue_is_answered_before_the_body(
     assert await written(redis_url) == 1
 
 
-async def test_http_1_0_is_answered_and_closed(service: Service) -> None:
+async def answered_and_closed(service: Service, request: bytes) -> tuple[bytes, bytes]:
+    """The answer to `request` on a connection of its own, which the service then closes."""
     reader, writer = await asyncio.open_connection("127.0.0.1", service.http_port)
-    writer.write(post("things/1", b'{"n": 1}', version=b"1.0"))
-    head, _ = await answer(reader)
-    closed = await asyncio.wait_for(reader.read(), timeout=10)
-    writer.close()
-    assert head.startswith(b"HTTP/1.0 202")
-    assert b"Connection: close" in head
-    assert closed == b""
-
-
-async def test_a_body_past_the_limit_is_refused_before_it_is_read(service: Service) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", service.http_port)
-    writer.write(post("things/1", b"").replace(b"Length: 0", b"Length: 999999999"))
+    writer.write(request)
     head, body = await answer(reader)
     closed = await asyncio.wait_for(reader.read(), timeout=10)
     writer.close()
+    assert closed == b"", "the connection was kept open"
+    return head, body
+
+
+async def test_http_1_0_is_answered_and_closed(service: Service) -> None:
+    head, _ = await answered_and_closed(service, post("things/1", b'{"n": 1}', version=b"1.0"))
+    assert head.startswith(b"HTTP/1.0 202")
+    assert b"Connection: close" in head
+
+
+async def test_a_body_past_the_limit_is_refused_before_it_is_read(service: Service) -> None:
+    too_long = post("things/1", b"").replace(b"Length: 0", b"Length: 999999999")
+    head, body = await answered_and_closed(service, too_long)
     assert head.startswith(b"HTTP/1.1 413")
     assert b"4096" in body
-    assert closed == b""
     rejected = service.metrics.registry.get_sample_value(
         "switchyard_events_rejected_total", {"reason": "too_large"}
     )
@@ -223,3 +229,76 @@ def test_heads_the_listener_serves_and_those_it_passes_on(
 )
 def test_heads_only_aiohttp_can_frame(head: bytes) -> None:
     assert Head.parse(head) is None
+
+
+# --- a client that does not read its answers, on a connection of the test's own ---
+
+
+class Socketless:
+    """The transport side of one connection, kept in memory."""
+
+    def __init__(self) -> None:
+        self.written = bytearray()
+        self.closing = False
+        self.reading = True
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return ("192.0.2.7", 40000) if name == "peername" else default
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def close(self) -> None:
+        self.closing = True
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def answers(self) -> int:
+        return self.written.count(b"HTTP/1.1 202")
+
+
+class HeldEndpoint:
+    """An events endpoint whose answers wait for the test."""
+
+    limits = ServiceConfig()
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.bodies: list[bytes] = []
+
+    async def answer(self, topic: str, body: bytes, content_type: str, encoding: str) -> Reply:
+        self.bodies.append(body)
+        await self.gate.wait()
+        return Reply(202, b"{}")
+
+    def too_large(self) -> Reply:
+        return Reply(413, b"{}")
+
+
+async def test_a_client_that_does_not_read_its_answers_stops_being_read() -> None:
+    endpoint = HeldEndpoint()
+    listener = Listener(HttpConfig(), cast("web.Server", None), cast("EventsEndpoint", endpoint))
+    connection, socket = listener(), Socketless()
+    connection.connection_made(cast("asyncio.Transport", socket))
+    connection.data_received(post("a/1", b"[1]") + post("a/1", b"[2]"))
+    await wait_for(lambda: endpoint.bodies == [b"[1]"])  # one at a time: the second waits
+    connection.pause_writing()  # the client's side is full: it reads nothing
+    endpoint.gate.set()
+    await wait_for(lambda: socket.answers() == 1)
+    assert endpoint.bodies == [b"[1]"]  # answered, and the next one is not taken up
+    connection.data_received(post("a/1", b"[3]") * (BUFFERED // 50))
+    assert not socket.reading  # past BUFFERED: what else it sends waits in its socket
+    connection.resume_writing()
+    assert socket.reading
+    count = 2 + BUFFERED // 50
+    await wait_for(lambda: socket.answers() == count, timeout=30)
+    assert endpoint.bodies[:3] == [b"[1]", b"[2]", b"[3]"]
+    connection.connection_lost(None)
+    assert not listener.connections

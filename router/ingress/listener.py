@@ -3,15 +3,17 @@ everything else handed to aiohttp.
 
 A doorbell sends one event per request, so what the server costs per request is what the
 event costs. aiohttp builds a request object, routes it, runs the middleware and a response
-object around every request: about twice what it costs to find the request's head, parse it
-with httptools (llhttp) and write the answer straight back (`bench.http_servers`).
+object around every request: nearly twice what it costs to find the request's head, parse
+it with httptools (llhttp) and write the answer straight back (`bench.http_servers`).
 
 So a connection frames its requests itself: the head ends at the first blank line and is
-parsed by httptools, the body is read by its Content-Length. Only a plain events POST is
-served here. Anything else (another path, a chunked body, `Expect`, an upgrade, a path with
-escapes, a head that does not parse) hands the connection, from that request on, to aiohttp,
-which serves and refuses it as before. One request at a time per connection: the bytes of a
-pipelined next request wait for the answer, and past `BUFFERED` bytes reading stops.
+parsed by httptools, the body is read by its Content-Length. A plain events POST is answered
+here. Any other request it can frame (another path, `Expect`, a path with escapes) is passed
+on to aiohttp, its body streamed through as it comes, and answered there. One it cannot
+frame (a chunked body, an upgrade, a head that does not parse or is too long) gives aiohttp
+the connection for good, which serves and refuses it as before. One request at a time per
+connection: the bytes of a pipelined next request wait for the answer before it, and past
+`BUFFERED` bytes reading stops.
 
 The listener also keeps every connection's limits, for those it serves and those it hands
 over: `max_connections_per_client`, `idle_timeout_s` for a whole request head (idle or
@@ -48,7 +50,7 @@ MAX_HEAD_BYTES = 16 * 1024  # longer: aiohttp answers it (431 or 400)
 BUFFERED = 256 * 1024  # bytes read ahead of the request being served before reading stops
 PIPELINED = 4  # requests aiohttp parses ahead on a connection it has for good
 NEVER = 10.0**9  # aiohttp's idle timer on a connection it shares: the listener keeps time
-TOPIC = re.compile(r"[\w\-.~:@!$&'()*+,;=]+(/[\w\-.~:@!$&'()*+,;=]+)*")  # no escapes, no query
+TOPIC = re.compile(r"[\w\-.~:@!$&'()*+,;=]+(/[\w\-.~:@!$&'()*+,;=]+)*", re.ASCII)  # no escapes
 READ = frozenset((b"content-length", b"content-type", b"content-encoding", b"authorization"))
 UNFRAMED = frozenset((b"transfer-encoding", b"upgrade"))  # aiohttp frames these itself
 QUIET: dict[str, Any] = {"access_log": None, "auto_decompress": False}  # as the runner's
@@ -146,8 +148,6 @@ class Listener:
         self.max_body_bytes = events.limits.max_body_bytes if events else 0
         self.connections: set[Connection] = set()
         self.open: Counter[str] = Counter()
-        self.refused = 0  # connections closed at once: their client held its share
-        self.served = 0  # events requests answered here
         self.closing = False
         self._date = (0, b"")
 
@@ -157,10 +157,7 @@ class Listener:
     def admit(self, connection: Connection) -> bool:
         self.connections.add(connection)
         self.open[connection.client] += 1
-        if self.open[connection.client] > self.http.max_connections_per_client:
-            self.refused += 1
-            return False
-        return True
+        return self.open[connection.client] <= self.http.max_connections_per_client
 
     def forget(self, connection: Connection) -> None:
         self.connections.discard(connection)
@@ -174,7 +171,6 @@ class Listener:
             refusal = self.access.refusal(head.authorization, "ingest", "/events/" + topic)
             if refusal is not None:
                 return Reply(refusal.status, refusal.body, refusal.headers)
-        self.served += 1
         return await self.events.answer(topic, body, head.content_type, head.encoding)
 
     def date(self) -> bytes:
@@ -195,13 +191,14 @@ class Listener:
                 connection.check(now)
 
     async def close(self, timeout_s: float) -> None:
-        """Let the requests in flight be answered (within `timeout_s`), then close."""
+        """Let the events requests in flight be answered (within `timeout_s`), then close the
+        connections; those aiohttp is answering on are closed by its own shutdown, after."""
         self.closing = True
         serving = [c.serving for c in self.connections if c.serving is not None]
         if serving:
             await asyncio.wait(serving, timeout=timeout_s)
         for connection in list(self.connections):
-            if connection.handler is None:
+            if connection.handler is None and not connection.aiohttp_answering:
                 connection.transport.close()
 
 
@@ -219,7 +216,7 @@ class Connection(asyncio.Protocol):
         self.head: Head | None = None  # an events request's head, its body not yet whole
         self.serving: asyncio.Task[None] | None = None
         self.passing: PassedOn | None = None  # aiohttp's, for the requests passed on
-        self.passed = 0  # a request passed on and not yet answered: 1 (0 once answered)
+        self.aiohttp_answering = False  # a request passed on and not yet answered
         self.body_left = 0  # of the request passed on, bytes still to come from the client
         self.handler: RequestHandler | None = None  # aiohttp's, once it has the connection
         self.waiting_since = self.loop.time()  # for a head (idle) or for a body
@@ -229,7 +226,7 @@ class Connection(asyncio.Protocol):
     @property
     def busy(self) -> bool:
         """A request is being answered: the next one waits."""
-        return self.serving is not None or self.passed > 0
+        return self.serving is not None or self.aiohttp_answering
 
     # --- asyncio's calls ---
 
@@ -299,7 +296,7 @@ class Connection(asyncio.Protocol):
 
     def passed_on(self) -> None:
         """aiohttp has written its answer to the request passed on: on to the next one."""
-        self.passed = 0
+        self.aiohttp_answering = False
         self.waiting_since = self.loop.time()
         self._resume()
 
@@ -375,7 +372,7 @@ class Connection(asyncio.Protocol):
         if self.passing is None:
             self.passing = PassedOn(self.listener.handover, self)
             self.passing.connection_made(self.transport)
-        self.passed = 1
+        self.aiohttp_answering = True
         body = bytes(self.buffer[:length])
         del self.buffer[:length]
         self.body_left = length - len(body)
