@@ -38,7 +38,7 @@ def service_app(
     access: Access | None = None,
 ) -> web.Application:
     """POST /events, and the views: what the service serves, behind its tokens if any."""
-    access = access or Access.from_config(http.tokens)
+    access = access if access is not None else Access.from_config(http.tokens)
     # Bounds the body as read; Switchyard inflates it itself, within the same bound.
     app = web.Application(
         client_max_size=max_body_bytes, middlewares=[] if access.open else [access.middleware()]
