@@ -161,6 +161,9 @@ async def test_mutual_tls_on_the_http_listener(serve: Serve, redis_url: str, pki
         url = f"https://127.0.0.1:{service.http_port}/healthz"
         async with http_client.get(url, ssl=holder) as response:
             assert response.status == 200
+        events = f"https://127.0.0.1:{service.http_port}/events/things/1"
+        async with http_client.post(events, data=b'{"n": 1}', ssl=holder) as response:
+            assert response.status == 202  # answered by the listener itself, over TLS
         with pytest.raises(aiohttp.ClientError):  # no client certificate: no handshake
             async with http_client.get(url, ssl=trusted) as response:
                 await response.read()
