@@ -13,7 +13,8 @@ Parts (bench/README.md says what each figure means):
               Switchyard consume only), then every peer and Switchyard draining N pre-enqueued
               no-op tasks with one worker process
   latency     2,000 events/s for 10 s, ingest to handler start and to ack: XADDed directly,
-              POSTed one and ten at a time, and ten at a time with the lane in a worker process
+              POSTed one and ten at a time, both again with the lane in a worker process,
+              and one at a time at 5,000 events/s
   priority    a flooded low lane and a high lane at 50 events/s, in Switchyard; then Celery
               and Dramatiq with priorities, a low-priority backlog and high-priority tasks
   memory      the RSS of a `switchyard run` process consuming a 1,000,000-entry backlog slowly
