@@ -16,7 +16,6 @@ import math
 import os
 import platform
 import signal
-import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -56,11 +55,21 @@ class BenchError(RuntimeError):
     """An experiment that could not be measured (stalled, lost events, a child failed)."""
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+async def listening(port: int, timeout_s: float = 30.0) -> None:
+    """Wait until a server without a "ready" line accepts connections on `port`; BenchError
+    when it does not in `timeout_s`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            if loop.time() > deadline:
+                raise BenchError(f"nothing listens on port {port} after {timeout_s:g} s") from None
+            await asyncio.sleep(0.05)
+            continue
+        writer.close()
+        return
 
 
 def progress(text: str) -> None:

@@ -31,7 +31,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.harness import free_port, progress
+from bench.harness import progress
+from router.embedded.process import free_port
 from router.embedded.redis import EmbeddedRedis
 
 if TYPE_CHECKING:

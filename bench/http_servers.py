@@ -34,8 +34,16 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
-from bench.harness import child, expect_ready, free_port, group_cpu_seconds, read_line, say
+from bench.harness import (
+    child,
+    expect_ready,
+    group_cpu_seconds,
+    listening,
+    read_line,
+    say,
+)
 from router.config import HttpConfig, ServiceConfig
+from router.embedded.process import free_port
 from router.ingress.http import Reply
 from router.ingress.listener import Listener, ListenerSite
 
@@ -182,7 +190,7 @@ async def measure(name: str, rate: float, seconds: float, logs: Path) -> dict[st
     async with child(*server_argv(name, port), log=logs / "server.log", stdin=not is_granian,
                      stdout=not is_granian) as server:  # fmt: skip
         if is_granian:
-            await _listening(port)
+            await listening(port)
         else:
             await expect_ready(server, name)
         async with child(
@@ -203,22 +211,6 @@ async def measure(name: str, rate: float, seconds: float, logs: Path) -> dict[st
         "cpu_share": round(cpu / sent["send_seconds"], 3),
         "rtt": sent["rtt"],
     }
-
-
-async def _listening(port: int, timeout_s: float = 30.0) -> None:
-    """Poll until a server without a "ready" line accepts connections."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while True:
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            if loop.time() > deadline:
-                raise
-            await asyncio.sleep(0.1)
-            continue
-        writer.close()
-        return
 
 
 async def run(names: Sequence[str], rate: float, seconds: float, rounds: int) -> dict[str, Any]:

@@ -45,9 +45,10 @@ from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from bench.harness import child, free_port, group_cpu_seconds, progress
+from bench.harness import child, group_cpu_seconds, listening, progress
 from bench.mqtt_rate import FILTER, _config, _until
 from bench.post_profile import per_event, print_stages
+from router.embedded.process import free_port
 from router.embedded.redis import EmbeddedRedis
 from router.service.service import Service
 from router.streams import keys
@@ -77,12 +78,7 @@ async def mosquitto(directory: Path) -> AsyncIterator[int]:
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        for _ in range(200):
-            with contextlib.suppress(OSError):
-                _, writer = await asyncio.open_connection("127.0.0.1", port)
-                writer.close()
-                break
-            await asyncio.sleep(0.05)
+        await listening(port, timeout_s=10)
         yield port
     finally:
         proc.terminate()

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
-from bench.harness import child, expect_ready, progress, read_line, running, say
+from bench.harness import child, expect_ready, processed, progress, read_line, running, say
 from bench.latency import LatencySettings, latency_config
 from bench.throughput import CLASS
 from router import loops
@@ -138,14 +138,14 @@ async def _profiled(
     ) as sender:  # fmt: skip
         await expect_ready(sender, "paced sender")
         profiler = cProfile.Profile()
-        before, times = _processed(registry), os.times()
+        before, times = processed(registry, CLASS), os.times()
         if profiled:
             profiler.enable()
         await say(sender, "go")
         sent: dict[str, Any] = json.loads(await read_line(sender, timeout_s=s.seconds + 60))
         profiler.disable()
         after = os.times()
-    events = _processed(registry) - before
+    events = processed(registry, CLASS) - before
     result = {"events": events, "batch": batch, "sent": sent.get("sent")}
     if not profiled:
         user, system = after.user - times.user, after.system - times.system
@@ -153,11 +153,6 @@ async def _profiled(
                 "user_us_per_event": round(user / events * 1e6, 1),
                 "system_us_per_event": round(system / events * 1e6, 1)}  # fmt: skip
     return {**result, **per_event(profiler, events)}
-
-
-def _processed(registry: CollectorRegistry) -> float:
-    labels = {"class": CLASS, "outcome": "ok"}
-    return registry.get_sample_value("switchyard_events_processed_total", labels) or 0.0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

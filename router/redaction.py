@@ -16,6 +16,7 @@ MASK = "***"
 MIN_LENGTH = 4  # shorter values would scrub ordinary words; such a secret is no secret
 SECRET_QUERY = ("password", "ssl_password", "token", "secret")
 _known: set[str] = set()
+_longest_first: list[str] = []  # _known, longest first: a secret inside another goes after it
 
 
 def remember(*values: str | None) -> None:
@@ -23,6 +24,7 @@ def remember(*values: str | None) -> None:
     for value in values:
         if value and len(value) >= MIN_LENGTH:
             _known.update({value, quote(value, safe=""), unquote(value)})
+    _longest_first[:] = sorted(_known, key=len, reverse=True)  # sorted here, not per line
 
 
 def remember_url(url: str | None) -> None:
@@ -36,7 +38,7 @@ def remember_url(url: str | None) -> None:
 
 def scrub(text: str) -> str:
     """`text` with every remembered secret masked."""
-    for secret in sorted(_known, key=len, reverse=True):
+    for secret in _longest_first:
         if secret in text:
             text = text.replace(secret, MASK)
     return text

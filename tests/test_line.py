@@ -5,6 +5,7 @@ working again on its next command once Redis can answer."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import TYPE_CHECKING
 
 import pytest
@@ -32,7 +33,7 @@ def own_redis(port: int, folder: Path) -> AbstractAsyncContextManager[int]:
 
 
 @pytest.fixture
-async def client(tmp_path: Path) -> AsyncIterator[tuple[Redis, int]]:
+async def client() -> AsyncIterator[tuple[Redis, int]]:
     """A client on database 3 of a password-protected redis-server; the port, to restart it."""
     port = free_port()
     redis = Redis.from_url(f"redis://:{PASSWORD}@127.0.0.1:{port}/3")
@@ -40,34 +41,41 @@ async def client(tmp_path: Path) -> AsyncIterator[tuple[Redis, int]]:
     await redis.aclose()
 
 
+@contextlib.asynccontextmanager
+async def lines_of(redis: Redis, timeout_s: float = 5.0) -> AsyncIterator[Lines]:
+    """Lines on `redis`, closed however the test ends."""
+    lines = Lines(redis, timeout_s)
+    try:
+        yield lines
+    finally:
+        await lines.close()
+
+
 async def test_a_line_connects_like_the_client_and_returns_replies_as_sent(
     client: tuple[Redis, int], tmp_path: Path
 ) -> None:
     redis, port = client
-    lines = Lines(redis)
-    async with own_redis(port, tmp_path):
+    async with lines_of(redis) as lines, own_redis(port, tmp_path):
         assert await lines["a"].call("SET", "k", "v") == b"OK"
         assert await redis.get("k") == b"v"  # the same database as the client's
         with pytest.raises(ResponseError, match="WRONGTYPE"):
             await lines["a"].call("XLEN", "k")
         assert await lines["a"].call("GET", "k") == b"v"  # an error reply leaves it usable
-        await lines.close()
 
 
 async def test_a_line_fails_while_redis_is_away_and_works_once_it_is_back(
     client: tuple[Redis, int], tmp_path: Path
 ) -> None:
     redis, port = client
-    lines = Lines(redis, timeout_s=2.0)
-    async with own_redis(port, tmp_path):
-        assert await lines["a"].call("PING") == b"PONG"
-    with pytest.raises(UNAVAILABLE):  # gone: the kept connection is dead
-        await lines["a"].call("PING")
-    with pytest.raises(UNAVAILABLE):  # and nothing listens
-        await lines["a"].call("PING")
-    async with own_redis(port, tmp_path):
-        assert await lines["a"].call("PING") == b"PONG"
-    await lines.close()
+    async with lines_of(redis, timeout_s=2.0) as lines:
+        async with own_redis(port, tmp_path):
+            assert await lines["a"].call("PING") == b"PONG"
+        with pytest.raises(UNAVAILABLE):  # gone: the kept connection is dead
+            await lines["a"].call("PING")
+        with pytest.raises(UNAVAILABLE):  # and nothing listens
+            await lines["a"].call("PING")
+        async with own_redis(port, tmp_path):
+            assert await lines["a"].call("PING") == b"PONG"
 
 
 async def test_a_timed_out_or_cancelled_command_leaves_no_reply_behind(
@@ -75,8 +83,7 @@ async def test_a_timed_out_or_cancelled_command_leaves_no_reply_behind(
 ) -> None:
     """The reply to a command given up on must never be read as the next one's."""
     redis, port = client
-    lines = Lines(redis)
-    async with own_redis(port, tmp_path):
+    async with lines_of(redis) as lines, own_redis(port, tmp_path):
         await redis.xgroup_create("s", "g", id="0", mkstream=True)
         blocked = ("XREADGROUP", "GROUP", "g", "c", "BLOCK", 300, "STREAMS", "s", ">")
         with pytest.raises(TimeoutError):
@@ -93,13 +100,12 @@ async def test_a_timed_out_or_cancelled_command_leaves_no_reply_behind(
             await reading
         await redis.xadd("s", {"e": "1"})  # would have been the blocked read's reply
         assert await lines["r"].call("ECHO", "after a cancel") == b"after a cancel"
-        await lines.close()
 
 
 async def test_a_line_refused_by_redis_says_so(client: tuple[Redis, int], tmp_path: Path) -> None:
     _, port = client
     wrong = Redis.from_url(f"redis://:wrong@127.0.0.1:{port}/3")
-    async with own_redis(port, tmp_path):
+    async with lines_of(wrong) as lines, own_redis(port, tmp_path):
         with pytest.raises((ResponseError, RedisConnectionError), match=r"(?i)pass|auth"):
-            await Lines(wrong)["a"].call("PING")
+            await lines["a"].call("PING")
     await wrong.aclose()

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, cast
 import pytest
 from servers import wait_for
 
-from router.ingress.writer import LINE, Writer
+from router.ingress.writer import LINE, QUEUED_LINE, Writer
 from router.streams.transport import Fields, Outgoing, Transport, Written
 
 if TYPE_CHECKING:
@@ -110,6 +110,7 @@ async def test_calls_made_while_a_write_is_in_flight_share_the_next_write() -> N
         line.transport.gate.set()
         assert await line.first == [b"first"]
         assert [await call for call in later] == [[b"b0", b"c0"], [b"b1", b"c1"], [b"b2", b"c2"]]
+        assert line.transport.lines == [LINE, QUEUED_LINE]  # two connections: they overlap
     assert [len(write) for write in line.transport.writes] == [1, 6]
 
 

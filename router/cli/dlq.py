@@ -27,7 +27,7 @@ from router.streams.redis import RedisTransport
 
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import AsyncIterator, Sequence
+    from collections.abc import Sequence
 
     from router.config import Config
     from router.streams.envelope import Envelope
@@ -89,7 +89,7 @@ async def _dlq_async(config: Config, args: argparse.Namespace, since_ms: int) ->
             route = _router_of(config) if args.cls in keys.INGRESS_REJECTS else None
             replayed, skipped = 0, list[str]()
             for letters in every:
-                async for page in _pages(letters, args.ids, since_ms):
+                async for page in letters.chosen(args.ids, since_ms):
                     moved, missed = await letters.replay(page, route)
                     replayed, skipped = replayed + moved, skipped + missed
             print(
@@ -101,7 +101,7 @@ async def _dlq_async(config: Config, args: argparse.Namespace, since_ms: int) ->
         else:
             purged = 0
             for letters in every:
-                async for page in _pages(letters, args.ids, since_ms):
+                async for page in letters.chosen(args.ids, since_ms):
                     purged += await letters.purge(page)
             print(f"purged {purged} dead letters of {args.cls}")
     finally:
@@ -122,28 +122,13 @@ def _router_of(config: Config) -> Route:
     return route
 
 
-async def _pages(
-    letters: DeadLetters, ids: Sequence[str], since_ms: int
-) -> AsyncIterator[list[DeadLetter]]:
-    """Every dead letter from `since_ms` on, or only those named by entry or event id."""
-    wanted = set(ids)
-    async for page in letters.pages(since_ms):
-        chosen = [
-            d
-            for d in page
-            if not wanted or d.entry_id in wanted or _text(d.fields.get("id")) in wanted
-        ]
-        if chosen:
-            yield chosen
-
-
 async def _matching(
     every: Sequence[DeadLetters], ids: Sequence[str], since_ms: int, limit: int
 ) -> list[DeadLetter]:
     """The dead letters of every partition, oldest first within each, up to `limit`."""
     found: list[DeadLetter] = []
     for letters in every:
-        async for page in _pages(letters, ids, since_ms):
+        async for page in letters.chosen(ids, since_ms):
             found += page
             if len(found) >= limit:
                 return found[:limit]

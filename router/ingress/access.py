@@ -9,26 +9,25 @@ role and the topics it may post to.
 `/clinic`, `/analytics/<workload>`), which hold nothing: what they fetch needs a read token,
 which they ask for once and keep for the tab.
 
-Tokens are compared by their SHA-256, in constant time, so the service holds no token in
+Tokens are looked up by their SHA-256, so the service holds no token in
 clear, and the config file never holds one.
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
-import json
 import os
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from router import redaction
 from router.errors import ConfigError, ConfigIssue
+from router.ingress.http import Reply, error_reply
 from router.routing.rules import topic_matches
 
 if TYPE_CHECKING:
@@ -45,7 +44,7 @@ OPEN_PATHS = frozenset(("/healthz", "/readyz", "/ui", "/clinic"))
 ANALYTICS_PAGE = re.compile(r"/analytics/[^/]+")
 INGEST_ROUTES = (("POST", "/events/"), ("PUT", "/media/"))
 READING = frozenset(("GET", "HEAD"))
-BEARER = 'Bearer realm="switchyard"'
+UNAUTHORIZED = (("WWW-Authenticate", 'Bearer realm="switchyard"'),)  # 401 says which scheme
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -98,13 +97,10 @@ class Access:
         return cls(grants)
 
     def grant(self, token: str) -> Grant | None:
-        """The grant of `token`, or None; every digest is compared, matching or not."""
-        digest = hashlib.sha256(token.encode()).digest()
-        found = None
-        for known, grant in self._grants.items():
-            if hmac.compare_digest(known, digest):
-                found = grant
-        return found
+        """The grant of `token`, or None. One look-up by the token's SHA-256, whatever the
+        number of tokens (one per device is fine): how long it takes depends on a digest
+        the caller cannot steer, so it says nothing about the tokens held."""
+        return self._grants.get(hashlib.sha256(token.encode()).digest())
 
     def middleware(self) -> Middleware:
         """The aiohttp middleware that asks every request but the open ones for a token."""
@@ -122,37 +118,21 @@ class Access:
         checked: Middleware = guard
         return checked
 
-    def refusal(self, authorization: str, need: str, path: str) -> Refusal | None:
+    def refusal(self, authorization: str, need: str, path: str) -> Reply | None:
         """Why a request with this Authorization header may not do `need` at `path`: 401 (no
         token, or an unknown one) or 403 (not this token's to do); None when it may."""
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            return Refusal(401, "a bearer token is needed")
+            return error_reply(401, "a bearer token is needed", UNAUTHORIZED)
         grant = self.grant(token.strip())
         if grant is None:
-            return Refusal(401, "the token is not known")
+            return error_reply(401, "the token is not known", UNAUTHORIZED)
         if not grant.allows(need):
-            return Refusal(403, f"token {grant.name!r} may not {need} here")
+            return error_reply(403, f"token {grant.name!r} may not {need} here")
         topic = topic_of(path) if need == "ingest" else None
         if topic is not None and not grant.covers(topic):
-            return Refusal(403, f"token {grant.name!r} may not post to {topic[:200]!r}")
+            return error_reply(403, f"token {grant.name!r} may not post to {topic[:200]!r}")
         return None
-
-
-class Refusal(NamedTuple):
-    """A request refused for its token: 401 or 403, and why."""
-
-    status: int
-    message: str
-
-    @property
-    def body(self) -> bytes:
-        return json.dumps({"error": self.message}).encode()
-
-    @property
-    def headers(self) -> tuple[tuple[str, str], ...]:
-        """401 says which scheme to use."""
-        return (("WWW-Authenticate", BEARER),) if self.status == 401 else ()
 
 
 def need_of(method: str, path: str) -> str | None:
@@ -195,8 +175,8 @@ def _read(name: str, path: Path | None) -> str:
     return value
 
 
-def _refused(refusal: Refusal) -> web.HTTPError:
-    kind = web.HTTPUnauthorized if refusal.status == 401 else web.HTTPForbidden
+def _refused(reply: Reply) -> web.HTTPError:
+    kind = web.HTTPUnauthorized if reply.status == 401 else web.HTTPForbidden
     return kind(
-        text=refusal.body.decode(), content_type="application/json", headers=dict(refusal.headers)
+        text=reply.body.decode(), content_type="application/json", headers=dict(reply.headers)
     )

@@ -84,23 +84,23 @@ class EventsEndpoint:
             self.metrics.redis_errors.labels("publish").inc()
             log.warning("redis unavailable, refusing events", topic=topic, error=str(exc))
             reason = "the event store is unavailable, retry later"
-            return _error(503, reason, (("Retry-After", RETRY_AFTER_S),))
+            return error_reply(503, reason, (("Retry-After", RETRY_AFTER_S),))
         except Exception:
             log.exception("events could not be ingested", topic=topic)
-            return _error(500, "the events could not be ingested; nothing was written")
+            return error_reply(500, "the events could not be ingested; nothing was written")
         return Reply(202, orjson.dumps({"accepted": [a.as_json() for a in accepted]}))
 
     def refusal(self, exc: Exception) -> Reply:
         """The answer to a body that holds no events we can take, counted by reason."""
         rejected = self.metrics.rejected
         if isinstance(exc, ClassOverloaded):
-            return _error(503, str(exc), (("Retry-After", RETRY_AFTER_S),))
+            return error_reply(503, str(exc), (("Retry-After", RETRY_AFTER_S),))
         if isinstance(exc, EventTooLarge):
             rejected.labels("too_large").inc()
-            return _error(413, str(exc))
+            return error_reply(413, str(exc))
         reason = "decode_error" if isinstance(exc, DecodeError) else "invalid"
         rejected.labels(reason).inc()
-        return _error(400, str(exc))
+        return error_reply(400, str(exc))
 
     def too_large(self) -> Reply:
         """413 for a body past `max_body_bytes`, counted."""
@@ -151,5 +151,6 @@ def _refused_events(exc: RefusedEvents) -> Reply:
     return Reply(status, orjson.dumps({"error": f"nothing was written: {exc}", "events": events}))
 
 
-def _error(status: int, reason: str, headers: tuple[tuple[str, str], ...] = ()) -> Reply:
+def error_reply(status: int, reason: str, headers: tuple[tuple[str, str], ...] = ()) -> Reply:
+    """A refusal: `{"error": reason}`."""
     return Reply(status, orjson.dumps({"error": reason}), headers)

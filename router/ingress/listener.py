@@ -35,7 +35,7 @@ import structlog
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
-from router.ingress.http import Reply
+from router.ingress.http import Reply, error_reply
 
 if TYPE_CHECKING:
     from aiohttp.web_request import BaseRequest
@@ -170,7 +170,7 @@ class Listener:
         if self.access is not None:
             refusal = self.access.refusal(head.authorization, "ingest", "/events/" + topic)
             if refusal is not None:
-                return Reply(refusal.status, refusal.body, refusal.headers)
+                return refusal
         return await self.events.answer(topic, body, head.content_type, head.encoding)
 
     def date(self) -> bytes:
@@ -289,7 +289,7 @@ class Connection(asyncio.Protocol):
         waited = now - self.waiting_since
         if self.head is not None and waited > self.listener.http.body_timeout_s:
             timeout = self.listener.http.body_timeout_s
-            reply = Reply(408, f"the body took more than {timeout:g} s".encode())
+            reply = error_reply(408, f"the body took more than {timeout:g} s")
             self._respond(reply, self.head.version, keep_alive=False)
         elif self.head is None and waited > self.listener.http.idle_timeout_s:
             self.transport.close()
@@ -346,7 +346,7 @@ class Connection(asyncio.Protocol):
             reply = await self.listener.answer(topic, head, body)
         except Exception:  # answer() answers every refusal: this is a bug, said once
             log.exception("an events request failed", topic=topic)
-            reply = Reply(500, b'{"error": "the events could not be ingested"}')
+            reply = error_reply(500, "the events could not be ingested")
         finally:
             self.serving = None
         self._respond(reply, head.version, head.keep_alive)

@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     from router.streams.transport import Fields, Outgoing, Transport
 
 T = TypeVar("T")
-LINE = "ingest"  # the writer's own connection: it writes one call at a time, or two
+LINE = "ingest"  # the writer's own connection for a call written at once
+QUEUED_LINE = "ingest:queued"  # and for what queued meanwhile: the two may overlap
 
 
 @dataclass(slots=True)
@@ -108,7 +109,7 @@ class Writer:
         items = [item for call in calls for item in call.items]
         extra = [fields for call in calls for fields in call.extra]
         try:
-            written = await self.transport.write(items, extra, line=LINE)
+            written = await self.transport.write(items, extra, line=QUEUED_LINE)
         except Exception as exc:
             _fail(calls, exc)
             return

@@ -92,8 +92,8 @@ class ConsoleViews:
         cls = self._class(request)
         found: list[DeadLetter] = []
         for letters in self._letters(cls):
-            found += await letters.entries(limit=PAGE)
-        found = sorted(found, key=lambda letter: letter.entry_id)[-PAGE:]
+            found += await letters.newest(PAGE)
+        found = sorted(found, key=_entry_order)[-PAGE:]
         return web.json_response(
             {"class": cls, "letters": [_shown(letter) for letter in found]}, dumps=_dumps
         )
@@ -108,13 +108,11 @@ class ConsoleViews:
         every = isinstance(asked, dict) and asked.get("all") is True
         if not every and not (isinstance(wanted, list) and all(isinstance(i, str) for i in wanted)):
             raise _bad('say which: {"ids": [entry ids]} or {"all": true}')
-        named = set(wanted or ())
         replayed, skipped = 0, list[str]()
         for letters in self._letters(cls):
-            page = await letters.entries(limit=10_000 if every else PAGE * 10)
-            chosen = page if every else [letter for letter in page if letter.entry_id in named]
-            moved, missed = await letters.replay(chosen)
-            replayed, skipped = replayed + moved, skipped + missed
+            async for page in letters.chosen(() if every else list(wanted or ())):
+                moved, missed = await letters.replay(page)
+                replayed, skipped = replayed + moved, skipped + missed
         return web.json_response({"class": cls, "replayed": replayed, "skipped": skipped})
 
     def _class(self, request: web.Request) -> str:
@@ -185,3 +183,8 @@ def _bad(message: str) -> web.HTTPBadRequest:
 def broker_said(url: str | None, connected: bool) -> dict[str, Any]:
     """The MQTT state as the console shows it: the broker (its password masked), connected."""
     return {"broker": redact_url(url) if url else None, "connected": connected}
+
+
+def _entry_order(letter: DeadLetter) -> tuple[int, ...]:
+    """Stream ids in time order (as text, "…-10" would sort before "…-9")."""
+    return tuple(int(part) for part in letter.entry_id.split("-"))

@@ -38,6 +38,7 @@ class Reporter:
     _previous: dict[str, tuple[float, float, list[tuple[float, float]]]] = field(
         default_factory=dict
     )
+    _fingerprint: tuple[Config, str] | None = None  # the config's hash, once per config
 
     def report(
         self, now: float, inflight: dict[str, int], compliance: dict[str, float]
@@ -59,7 +60,13 @@ class Reporter:
                 "compliance": compliance.get(name, 1.0),
             }
             self._previous[name] = (now, done, buckets)
-        return {"at": time.time(), "config": self.config.fingerprint(), "classes": classes}
+        return {"at": time.time(), "config": self._config_hash(), "classes": classes}
+
+    def _config_hash(self) -> str:
+        """The config's fingerprint, worked out again only when a reload replaced it."""
+        if self._fingerprint is None or self._fingerprint[0] is not self.config:
+            self._fingerprint = (self.config, self.config.fingerprint())
+        return self._fingerprint[1]
 
     async def publish(
         self, redis: RedisClient, consumer: str, report: dict[str, Any], interval_s: float

@@ -11,7 +11,7 @@ fixed actor can replay them. Unrouted and rejected ingress events have streams o
 from __future__ import annotations
 
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -64,6 +64,11 @@ class DeadLetter:
 
     entry_id: str
     fields: dict[str, Any]
+
+    def event_id(self) -> str:
+        """The id of the event it holds, as text ("" when it has none)."""
+        value = self.fields.get("id", "")
+        return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
     @property
     def envelope(self) -> Envelope | None:
@@ -120,6 +125,25 @@ class DeadLetters:
         """Entries from `since_ms` (Unix milliseconds) on, oldest first."""
         start = f"{since_ms}-0" if since_ms else "-"
         return _decoded(await self.redis.xrange(self.key, min=start, count=limit))
+
+    async def newest(self, limit: int = LIST_LIMIT) -> list[DeadLetter]:
+        """The newest `limit` entries, oldest first."""
+        return _decoded(await self.redis.xrevrange(self.key, count=limit))[::-1]
+
+    async def chosen(
+        self, ids: Collection[str] = (), since_ms: int = 0
+    ) -> AsyncIterator[list[DeadLetter]]:
+        """`pages`, kept to the entries named by entry id or event id (all without `ids`);
+        a page left empty is skipped."""
+        wanted = set(ids)
+        async for page in self.pages(since_ms):
+            picked = [
+                letter
+                for letter in page
+                if not wanted or letter.entry_id in wanted or letter.event_id() in wanted
+            ]
+            if picked:
+                yield picked
 
     async def pages(
         self, since_ms: int = 0, size: int = LIST_LIMIT
