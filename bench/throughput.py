@@ -59,6 +59,7 @@ from bench.harness import (
     to_the_end,
 )
 from bench.loadgen import make_event
+from router import loops
 from router.config import Config, parse_config
 from router.embedded.redis import EmbeddedRedis
 from router.logs import configure_logging
@@ -496,7 +497,7 @@ def _num(value: float | None) -> str:
 # --- command line ---
 
 
-def parse_args(argv: Sequence[str] | None) -> tuple[Settings, Path | None]:
+def parse_args(argv: Sequence[str] | None) -> tuple[Settings, Path | None, str]:
     parser = argparse.ArgumentParser(
         prog="python -m bench.throughput",
         description="Switchyard throughput against a bare redis.asyncio loop (bench/README.md).",
@@ -531,6 +532,12 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Settings, Path | None]:
         metavar="DIR",
         help="after the measured runs, one cProfile'd run per Switchyard scenario into DIR",
     )
+    parser.add_argument(
+        "--loop",
+        choices=("auto", "asyncio", "uvloop"),
+        default="auto",
+        help="the event loop of the bare loop and the service alike (default auto: uvloop)",
+    )
     args = parser.parse_args(argv)
     settings = Settings(
         post_batch=args.batch,
@@ -550,7 +557,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Settings, Path | None]:
         settings = replace(settings, scenarios=tuple(dict.fromkeys(args.scenario)))
     if settings.events < 1 or settings.runs < 1:
         parser.error("--events and --runs must be positive")
-    return settings, args.json
+    return settings, args.json, args.loop
 
 
 _signalled: list[int] = []  # SIGTERMs received, to tell them from a cancel from inside
@@ -583,10 +590,10 @@ async def _main(settings: Settings, json_path: Path | None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    settings, json_path = parse_args(argv)
+    settings, json_path, loop = parse_args(argv)
     configure_logging("json", "warning")  # the service's info lines would bury the table
     try:
-        return asyncio.run(_main(settings, json_path))
+        return loops.run(_main(settings, json_path), loops.factory(loop))
     except KeyboardInterrupt:
         progress("interrupted; the private redis-server and load generator were stopped")
         return 130

@@ -452,12 +452,27 @@ class Observations:
         if not (self._counts and self._bounds is not None):
             self._values += [max(0.0, value) for value in values]
             return
+        if len(values) * 4 > len(self._bounds):
+            self._add_sorted(sorted(values))
+            return
         bounds, counts, total = self._bounds, self._counts, 0.0
         for value in values:
             seconds = max(value, 0.0)
             counts[bisect.bisect_left(bounds, seconds)] += 1
             total += seconds
         self._sum += total
+
+    def _add_sorted(self, values: list[float]) -> None:
+        """Many values at once: sorted, each bucket's count is the difference of two
+        bisections, so the work per value is the sort's, in C."""
+        assert self._bounds is not None
+        negative = bisect.bisect_left(values, 0.0)  # counted as 0: in the first bucket
+        counts, below = self._counts, 0
+        for index, bound in enumerate(self._bounds):
+            upto = bisect.bisect_right(values, bound, lo=below)
+            counts[index] += upto - below
+            below = upto
+        self._sum += sum(values[negative:])
 
     def flush(self) -> None:
         if self._counts:

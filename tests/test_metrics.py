@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from router.metrics import (
@@ -66,20 +67,23 @@ def test_sla_compliance_counts_only_the_rolling_window() -> None:
     assert window.compliance(now=200) == 1.0  # nothing finished in the window
 
 
-def test_gathered_observations_export_exactly_what_observe_would() -> None:
-    values = [0.0, 0.0004, 0.0005, 0.0007, 0.003, 0.2, 0.25, 7.0, 100.0]
+@pytest.mark.parametrize("chunk", [4, 500], ids=["a few at a time", "a flush of many"])
+def test_gathered_observations_export_exactly_what_observe_would(chunk: int) -> None:
+    """Values on bucket bounds, between them, past the last, and below 0 (clocks apart)."""
+    bounds = [0.0, 0.0004, 0.0005, 0.0007, 0.003, 0.2, 0.25, 7.0, 100.0, -0.002]
+    values = [v * (1 + (i % 7) / 10) if i % 3 else v for i, v in enumerate(bounds * 60)]
     one_by_one, gathered = CollectorRegistry(), CollectorRegistry()
     direct = Metrics(one_by_one).latency.labels("c", "l")
     for value in values:
-        direct.observe(value)
+        direct.observe(max(value, 0.0))
     batch = Observations(Metrics(gathered).latency.labels("c", "l"))
-    batch.add_all(values[:4])
-    batch.add_all(values[4:])
+    for start in range(0, len(values), chunk):
+        batch.add_all(values[start : start + chunk])
     batch.flush()
     batch.flush()  # a second flush adds nothing
     name = "switchyard_event_latency_seconds"
     labels = {"class": "c", "lane": "l"}
     assert histogram_buckets(gathered, name, labels) == histogram_buckets(one_by_one, name, labels)
-    assert gathered.get_sample_value(f"{name}_sum", labels) == one_by_one.get_sample_value(
-        f"{name}_sum", labels
+    assert gathered.get_sample_value(f"{name}_sum", labels) == pytest.approx(
+        one_by_one.get_sample_value(f"{name}_sum", labels)
     )

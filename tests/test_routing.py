@@ -105,3 +105,51 @@ def test_an_unknown_topic_is_not_routed(router: Router) -> None:
 def test_malformed_references_are_refused(bad: str) -> None:
     with pytest.raises(ValueError, match=r"reference|topic level"):
         parse_ref(bad)
+
+
+def test_a_topic_that_alone_decides_the_class_still_keys_each_event_by_its_payload(
+    router: Router,
+) -> None:
+    """A batch looks a topic's routes up once; the class is then fixed, the key is not."""
+    routes = router.for_topic("doorbell/front/temperature")
+    assert routes.fixed is not None
+    first = routes.route({"device": {"id": "a"}}, router.classes)
+    second = routes.route({"device": {"id": "b"}}, router.classes)
+    assert first is not None
+    assert second is not None
+    assert (first.cls, first.key, second.cls, second.key) == (
+        "doorbell.other", "a", "doorbell.other", "b"
+    )  # fmt: skip
+
+
+def test_a_rule_with_conditions_first_leaves_the_class_to_each_event(router: Router) -> None:
+    routes = router.for_topic("doorbell/front/button_press")
+    assert routes.fixed is None
+    vip = routes.route({"device": {"tier": "vip"}}, router.classes)
+    other = routes.route({"device": {"tier": "basic"}}, router.classes)
+    assert vip is not None
+    assert other is not None
+    assert (vip.cls, other.cls) == ("doorbell.vip", "doorbell.other")
+
+
+def test_a_class_named_by_a_topic_level_is_fixed_per_topic_with_its_topic_key() -> None:
+    config = """\
+lanes: [{name: low}]
+routes:
+  - topic: sensors/temp/+
+    class: sensors.{topic.1}
+    key: topic.2
+  - topic: sensors/#
+    class: sensors.other
+classes:
+  sensors.temp: {lane: low, actor: "actors.builtin:Log"}
+  sensors.other: {lane: low, actor: "actors.builtin:Log"}
+"""
+    router = Router.from_config(parse_config(config, environ={}))
+    fixed = router.for_topic("sensors/temp/d7").fixed
+    assert fixed is not None
+    assert (fixed.cls, fixed.key) == ("sensors.temp", "d7")
+    assert router.route("sensors/temp/d7", {"anything": 1}) == fixed
+    other = router.route("sensors/hum/d7", {})
+    assert other is not None
+    assert (other.cls, other.key) == ("sensors.other", None)

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from router.config import Config
     from router.metrics import Metrics
     from router.routing.addressing import Addresser
+    from router.routing.rules import TopicRoutes
     from router.streams.transport import Transport
 
 log = structlog.get_logger("switchyard.ingest")
@@ -91,10 +92,11 @@ class Ingest:
         send them again, fixed. Unrouted events are taken: kept in the unrouted stream.
         """
         batch = _Batch(self.clock.wall())
+        routes = self.addresser.router.for_topic(topic)  # once for the whole body
         problems: list[tuple[int, InvalidEvent | EventTooLarge]] = []
         for index, payload in enumerate(payloads):
             try:
-                self._add(batch, topic, payload, source, index)
+                self._add(batch, routes, payload, source, index)
             except (InvalidEvent, EventTooLarge) as exc:
                 problems.append((index, exc))
         if problems:
@@ -154,29 +156,33 @@ class Ingest:
             reason = "decode_error" if isinstance(exc, DecodeError) else kind_of(exc)
             batch.reject(self.rejects.raw(topic, source, body, reason, str(exc)))
             return
+        routes = self.addresser.router.for_topic(topic)  # once for the message's events
         for index, payload in enumerate(payloads):
             try:
-                self._add(batch, topic, payload, source, index)
+                self._add(batch, routes, payload, source, index)
             except (InvalidEvent, EventTooLarge) as exc:
                 batch.reject(self.rejects.element(topic, source, payload, index, exc))
 
-    def _add(self, batch: _Batch, topic: str, payload: Any, source: str, index: int) -> None:
+    def _add(
+        self, batch: _Batch, routes: TopicRoutes, payload: Any, source: str, index: int
+    ) -> None:
         """Route one event and add it to the batch; every way it can fail is InvalidEvent or
         EventTooLarge (ClassOverloaded aside), so one event never fails the whole call."""
         try:
-            self._route_into(batch, topic, check_object(payload, index), source, index)
+            self._route_into(batch, routes, check_object(payload, index), source, index)
         except (InvalidEvent, EventTooLarge, ClassOverloaded):
             raise
         except Exception as exc:
-            log.exception("event could not be ingested", topic=topic, index=index)
+            log.exception("event could not be ingested", topic=routes.topic, index=index)
             raise InvalidEvent(f"event {index}: {exc!r}", kind="internal_error") from exc
 
     def _route_into(
-        self, batch: _Batch, topic: str, payload: dict[str, Any], source: str, index: int
+        self, batch: _Batch, routes: TopicRoutes, payload: dict[str, Any], source: str, index: int
     ) -> None:
+        topic = routes.topic
         event_source_id = source_id(payload)  # kept as the event id, and de-duplicated on arrival
-        envelope = self.addresser.for_topic(
-            topic, payload, source=source, event_id=event_source_id, ingest_ts=batch.ingest_ts
+        envelope = self.addresser.for_routes(
+            routes, payload, source, event_source_id, batch.ingest_ts
         )
         if envelope is None:
             event_id = event_source_id or new_event_id()

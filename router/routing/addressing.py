@@ -18,7 +18,7 @@ from router.streams.envelope import Envelope, new_event_id
 if TYPE_CHECKING:
     from router.clock import Clock
     from router.config import Config
-    from router.routing.rules import Router
+    from router.routing.rules import Router, TopicRoutes
 
 SOURCE_ID_FIELD = "event_id"
 SOURCE_TS_FIELD = "timestamp"
@@ -42,9 +42,10 @@ class Addresser:
     def partition(self, envelope: Envelope) -> str:
         """The tag of the partition an event goes to: by its key, or by its id when it has
         none (events without a key have no order to keep, so they spread)."""
-        return keys.tag_for(
-            envelope.cls, envelope.key or envelope.id, self._partitions[envelope.cls]
-        )
+        partitions = self._partitions[envelope.cls]
+        if partitions == 1:
+            return envelope.cls
+        return keys.tag_for(envelope.cls, envelope.key or envelope.id, partitions)
 
     def for_class(
         self,
@@ -81,19 +82,28 @@ class Addresser:
         ingest_ts: float | None = None,
     ) -> Envelope | None:
         """An envelope for an event on `topic`, or None when no route matches it."""
-        routed = self.router.route(topic, payload)
+        routes = self.router.for_topic(topic)
+        stamp = self.clock.wall() if ingest_ts is None else ingest_ts
+        return self.for_routes(routes, payload, source, event_id, stamp)
+
+    def for_routes(
+        self,
+        routes: TopicRoutes,
+        payload: Any,
+        source: str,
+        event_id: str | None,
+        ingest_ts: float,
+    ) -> Envelope | None:
+        """`for_topic` for one of a batch of events on one topic, whose routes the batch
+        looked up once: the ingest path, built for the cost of one event."""
+        routed = routes.route(payload, self.router.classes)
         if routed is None:
             return None
-        return self.for_class(
-            routed.cls,
-            payload,
-            key=routed.key,
-            source=source,
-            topic=topic,
-            event_id=event_id,
-            source_ts=source_timestamp(payload),
-            ingest_ts=ingest_ts,
-        )
+        cls = routed.cls
+        return Envelope(
+            event_id or new_event_id(), cls, self._lanes[cls], payload, routed.key, source,
+            routes.topic, source_timestamp(payload), ingest_ts,
+        )  # fmt: skip
 
 
 def source_id(payload: dict[str, Any]) -> str | None:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from router.config.syntax import MISSING, Ref, Template, parse_ref, parse_template
+from router.config.syntax import MISSING, parse_ref, parse_template
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Sequence
 
     from router.config import Config, FieldMatch
+    from router.config.syntax import Ref, Template
 
 
 def topic_matches(filter_levels: Sequence[str], topic_levels: Sequence[str]) -> bool:
@@ -67,13 +68,43 @@ class Rule:
     key: Ref | None
 
 
-@dataclass(frozen=True, slots=True)
-class Routed:
-    """Where an event goes: its class and its ordering key."""
+class Routed(NamedTuple):
+    """Where an event goes: its class and its ordering key. (A tuple: one is made for nearly
+    every event that arrives.)"""
 
     cls: str
     key: str | None
     rule: str
+
+
+@dataclass(frozen=True, slots=True)
+class TopicRoutes:
+    """What one topic's events are routed by, worked out once per topic: its levels, the
+    rules whose filter it matches (in order), and `fixed`, where the topic alone decides the
+    class: the first of those rules has no conditions and names its class by topic levels
+    only. Then only the key, if the rule takes one from the payload, is left per event."""
+
+    topic: str
+    levels: tuple[str, ...]
+    rules: tuple[Rule, ...]
+    fixed: Routed | None
+
+    def route(self, payload: Any, classes: Collection[str]) -> Routed | None:
+        fixed = self.fixed
+        if fixed is not None:
+            key_ref = self.rules[0].key
+            if key_ref is None or key_ref.topic_level is not None:
+                return fixed
+            return Routed(fixed.cls, _key_of(key_ref, self.levels, payload), fixed.rule)
+        levels = self.levels
+        for rule in self.rules:
+            if rule.conditions and not all(c.holds(levels, payload) for c in rule.conditions):
+                continue
+            cls = rule.template.render(levels, payload)
+            if cls is None or cls not in classes:
+                continue
+            return Routed(cls, _key_of(rule.key, levels, payload), rule.name)
+        return None
 
 
 def condition_from(ref_text: str, match: FieldMatch) -> Condition:
@@ -113,20 +144,36 @@ class Router:
 
     def route(self, topic: str, payload: Any) -> Routed | None:
         """The class and key for an event on `topic`, or None when no rule matches."""
-        levels, rules = self._for_topic(topic)
-        for rule in rules:
-            if not all(cond.holds(levels, payload) for cond in rule.conditions):
-                continue
-            cls = rule.template.render(levels, payload)
-            if cls is None or cls not in self.classes:
-                continue
-            return Routed(cls, _key_of(rule.key, levels, payload), rule.name)
-        return None
+        return self._for_topic(topic).route(payload, self.classes)
 
-    def _rules_for(self, topic: str) -> tuple[tuple[str, ...], tuple[Rule, ...]]:
-        """The topic's levels and the rules whose topic filter it matches, in order."""
+    def for_topic(self, topic: str) -> TopicRoutes:
+        """The routes of `topic`, for a batch of its events to share."""
+        return self._for_topic(topic)
+
+    def _rules_for(self, topic: str) -> TopicRoutes:
+        """The topic's levels and the rules whose topic filter it matches, in order; a rule
+        that names a missing class by topic levels alone can never match here, and is left
+        out."""
         levels = tuple(topic.split("/"))
-        return levels, tuple(r for r in self.rules if topic_matches(r.filter_levels, levels))
+        rules = []
+        for rule in self.rules:
+            if not topic_matches(rule.filter_levels, levels):
+                continue
+            if _by_topic(rule.template) and rule.template.render(levels, None) not in self.classes:
+                continue
+            rules.append(rule)
+        fixed = None
+        if rules and not rules[0].conditions and _by_topic(rules[0].template):
+            first = rules[0]
+            cls = first.template.render(levels, None)
+            assert cls is not None  # a topic level of a matching filter is always there
+            fixed = Routed(cls, _key_of(first.key, levels, None), first.name)
+        return TopicRoutes(topic, levels, tuple(rules), fixed)
+
+
+def _by_topic(template: Template) -> bool:
+    """Whether a class template names its class by topic levels alone (or by no reference)."""
+    return all(ref.topic_level is not None for ref in template.refs)
 
 
 def _key_of(ref: Ref | None, levels: Sequence[str], payload: Any) -> str | None:

@@ -55,21 +55,22 @@ class Accounting:
     ) -> None:
         """Outcomes, latency and SLA of settled entries, and the emits their handlers wrote."""
         outcomes = dict.fromkeys(OUTCOMES, 0)
-        latencies: list[float] = []
-        source_latencies: list[float] = []
-        queue_waits: list[float] = []
-        handler_times: list[float] = []
+        ok: list[Done] = []
         for done in batch:
-            if done.started is not None:
-                handler_times.append(done.handler_s)
-                queue_waits += [done.started - e.ingest_ts for e in done.events]
             if done.error is None:
-                latencies += [now - e.ingest_ts for e in done.events]
-                stamped = [e.source_ts for e in done.events if e.source_ts is not None]
-                source_latencies += [now - source_ts for source_ts in stamped]
+                ok.append(done)
                 outcomes["ok"] += len(done.events)
             else:
                 self._count_failed(done, outcomes)
+        # one comprehension per figure for the whole flush: a flush holds one Done per
+        # event in queue and stream modes, and a comprehension is a call of its own
+        ran = [(done.started, done) for done in batch if done.started is not None]
+        handler_times = [done.handler_s for _, done in ran]
+        queue_waits = [started - e.ingest_ts for started, done in ran for e in done.events]
+        latencies = [now - e.ingest_ts for done in ok for e in done.events]
+        source_latencies = [
+            now - e.source_ts for done in ok for e in done.events if e.source_ts is not None
+        ]
         self._latency.add_all(latencies)
         self._source_latency.add_all(source_latencies)
         self._queue_wait.add_all(queue_waits)

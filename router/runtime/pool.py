@@ -178,6 +178,7 @@ class Pool:
     def stop(self) -> None:
         """Stop fetching; `run()` returns once what was fetched is handled and settled."""
         self._stopping.set()
+        self.slots.stop()
 
     def snapshot(self) -> dict[str, Any]:
         return {

@@ -117,7 +117,7 @@ class Reader:
         0 means the pool is stopping.
         """
         full = self.slots.free < self.slots.unit
-        if full and not await until_stopped(self.slots.wait_for_room(), self.stopping):
+        if full and not await self.slots.wait_for_room(self.stopping):
             return 0
         want = self.slots.free
         lane = self.config.lane

@@ -55,12 +55,20 @@ class Slots:
         self.show()
         self.freed.set()
 
-    async def wait_for_room(self) -> int:
-        """Return (1) once a whole unit of work fits again."""
+    async def wait_for_room(self, stopping: asyncio.Event) -> bool:
+        """True once a whole unit of work fits again, False once `stopping` is set, which
+        `stop` tells this wait. (No task races the two: a full pool waits here at every
+        fetch under load.)"""
         while self.free < self.unit:
+            if stopping.is_set():
+                return False
             self.freed.clear()
             await self.freed.wait()
-        return 1
+        return True
+
+    def stop(self) -> None:
+        """Wake a wait for room, so that it sees its stop."""
+        self.freed.set()
 
     async def wait_empty(self) -> None:
         while self.held:

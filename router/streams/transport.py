@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from redis.exceptions import (
     AskError,
@@ -49,10 +49,9 @@ Fields = Mapping[str, str | bytes | int | float]
 Extra = tuple[str, Fields] | RecordUpdate  # written beside envelopes: an entry, a record
 
 
-@dataclass(frozen=True, slots=True)
-class Outgoing:
+class Outgoing(NamedTuple):
     """An encoded envelope on its way into a class, and the partition of the class it goes to
-    (`tag`; None: the class's only partition)."""
+    (`tag`; None: the class's only partition). A tuple: ingest makes one per event."""
 
     cls: str
     data: bytes
