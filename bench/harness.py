@@ -26,6 +26,7 @@ import msgpack
 from prometheus_client import CollectorRegistry, Histogram
 
 from bench.loadgen import make_event
+from router import heap
 from router.embedded.process import parent_death_hook, read_tail, signal_process
 from router.metrics import Metrics, histogram_buckets, quantile
 from router.streams import keys
@@ -142,6 +143,7 @@ async def running(service: Service) -> AsyncIterator[Service]:
     """Start the service; stop it on the way out, to the end even when cancelled."""
     try:
         await service.start()
+        heap.settle()  # as `switchyard run` does once started
         yield service
     finally:
         await to_the_end(service.stop())

@@ -59,7 +59,7 @@ from bench.harness import (
     to_the_end,
 )
 from bench.loadgen import make_event
-from router import loops
+from router import heap, loops
 from router.config import Config, parse_config
 from router.embedded.redis import EmbeddedRedis
 from router.logs import configure_logging
@@ -236,6 +236,7 @@ async def run_consume(run: Run, events: int) -> list[Sample]:
     try:
         async with measured(run) as window:
             await service.start()
+            heap.settle()  # as `switchyard run` does once started (once per process)
             await _wait_processed(registry, events, None)
     finally:
         await to_the_end(service.stop())

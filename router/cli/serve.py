@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import structlog
 from pydantic import ValidationError
 
-from router import loops
+from router import heap, loops
 from router.cli.common import EXIT_CONFIG, add_config_option, logging_for, with_config
 from router.cli.demo import DemoOptions, run_demo
 from router.cli.owners import with_a_secret
@@ -136,6 +136,7 @@ async def _serve_async(
     stop = asyncio.Event()
     _on_signals(stop, worker=assignment is not None)
     async with Service(config, assignment=assignment) as service:
+        heap.settle()  # what start-up made stays; collections walk only what events make
         if assignment is None:  # SIGHUP: read the config file again (a worker follows its parent)
             asyncio.get_running_loop().add_signal_handler(
                 signal.SIGHUP,

@@ -30,7 +30,7 @@ from router.ingress.shedding import Shedding
 from router.ingress.writer import Writer
 from router.routing.addressing import source_id
 from router.streams import keys
-from router.streams.envelope import new_event_id
+from router.streams.envelope import event_id_prefix, new_event_id
 from router.streams.transport import Fields, Outgoing
 
 if TYPE_CHECKING:
@@ -181,11 +181,9 @@ class Ingest:
     ) -> None:
         topic = routes.topic
         event_source_id = source_id(payload)  # kept as the event id, and de-duplicated on arrival
-        envelope = self.addresser.for_routes(
-            routes, payload, source, event_source_id, batch.ingest_ts
-        )
+        event_id = event_source_id or new_event_id(batch.id_prefix)
+        envelope = self.addresser.for_routes(routes, payload, source, event_id, batch.ingest_ts)
         if envelope is None:
-            event_id = event_source_id or new_event_id()
             packed = _encoded(lambda: msgpack.packb(payload, use_bin_type=True), index)
             self._check_size(len(packed), index)
             batch.reject(self.rejects.unrouted(event_id, topic, source, packed))
@@ -197,12 +195,15 @@ class Ingest:
             except ClassOverloaded:
                 self.metrics.shed.labels(envelope.cls, "refuse").inc()
                 raise
-        data = _encoded(envelope.encode, index)
+        try:
+            data = envelope.encode()
+        except _UNSTORABLE as exc:
+            raise _unstorable(index, exc) from exc
         self._check_size(len(data), index)
         if self.on_seen is not None:
             self.on_seen(envelope.cls, envelope.key, batch.ingest_ts)
         tag = self.addresser.partition(envelope)
-        batch.entries.append(Outgoing(envelope.cls, data, dedup_id=event_source_id, tag=tag))
+        batch.entries.append(Outgoing(envelope.cls, data, event_source_id, None, tag))
         batch.entry_results.append(len(batch.results))
         batch.results.append(Accepted(envelope.id, envelope.cls))
         if batch.origins is not None:
@@ -253,6 +254,7 @@ class _Batch:
     """Everything one ingest call writes, in one round trip."""
 
     ingest_ts: float  # one read of the clock: the events of one call arrived together
+    id_prefix: str = field(default_factory=event_id_prefix)  # and their ids share a millisecond
     entries: list[Outgoing] = field(default_factory=list)
     entry_results: list[int] = field(default_factory=list)  # each entry's place in `results`
     kept: list[tuple[str, Fields]] = field(default_factory=list)
@@ -270,10 +272,17 @@ class _Batch:
         self.reasons[reason] += 1
 
 
+_UNSTORABLE = (OverflowError, TypeError, ValueError)  # what msgpack raises for such a value
+
+
 def _encoded(encode: Callable[[], bytes], index: int) -> bytes:
     """msgpack bytes of an event; one that cannot be stored (an integer beyond 64 bits) is
     an invalid event, not a crash."""
     try:
         return encode()
-    except (OverflowError, TypeError, ValueError) as exc:
-        raise InvalidEvent(f"event {index} cannot be stored: {exc}") from exc
+    except _UNSTORABLE as exc:
+        raise _unstorable(index, exc) from exc
+
+
+def _unstorable(index: int, exc: Exception) -> InvalidEvent:
+    return InvalidEvent(f"event {index} cannot be stored: {exc}")
