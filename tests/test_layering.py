@@ -22,7 +22,7 @@ PACKAGES = ("router", "actors")
 STAGES = (
     (
         "foundation",
-        ("errors", "redaction", "clock", "tasks", "backoff", "logs", "metrics", "loops"),
+        ("errors", "redaction", "clock", "tasks", "backoff", "logs", "metrics", "loops", "heap"),
     ),
     ("config", ("config",)),
     ("storage", ("storage",)),

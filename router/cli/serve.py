@@ -135,13 +135,20 @@ async def _serve_async(
 ) -> int:
     stop = asyncio.Event()
     _on_signals(stop, worker=assignment is not None)
+    loop = asyncio.get_running_loop()
+    reload_asked = asyncio.Event()  # a SIGHUP while starting: reloaded once started
+    if assignment is None:  # SIGHUP: read the config file again (a worker follows its parent)
+        loop.add_signal_handler(signal.SIGHUP, reload_asked.set)
     async with Service(config, assignment=assignment) as service:
+        if assignment is None:
+
+            def reload() -> None:
+                service.supervisor.spawn("reload", service.reload_on_signal)
+
+            loop.add_signal_handler(signal.SIGHUP, reload)
+            if reload_asked.is_set():
+                reload()
         heap.settle()  # what start-up made stays; collections walk only what events make
-        if assignment is None:  # SIGHUP: read the config file again (a worker follows its parent)
-            asyncio.get_running_loop().add_signal_handler(
-                signal.SIGHUP,
-                lambda: service.supervisor.spawn("reload", service.reload_on_signal),
-            )
         if ready is not None:
             ready()
         if demo is not None:
