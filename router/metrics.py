@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import bisect
+import threading
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
+
+    from prometheus_client import Metric
 
 # Seconds; each class's SLA target is added so compliance can be read off a bucket boundary.
 BASE_BUCKETS = (
@@ -38,6 +41,10 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry, sla_targets_s: Iterable[float] = ()) -> None:
         self.registry = registry
+        # Held while figures that are read against each other move together (a pool's
+        # processed events and their SLA breaches), and while a rendering reads them: a scrape
+        # never sees a flush half applied, which a burn-rate ratio would show as a spike.
+        self.moving = threading.Lock()
         buckets = latency_buckets(sla_targets_s)
         self.ingested = Counter(
             "switchyard_events_ingested_total",
@@ -277,6 +284,12 @@ class Metrics:
     def declare_sla(self, cls: str, target_s: float, objective: float) -> None:
         self.sla_target.labels(cls).set(target_s)
         self.sla_objective.labels(cls).set(objective)
+
+    def collected(self) -> list[Metric]:
+        """Every metric family as it stands between flushes (see `moving`). It blocks: call it
+        in a thread, and format what it returns outside the lock."""
+        with self.moving:
+            return list(self.registry.collect())
 
     def declare_class(self, cls: str, lane: str) -> None:
         """Create a class's series up front so dashboards show zeros, not gaps."""

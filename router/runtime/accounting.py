@@ -75,11 +75,13 @@ class Accounting:
         self._source_latency.add_all(source_latencies)
         self._queue_wait.add_all(queue_waits)
         self._handler.add_all(handler_times)
-        self._publish(outcomes, written, repeated)
+        missed = 0
         if self.target_s is not None:
             late = sum(latency > self.target_s for latency in latencies)
             missed = late + outcomes["dead"]  # a dead letter never met its target
             self.sla_window.record(self.clock.monotonic(), outcomes["ok"] - late, missed)
+        with self.metrics.moving:  # a scrape sees the events and their breaches together
+            self._publish(outcomes, written, repeated)
             if missed:
                 self._breaches.inc(missed)
 

@@ -7,8 +7,6 @@ import asyncio
 import contextlib
 from typing import TYPE_CHECKING, Any, Protocol
 
-from prometheus_client import generate_latest
-
 from router.ops import health
 from router.ops.console import Consoled
 from router.ops.exposition import merge, parse, render
@@ -103,7 +101,8 @@ class ServiceViews:
     async def exposition(self) -> bytes:
         """This process's metrics merged with its lane workers': one scrape per instance.
         Rendered in a thread: a rendering takes milliseconds the event loop should not wait."""
-        own = await asyncio.to_thread(generate_latest, self.service.metrics.registry)
+        metrics = self.service.metrics
+        own = await asyncio.to_thread(lambda: render(metrics.collected()))
         if self.service.workers is None:
             return own
         sources = await self.service.workers.metric_sources()
