@@ -86,7 +86,9 @@ class ClinicDay:
             "temperature_c": round(self.random.uniform(36.1, 37.4), 1),
             "symptoms": [],
         }
-        if chance() < FEVER:
+        if self.patients == 1:  # the first one is well, and has a reaction early on
+            self.watching[record["patient_id"]] = "mild"
+        elif chance() < FEVER:
             record["temperature_c"] = round(self.random.uniform(38.2, 39.6), 1)
             self.counts["fever"] += 1
         elif chance() < SYMPTOMS:
@@ -96,7 +98,7 @@ class ClinicDay:
             self.counts["incomplete"] += 1
             self.corrections.append((now + CORRECTED_AFTER_S, dict(record)))
             record[self.random.choice(["name", "birth_date"])] = ""
-        elif chance() < REACTION or self.patients == 1:  # the first one: a reaction early on
+        elif chance() < REACTION:
             self.watching[record["patient_id"]] = "severe" if chance() < SEVERE else "mild"
         return record
 
