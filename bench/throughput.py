@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import contextlib
 import cProfile
+import gc
 import json
 import pstats
 import signal
@@ -112,6 +113,7 @@ class Sample:
     redis_cpu_us: float | None = None
     redis_calls: dict[str, int] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    gc_ms: float | None = None  # this process's time in the garbage collector
 
 
 @dataclass
@@ -122,6 +124,7 @@ class Window:
     cpu_s: float = 0.0
     redis_cpu_s: float = 0.0
     redis_calls: dict[str, int] = field(default_factory=dict)
+    gc_s: float = 0.0
 
     def sample(self, scenario: str, events: int, **extra: Any) -> Sample:
         return Sample(
@@ -132,7 +135,29 @@ class Window:
             redis_cpu_us=round(self.redis_cpu_s / events * 1e6, 2),
             redis_calls=self.redis_calls,
             extra=extra,
+            gc_ms=round(self.gc_s * 1000, 1),
         )
+
+
+class CollectorTime:
+    """How long the garbage collector ran in this process while it was counting."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._began = 0.0
+
+    def __enter__(self) -> CollectorTime:
+        gc.callbacks.append(self._on_collection)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        gc.callbacks.remove(self._on_collection)
+
+    def _on_collection(self, phase: str, _: dict[str, int]) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._began
 
 
 @dataclass(frozen=True)
@@ -152,8 +177,9 @@ async def measured(run: Run) -> AsyncIterator[Window]:
     await run.admin.config_resetstat()
     redis_before = await redis_cpu(run.admin)
     cpu, started = time.process_time(), time.perf_counter()
-    with _profiling(run.profiler):
+    with _profiling(run.profiler), CollectorTime() as collector:
         yield window
+    window.gc_s = collector.seconds
     window.seconds = time.perf_counter() - started
     window.cpu_s = time.process_time() - cpu
     window.redis_cpu_s = await redis_cpu(run.admin) - redis_before
@@ -382,6 +408,8 @@ def _describe(sample: Sample) -> str:
     )
     if sample.cpu_us is not None:
         text += f"  cpu {sample.cpu_us:5.1f} us/event, redis {sample.redis_cpu_us:4.1f} us/event"
+    if sample.gc_ms is not None:
+        text += f", gc {sample.gc_ms:,.0f} ms"
     return text
 
 
