@@ -2,7 +2,7 @@
 
 Two costs showed in the ingest-to-ack path with the collector's defaults (bench/README.md):
 - every full collection walked what start-up had made (about 80,000 objects: the config's
-  models, pyarrow and DuckDB for the lakes): some 50 ms each, one every 10,000 events or so;
+  models, pyarrow and DuckDB for the lakes): some 50 ms each, one every 20,000 events or so;
 - a young collection every 700 new objects caught the events then in flight, which survived
   it and were walked again, older, by the next collections.
 

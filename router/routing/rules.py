@@ -166,7 +166,7 @@ class Router:
         if rules and not rules[0].conditions and _by_topic(rules[0].template):
             first = rules[0]
             cls = first.template.render(levels, None)
-            assert cls is not None  # a topic level of a matching filter is always there
+            assert cls is not None  # kept above only when it names an existing class
             fixed = Routed(cls, _key_of(first.key, levels, None), first.name)
         return TopicRoutes(topic, levels, tuple(rules), fixed)
 
