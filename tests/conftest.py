@@ -33,12 +33,26 @@ if TYPE_CHECKING:
 REPO = Path(__file__).resolve().parent.parent
 
 
+def _on_uvloop() -> bool:
+    return os.environ.get("SWITCHYARD_TEST_LOOP", "asyncio") == "uvloop"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """On uvloop, a test's timeout is kept from a thread. uvloop runs the SIGALRM handler of
+    the default method inside a callback of its own and logs the failure it raises, so a hung
+    test hung the whole run; the thread method prints every stack and ends the worker, which
+    xdist reports as the test's failure and replaces."""
+    if _on_uvloop() and config.getoption("timeout_method", None) is None:
+        config.option.timeout_method = "thread"
+
+
 def pytest_asyncio_loop_factories(
     config: pytest.Config, item: pytest.Item
 ) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
     """The loop every test runs on: asyncio's own, or uvloop with SWITCHYARD_TEST_LOOP=uvloop
     (`service.loop: auto` runs the service on uvloop where it is installed)."""
-    if os.environ.get("SWITCHYARD_TEST_LOOP", "asyncio") != "uvloop":
+    if not _on_uvloop():
         return {"asyncio": asyncio.new_event_loop}
     import uvloop  # noqa: PLC0415  (optional: only this run needs it)
 
