@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +18,7 @@ from router.runtime.policies import Failures
 from router.streams.envelope import Envelope
 
 if TYPE_CHECKING:
-    from prometheus_client import Metric
+    import threading
 
 CONFIG = """\
 lanes: [{name: low}]
@@ -29,29 +28,20 @@ classes:
 """
 
 
-def _value(families: list[Metric], name: str) -> float:
-    return sum(s.value for f in families for s in f.samples if s.name == name)
+class _Watched:
+    """A counter child that notes whether `lock` was held each time it moved."""
 
+    def __init__(self, counter: Any, lock: threading.Lock, moves: list[bool]) -> None:
+        self.counter, self.lock, self.moves = counter, lock, moves
 
-class _ScrapedMidway:
-    """A breaches counter that lets a scrape run, from another thread, just before it counts:
-    the scrape must wait for the flush, or it sees events without their breaches."""
-
-    def __init__(self, counter: Any, metrics: Metrics) -> None:
-        self.counter = counter
-        self.metrics = metrics
-        self.seen: list[Metric] = []
-        self.scraping: threading.Thread | None = None
-
-    def inc(self, amount: float) -> None:
-        scrape = threading.Thread(target=lambda: self.seen.extend(self.metrics.collected()))
-        scrape.start()
-        scrape.join(timeout=0.2)  # it is blocked for as long as the flush is being applied
+    def inc(self, amount: float = 1) -> None:
+        self.moves.append(self.lock.locked())
         self.counter.inc(amount)
-        self.scraping = scrape
 
 
-def test_a_scrape_never_sees_late_events_without_their_breaches() -> None:
+def test_a_flush_moves_its_events_and_breaches_only_where_no_scrape_reads() -> None:
+    """A scrape reads under `Metrics.moving`, and a flush moves processed events and their
+    SLA breaches under it too: no scrape sees the events without their breaches."""
     config = parse_config(CONFIG, environ={})
     cls = config.classes["slow"]
     metrics = Metrics(CollectorRegistry(), [0.001])
@@ -59,13 +49,30 @@ def test_a_scrape_never_sees_late_events_without_their_breaches() -> None:
         "slow", cls, metrics, clock=SystemClock(), failures=Failures(cls.retry),
         log=structlog.get_logger("test"),
     )  # fmt: skip
-    midway = _ScrapedMidway(accounting._breaches, metrics)
-    accounting._breaches = midway  # type: ignore[assignment]
+    moves: list[bool] = []
+    accounting._breaches = _Watched(accounting._breaches, metrics.moving, moves)  # type: ignore[assignment]
+    accounting._processed["ok"] = _Watched(accounting._processed["ok"], metrics.moving, moves)  # type: ignore[assignment]
     late = [Envelope(f"e{i}", "slow", "low", {}, ingest_ts=1.0) for i in range(5)]
     done = Done([b"1-0"] * 5, late, NO_OUTPUTS, started=1.5, handler_s=0.5)
     accounting.account([done], now=10.0, written=Counter(), repeated=Counter())
-    assert midway.scraping is not None
-    midway.scraping.join(timeout=5)
-    processed = _value(midway.seen, "switchyard_events_processed_total")
-    breaches = _value(midway.seen, "switchyard_sla_breaches_total")
-    assert (processed, breaches) == (5, 5)
+
+    read_locked: list[bool] = []
+    collect = metrics.registry.collect
+
+    def watched_collect() -> Any:
+        read_locked.append(metrics.moving.locked())
+        return collect()
+
+    metrics.registry.collect = watched_collect  # type: ignore[method-assign]
+    families = metrics.collected()
+    found = {
+        s.name: s.value
+        for f in families
+        for s in f.samples
+        if s.labels.get("class") == "slow" and s.labels.get("outcome", "ok") == "ok"
+    }
+
+    assert moves == [True, True]  # processed, then breaches: both under the lock
+    assert read_locked == [True]
+    assert found["switchyard_events_processed_total"] == 5
+    assert found["switchyard_sla_breaches_total"] == 5

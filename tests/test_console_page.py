@@ -186,6 +186,7 @@ async def test_the_console_shows_live_figures_and_replays_a_dead_letter(
             # The dead letter, listed from its count, its text escaped.
             first = await service_letters(http, base)
             assert len(first) == 1
+            await nothing_selected_replays_nothing(http, base, first)
             await page.evaluate(
                 'document.querySelector(\'#classes tr[data-class="clinic.registration"] '
                 "button.dlq').click()"
@@ -243,6 +244,17 @@ async def test_the_console_shows_live_figures_and_replays_a_dead_letter(
 async def post(http: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> None:
     async with http.post(url, json=body) as response:
         assert response.status == 202, await response.text()
+
+
+async def nothing_selected_replays_nothing(
+    http: aiohttp.ClientSession, base: str, letters: list[dict[str, Any]]
+) -> None:
+    """A replay of an empty selection moves nothing (it once meant every dead letter)."""
+    replay = f"{base}/ui/dead-letters/clinic.registration/replay"
+    async with http.post(replay, json={"ids": []}) as response:
+        answer = await response.json()
+    assert answer == {"class": "clinic.registration", "replayed": 0, "skipped": []}
+    assert await service_letters(http, base) == letters
 
 
 async def service_letters(http: aiohttp.ClientSession, base: str) -> list[dict[str, Any]]:

@@ -29,3 +29,11 @@ async def test_chosen_pages_hold_only_what_was_named_by_entry_or_event_id() -> N
     named = [letter async for page in letters.chosen([by_entry, "e3"]) for letter in page]
     assert [letter.event_id() for letter in every] == ["e0", "e1", "e2", "e3", "e4"]
     assert [letter.event_id() for letter in named] == ["e1", "e3"]
+
+
+async def test_an_empty_selection_chooses_nothing_and_none_chooses_every_letter() -> None:
+    """A console's "replay selected" with nothing selected sent `{"ids": []}`, which chose
+    every dead letter of the class."""
+    letters = await letters_of(3)
+    assert [page async for page in letters.chosen([])] == []
+    assert len([letter async for page in letters.chosen(None) for letter in page]) == 3

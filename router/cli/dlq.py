@@ -89,7 +89,7 @@ async def _dlq_async(config: Config, args: argparse.Namespace, since_ms: int) ->
             route = _router_of(config) if args.cls in keys.INGRESS_REJECTS else None
             replayed, skipped = 0, list[str]()
             for letters in every:
-                async for page in letters.chosen(args.ids, since_ms):
+                async for page in letters.chosen(args.ids or None, since_ms):
                     moved, missed = await letters.replay(page, route)
                     replayed, skipped = replayed + moved, skipped + missed
             print(
@@ -101,7 +101,7 @@ async def _dlq_async(config: Config, args: argparse.Namespace, since_ms: int) ->
         else:
             purged = 0
             for letters in every:
-                async for page in letters.chosen(args.ids, since_ms):
+                async for page in letters.chosen(args.ids or None, since_ms):
                     purged += await letters.purge(page)
             print(f"purged {purged} dead letters of {args.cls}")
     finally:
@@ -128,7 +128,7 @@ async def _matching(
     """The dead letters of every partition, oldest first within each, up to `limit`."""
     found: list[DeadLetter] = []
     for letters in every:
-        async for page in letters.chosen(ids, since_ms):
+        async for page in letters.chosen(ids or None, since_ms):
             found += page
             if len(found) >= limit:
                 return found[:limit]

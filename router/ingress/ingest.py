@@ -195,10 +195,7 @@ class Ingest:
             except ClassOverloaded:
                 self.metrics.shed.labels(envelope.cls, "refuse").inc()
                 raise
-        try:
-            data = envelope.encode()
-        except _UNSTORABLE as exc:
-            raise _unstorable(index, exc) from exc
+        data = _encoded(envelope.encode, index)
         self._check_size(len(data), index)
         if self.on_seen is not None:
             self.on_seen(envelope.cls, envelope.key, batch.ingest_ts)
@@ -272,17 +269,10 @@ class _Batch:
         self.reasons[reason] += 1
 
 
-_UNSTORABLE = (OverflowError, TypeError, ValueError)  # what msgpack raises for such a value
-
-
 def _encoded(encode: Callable[[], bytes], index: int) -> bytes:
     """msgpack bytes of an event; one that cannot be stored (an integer beyond 64 bits) is
     an invalid event, not a crash."""
     try:
         return encode()
-    except _UNSTORABLE as exc:
-        raise _unstorable(index, exc) from exc
-
-
-def _unstorable(index: int, exc: Exception) -> InvalidEvent:
-    return InvalidEvent(f"event {index} cannot be stored: {exc}")
+    except (OverflowError, TypeError, ValueError) as exc:
+        raise InvalidEvent(f"event {index} cannot be stored: {exc}") from exc

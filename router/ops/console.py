@@ -110,7 +110,7 @@ class ConsoleViews:
             raise _bad('say which: {"ids": [entry ids]} or {"all": true}')
         replayed, skipped = 0, list[str]()
         for letters in self._letters(cls):
-            async for page in letters.chosen(() if every else list(wanted or ())):
+            async for page in letters.chosen(None if every else wanted):
                 moved, missed = await letters.replay(page)
                 replayed, skipped = replayed + moved, skipped + missed
         return web.json_response({"class": cls, "replayed": replayed, "skipped": skipped})

@@ -88,14 +88,14 @@ class TopicRoutes:
     levels: tuple[str, ...]
     rules: tuple[Rule, ...]
     fixed: Routed | None
+    payload_key: Ref | None = None  # with `fixed`: the key each event still brings
 
     def route(self, payload: Any, classes: Collection[str]) -> Routed | None:
         fixed = self.fixed
         if fixed is not None:
-            key_ref = self.rules[0].key
-            if key_ref is None or key_ref.topic_level is not None:
+            if self.payload_key is None:
                 return fixed
-            return Routed(fixed.cls, _key_of(key_ref, self.levels, payload), fixed.rule)
+            return Routed(fixed.cls, _key_of(self.payload_key, self.levels, payload), fixed.rule)
         levels = self.levels
         for rule in self.rules:
             if rule.conditions and not all(c.holds(levels, payload) for c in rule.conditions):
@@ -123,9 +123,9 @@ class Router:
     def __init__(self, rules: Sequence[Rule], classes: Collection[str]) -> None:
         self.rules = tuple(rules)
         self.classes = frozenset(classes)
-        # Events on one topic meet the same topic filters: match them once per topic. Bounded,
-        # since device fleets bring topics without end (doorbell/<device>/...).
-        self._for_topic = functools.lru_cache(maxsize=self.TOPIC_CACHE_SIZE)(self._rules_for)
+        # A topic's routes (`TopicRoutes`), worked out once per topic and shared by a batch of
+        # its events. Bounded, since device fleets bring topics without end (doorbell/<id>/...).
+        self.for_topic = functools.lru_cache(maxsize=self.TOPIC_CACHE_SIZE)(self._rules_for)
 
     @classmethod
     def from_config(cls, config: Config) -> Router:
@@ -144,11 +144,7 @@ class Router:
 
     def route(self, topic: str, payload: Any) -> Routed | None:
         """The class and key for an event on `topic`, or None when no rule matches."""
-        return self._for_topic(topic).route(payload, self.classes)
-
-    def for_topic(self, topic: str) -> TopicRoutes:
-        """The routes of `topic`, for a batch of its events to share."""
-        return self._for_topic(topic)
+        return self.for_topic(topic).route(payload, self.classes)
 
     def _rules_for(self, topic: str) -> TopicRoutes:
         """The topic's levels and the rules whose topic filter it matches, in order; a rule
@@ -162,13 +158,14 @@ class Router:
             if _by_topic(rule.template) and rule.template.render(levels, None) not in self.classes:
                 continue
             rules.append(rule)
-        fixed = None
-        if rules and not rules[0].conditions and _by_topic(rules[0].template):
-            first = rules[0]
-            cls = first.template.render(levels, None)
-            assert cls is not None  # kept above only when it names an existing class
-            fixed = Routed(cls, _key_of(first.key, levels, None), first.name)
-        return TopicRoutes(topic, levels, tuple(rules), fixed)
+        if not (rules and not rules[0].conditions and _by_topic(rules[0].template)):
+            return TopicRoutes(topic, levels, tuple(rules), None)
+        first = rules[0]
+        cls = first.template.render(levels, None)
+        assert cls is not None  # kept above only when it names an existing class
+        fixed = Routed(cls, _key_of(first.key, levels, None), first.name)
+        by_payload = first.key if first.key and first.key.topic_level is None else None
+        return TopicRoutes(topic, levels, tuple(rules), fixed, by_payload)
 
 
 def _by_topic(template: Template) -> bool:

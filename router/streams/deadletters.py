@@ -67,8 +67,7 @@ class DeadLetter:
 
     def event_id(self) -> str:
         """The id of the event it holds, as text ("" when it has none)."""
-        value = self.fields.get("id", "")
-        return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+        return _text(self.fields.get("id", ""))
 
     @property
     def envelope(self) -> Envelope | None:
@@ -131,16 +130,19 @@ class DeadLetters:
         return _decoded(await self.redis.xrevrange(self.key, count=limit))[::-1]
 
     async def chosen(
-        self, ids: Collection[str] = (), since_ms: int = 0
+        self, ids: Collection[str] | None = None, since_ms: int = 0
     ) -> AsyncIterator[list[DeadLetter]]:
-        """`pages`, kept to the entries named by entry id or event id (all without `ids`);
-        a page left empty is skipped."""
-        wanted = set(ids)
+        """`pages`, kept to the entries named by entry id or event id: every one when `ids`
+        is None, none when it is empty (an empty selection never means all). A page left
+        empty is skipped."""
+        if ids is not None and not ids:
+            return
+        wanted = None if ids is None else set(ids)
         async for page in self.pages(since_ms):
             picked = [
                 letter
                 for letter in page
-                if not wanted or letter.entry_id in wanted or letter.event_id() in wanted
+                if wanted is None or letter.entry_id in wanted or letter.event_id() in wanted
             ]
             if picked:
                 yield picked
