@@ -92,11 +92,10 @@ classes:
 """
 
 
-@contextlib.asynccontextmanager
-async def running(
+def make_pool(
     actor: Actor, mode: str = "queue", extra: str = ""
-) -> AsyncIterator[tuple[Pool, RedisTransport, Metrics]]:
-    """A pool of class `work` running `actor` on a fresh fake transport."""
+) -> tuple[Pool, RedisTransport, Metrics]:
+    """A pool of class `work` for `actor` on a fresh fake transport, not yet running."""
     config = parse_config(class_yaml(mode, extra))
     clock = SystemClock()
     transport = fake_transport(GROUP)
@@ -113,6 +112,15 @@ async def running(
         block_ms=10,
         records=Records(transport.redis, "work"),
     )
+    return pool, transport, metrics
+
+
+@contextlib.asynccontextmanager
+async def running(
+    actor: Actor, mode: str = "queue", extra: str = ""
+) -> AsyncIterator[tuple[Pool, RedisTransport, Metrics]]:
+    """A pool of class `work` running `actor` on a fresh fake transport."""
+    pool, transport, metrics = make_pool(actor, mode, extra)
     task = asyncio.create_task(pool.run())
     try:
         await wait_for(lambda: pool.running)
@@ -271,3 +279,44 @@ async def test_stop_drains_what_was_fetched_before_it_returns(mode: str) -> None
         await wait_for(lambda: pool.inflight or processed(metrics, "ok"))
     assert await pending(transport) == 0
     assert processed(metrics, "ok") == len(actor.handled)
+
+
+class LosesItsFirstCancel:
+    """A pool helper that swallows the first cancel it gets, as a redis-py call sometimes does
+    (seen on the promoter: its task went on "cancelling" and its pool's restart hung)."""
+
+    def __init__(self) -> None:
+        self.waiting = asyncio.Event()
+        self.cancels = 0
+
+    async def run(self) -> None:
+        while True:
+            try:
+                self.waiting.set()
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                self.cancels += 1
+                if self.cancels > 1:
+                    raise
+
+
+async def test_a_failed_read_ends_the_pool_even_when_a_helper_lost_its_cancel() -> None:
+    pool, _, _ = make_pool(Recording())
+    helper = LosesItsFirstCancel()
+    pool.promoter.run = helper.run  # type: ignore[method-assign]
+
+    async def failing_read() -> None:
+        await helper.waiting.wait()
+        raise RuntimeError("WRONGTYPE, say: the stream key was overwritten")
+
+    pool.reader.run = failing_read  # type: ignore[method-assign]
+    # The pool fails, so that its supervisor can restart it, rather than hang on the helper
+    # (where no cancel can end it either: its task group cancels its helpers only once).
+    run = asyncio.create_task(pool.run())
+    await asyncio.wait([run], timeout=10)
+    assert run.done(), "the pool hung on a helper that lost its cancel"
+    with pytest.raises(ExceptionGroup) as failed:
+        run.result()
+    assert [type(error) for error in failed.value.exceptions] == [RuntimeError]
+    assert helper.cancels == 2
+    assert not pool.running

@@ -110,13 +110,12 @@ class Pool:
         into, and handler tasks to fill it), retry, SLA, shedding, timeout and deliveries.
         Mode, lane and partitions never change here (a reload refuses that)."""
         self.config = self.reader.config = config
-        self.reader.claim_every_s = max(0.05, config.claim_idle_ms / 2000)
         self.slots.capacity, self.slots.unit = config.capacity, config.batch_size
         self.slots.freed.set()  # room may have grown: the reader looks again
         self.settler.failures.retry = config.retry
         self.accounting.target_s = config.sla.target_ms / 1000 if config.sla else None
         self.handling.reconfigure(config, self._expiry(config))
-        self.leases.every_s = config.claim_idle_ms / 3000
+        self.leases.claim_idle_ms = config.claim_idle_ms
         self._add_handlers()
 
     def _add_handlers(self) -> None:
@@ -161,10 +160,14 @@ class Pool:
                 helpers = [group.create_task(self.settler.run(), name=f"{name}:settler")]
                 helpers.append(group.create_task(self.leases.run(), name=f"{name}:leases"))
                 helpers.append(group.create_task(self.promoter.run(), name=f"{name}:delay"))
-                await self.reader.run()
-                await self.slots.wait_empty()
-                self._handlers = None
-                await cancel_and_wait(*helpers, *self._handler_tasks)
+                try:
+                    await self.reader.run()
+                    await self.slots.wait_empty()
+                finally:
+                    self._handlers = None
+                    # Not the group's own cancel, which it sends once: a helper that lost it
+                    # (redis-py can) would hold the group, and so the pool's restart, for ever.
+                    await asyncio.shield(cancel_and_wait(*helpers, *self._handler_tasks))
         finally:
             self.running = False
             await self.actor.stop()
