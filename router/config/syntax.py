@@ -68,18 +68,6 @@ def validate_topic_filter(topic_filter: str) -> str:
     return topic_filter
 
 
-def topic_matches(filter_levels: Sequence[str], topic_levels: Sequence[str]) -> bool:
-    """MQTT matching of a split topic against a split filter."""
-    for index, wanted in enumerate(filter_levels):
-        if wanted == "#":
-            return True
-        if index >= len(topic_levels):
-            return False
-        if wanted not in ("+", topic_levels[index]):
-            return False
-    return len(filter_levels) == len(topic_levels)
-
-
 @dataclass(frozen=True, slots=True)
 class Template:
     """A class name with `{ref}` placeholders, e.g. `music.{payload.action}`."""

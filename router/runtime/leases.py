@@ -21,7 +21,11 @@ class Leases:
         self.tag = tag
         self.transport = transport
         self.slots = slots
-        self.every_s = claim_idle_ms / 3000
+        self.claim_idle_ms = claim_idle_ms
+
+    @property
+    def every_s(self) -> float:
+        return self.claim_idle_ms / 3000
 
     async def run(self) -> None:
         while True:

@@ -72,11 +72,15 @@ class Reader:
         self.stopping = stopping
         self.block_ms = block_ms
         self.leased = leased  # an ordered partition's: read only while the lease is sure
-        self.claim_every_s = max(0.05, config.claim_idle_ms / 2000)
         self._taken = 0  # entries the current round's reads hold
         self._claim_cursor = b"0-0"
         self._next_claim = 0.0
         self._takeovers: deque[tuple[frozenset[str], int]] = deque()  # (alive, min idle ms)
+
+    @property
+    def claim_every_s(self) -> float:
+        """How often to look for entries that a dead or stalled consumer left pending."""
+        return max(0.05, self.config.claim_idle_ms / 2000)
 
     def take_over(self, alive: Collection[str], min_idle_ms: int = 0) -> None:
         """Take the pending entries of every other consumer not `alive`, before reading new
