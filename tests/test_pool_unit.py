@@ -320,3 +320,39 @@ async def test_a_failed_read_ends_the_pool_even_when_a_helper_lost_its_cancel() 
     assert [type(error) for error in failed.value.exceptions] == [RuntimeError]
     assert helper.cancels == 2
     assert not pool.running
+
+
+async def test_a_settle_under_way_when_the_pool_fails_finishes_and_is_counted() -> None:
+    pool, transport, metrics = make_pool(Recording())
+    settling, answer = asyncio.Event(), asyncio.Event()
+    settle = transport.settle
+
+    async def slow_settle(*args: Any, **kwargs: Any) -> None:
+        settling.set()
+        await answer.wait()  # Redis is slow to answer this flush's XACK
+        await settle(*args, **kwargs)
+
+    transport.settle = slow_settle  # type: ignore[method-assign]
+    failing = asyncio.Event()
+
+    async def failing_promoter() -> None:
+        await failing.wait()
+        raise RuntimeError("a helper failed: its task group cancels the rest")
+
+    pool.promoter.run = failing_promoter  # type: ignore[method-assign]
+    run = asyncio.create_task(pool.run())
+    await send(transport, {"n": 1})
+    async with asyncio.timeout(5):
+        await settling.wait()
+    failing.set()  # the pool fails with the flush under way: it stops its handlers first
+
+    def handlers_left() -> list[asyncio.Task[Any]]:
+        return [t for t in asyncio.all_tasks() if t.get_name().startswith("pool:work:handler")]
+
+    await wait_for(lambda: not handlers_left())
+    answer.set()  # and only then does Redis answer
+    await asyncio.wait([run], timeout=10)
+    with pytest.raises(ExceptionGroup):
+        run.result()
+    assert processed(metrics, "ok") == 1  # acknowledged in Redis, and counted here too
+    assert await pending(transport) == 0

@@ -157,20 +157,25 @@ class Pool:
                 name = f"pool:{self.tag}"
                 self._handlers, self._handler_tasks = group, []
                 self._add_handlers()
-                helpers = [group.create_task(self.settler.run(), name=f"{name}:settler")]
-                helpers.append(group.create_task(self.leases.run(), name=f"{name}:leases"))
+                helpers = [group.create_task(self.leases.run(), name=f"{name}:leases")]
                 helpers.append(group.create_task(self.promoter.run(), name=f"{name}:delay"))
+                self.settler.start(f"{name}:settler")
                 try:
                     await self.reader.run()
                     await self.slots.wait_empty()
                 finally:
                     self._handlers = None
-                    # Not the group's own cancel, which it sends once: a helper that lost it
-                    # (redis-py can) would hold the group, and so the pool's restart, for ever.
-                    await asyncio.shield(cancel_and_wait(*helpers, *self._handler_tasks))
+                    await asyncio.shield(self._end(helpers))
         finally:
             self.running = False
             await self.actor.stop()
+
+    async def _end(self, helpers: list[asyncio.Task[None]]) -> None:
+        """Handlers and helpers cancelled again until each is done (not the group's own
+        cancel, which it sends once: a helper that lost it, as redis-py can, would hold the
+        group, and so the pool's restart, for ever), then the settler, between flushes."""
+        await cancel_and_wait(*helpers, *self._handler_tasks)
+        await self.settler.stop()
 
     def _reset(self) -> None:
         """Forget a failed run's in-process state; its fetched entries stay pending in Redis."""

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from router.backoff import Backoff
 from router.runtime.context import NO_OUTPUTS
 from router.streams.transport import UNAVAILABLE
+from router.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -57,6 +58,9 @@ class Settler:
         self._retried = retried  # told when a retry entered the delay queue
         self._done: list[Done] = []
         self._ready = asyncio.Event()
+        self._idle = asyncio.Event()  # no flush under way: the settling task may be ended
+        self._idle.set()
+        self._task: asyncio.Task[None] | None = None
 
     def later(self, done: Done) -> None:
         """Hand finished entries to the settler."""
@@ -67,6 +71,21 @@ class Settler:
     def reset(self) -> None:
         self._done.clear()
 
+    def start(self, name: str) -> None:
+        """Start the settling task. It is not one of the pool's task group: a group cancels
+        its tasks whenever one fails, and a flush cut short after it reached Redis would go
+        uncounted. The pool ends it with `stop()`, between flushes."""
+        self._task = asyncio.create_task(self.run(), name=name)
+
+    async def stop(self) -> None:
+        """End the settling task once no flush is under way: one under way finishes and is
+        counted first (a round trip, bounded by its line's timeout)."""
+        while not self._idle.is_set():
+            await self._idle.wait()
+        if self._task is not None:  # cancelled now, it is waiting: never inside a flush
+            await cancel_and_wait(self._task)
+            self._task = None
+
     async def run(self) -> None:
         backoff = Backoff()
         while True:
@@ -75,8 +94,7 @@ class Settler:
             batch, self._done = self._done, []
             while True:
                 try:
-                    # Shielded: a settle that reached Redis must also be counted here.
-                    await asyncio.shield(self._flush(batch))
+                    await self._attempt(batch)
                     backoff.reset()
                     break
                 except UNAVAILABLE as exc:
@@ -87,6 +105,14 @@ class Settler:
                     self.log.exception("settling failed, the entries stay pending for reclaim")
                     self.slots.release([i for done in batch for i in done.entry_ids])
                     break
+
+    async def _attempt(self, batch: list[Done]) -> None:
+        """One flush, which `stop()` waits for."""
+        self._idle.clear()
+        try:
+            await self._flush(batch)
+        finally:
+            self._idle.set()
 
     async def _flush(self, batch: list[Done]) -> None:
         """Write outputs first, then ack, retry or dead-letter every entry in one transaction."""
