@@ -102,7 +102,7 @@ class _Sender:
         """Open every connection, retrying a server that is still starting, and ask each for
         /healthz once, so that nothing is set up while the schedule runs."""
         deadline = time.monotonic() + CONNECT_FOR_S
-        while len(self._all) < self._connections:
+        while self._idle.qsize() < self._connections:
             try:
                 connection = await self._connect()
                 health = f"GET /healthz HTTP/1.1\r\nHost: {self.host}\r\n\r\n".encode()
@@ -112,12 +112,12 @@ class _Sender:
                     raise
                 await asyncio.sleep(0.1)
                 continue
-            self._all.append(connection)
             self._idle.put_nowait(connection)
 
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
         _, connection = await loop.create_connection(_Connection, self.host, self.port)
+        self._all.append(connection)  # closed at the end, a reconnection too
         return connection
 
     def close(self) -> None:
