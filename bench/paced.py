@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from bench.harness import percentiles
+from bench.harness import listening, percentiles
 from bench.loadgen import make_event, stdin_reader, tell_parent
 from router import loops
 
@@ -40,7 +40,6 @@ if TYPE_CHECKING:
 
 MAX_ERRORS_KEPT = 5
 TICK_S = 0.001  # the sender wakes at most this often
-CONNECT_FOR_S = 30.0  # how long the sender keeps trying a server that is still starting
 
 
 class _Connection(asyncio.Protocol):
@@ -99,19 +98,13 @@ class _Sender:
         self._connections = connections
 
     async def open(self) -> None:
-        """Open every connection, retrying a server that is still starting, and ask each for
-        /healthz once, so that nothing is set up while the schedule runs."""
-        deadline = time.monotonic() + CONNECT_FOR_S
-        while self._idle.qsize() < self._connections:
-            try:
-                connection = await self._connect()
-                health = f"GET /healthz HTTP/1.1\r\nHost: {self.host}\r\n\r\n".encode()
-                await connection.request(health)
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.1)
-                continue
+        """Open every connection once the server listens, and ask each for /healthz once, so
+        that nothing is set up while the schedule runs."""
+        await listening(self.port)  # a server that is still starting
+        health = f"GET /healthz HTTP/1.1\r\nHost: {self.host}\r\n\r\n".encode()
+        for _ in range(self._connections):
+            connection = await self._connect()
+            await connection.request(health)
             self._idle.put_nowait(connection)
 
     async def _connect(self) -> _Connection:

@@ -48,9 +48,7 @@ def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "--class", dest="cls", required=True, help="an event class, or _unrouted / _rejected"
         )
         action.add_argument("--since", help="ISO time (UTC if no zone) or age such as 15m, 2h, 1d")
-        action.add_argument(
-            "--id", dest="ids", action="append", default=[], help="entry or event id"
-        )
+        action.add_argument("--id", dest="ids", action="append", help="entry or event id")
         action.add_argument("--limit", type=int, default=LIST_LIMIT)
         if name in ("replay", "purge"):
             action.add_argument("--all", action="store_true", help="every dead letter of the class")
@@ -89,7 +87,7 @@ async def _dlq_async(config: Config, args: argparse.Namespace, since_ms: int) ->
             route = _router_of(config) if args.cls in keys.INGRESS_REJECTS else None
             replayed, skipped = 0, list[str]()
             for letters in every:
-                async for page in letters.chosen(args.ids or None, since_ms):
+                async for page in letters.chosen(args.ids, since_ms):
                     moved, missed = await letters.replay(page, route)
                     replayed, skipped = replayed + moved, skipped + missed
             print(
@@ -101,7 +99,7 @@ async def _dlq_async(config: Config, args: argparse.Namespace, since_ms: int) ->
         else:
             purged = 0
             for letters in every:
-                async for page in letters.chosen(args.ids or None, since_ms):
+                async for page in letters.chosen(args.ids, since_ms):
                     purged += await letters.purge(page)
             print(f"purged {purged} dead letters of {args.cls}")
     finally:
@@ -123,12 +121,13 @@ def _router_of(config: Config) -> Route:
 
 
 async def _matching(
-    every: Sequence[DeadLetters], ids: Sequence[str], since_ms: int, limit: int
+    every: Sequence[DeadLetters], ids: Sequence[str] | None, since_ms: int, limit: int
 ) -> list[DeadLetter]:
-    """The dead letters of every partition, oldest first within each, up to `limit`."""
+    """The dead letters of every partition (those named by `ids`, all when None), oldest first
+    within each, up to `limit`."""
     found: list[DeadLetter] = []
     for letters in every:
-        async for page in letters.chosen(ids or None, since_ms):
+        async for page in letters.chosen(ids, since_ms):
             found += page
             if len(found) >= limit:
                 return found[:limit]

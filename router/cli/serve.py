@@ -7,6 +7,7 @@ A second signal exits at once; what was unfinished stays pending in Redis for re
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 import sys
@@ -135,19 +136,12 @@ async def _serve_async(
 ) -> int:
     stop = asyncio.Event()
     _on_signals(stop, worker=assignment is not None)
-    loop = asyncio.get_running_loop()
-    reload_asked = asyncio.Event()  # a SIGHUP while starting: reloaded once started
-    if assignment is None:  # SIGHUP: read the config file again (a worker follows its parent)
-        loop.add_signal_handler(signal.SIGHUP, reload_asked.set)
+    reload_asked = asyncio.Event()  # SIGHUP: read the config file again, once started
+    if assignment is None:  # a worker follows its parent's config instead
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload_asked.set)
     async with Service(config, assignment=assignment) as service:
         if assignment is None:
-
-            def reload() -> None:
-                service.supervisor.spawn("reload", service.reload_on_signal)
-
-            loop.add_signal_handler(signal.SIGHUP, reload)
-            if reload_asked.is_set():
-                reload()
+            service.supervisor.spawn("reload", functools.partial(_reloads, service, reload_asked))
         heap.settle()  # what start-up made stays; collections walk only what events make
         if ready is not None:
             ready()
@@ -156,6 +150,15 @@ async def _serve_async(
         else:
             await stop.wait()
     return service.exit_code
+
+
+async def _reloads(service: Service, asked: asyncio.Event) -> None:
+    """A reload each time SIGHUP asks (those that come during one are served by the next),
+    its outcome in the log."""
+    while True:
+        await asked.wait()
+        asked.clear()
+        await service.reload()
 
 
 def _on_signals(stop: asyncio.Event, *, worker: bool) -> None:

@@ -158,9 +158,9 @@ class Router:
             if _by_topic(rule.template) and rule.template.render(levels, None) not in self.classes:
                 continue
             rules.append(rule)
-        if not (rules and not rules[0].conditions and _by_topic(rules[0].template)):
+        first = rules[0] if rules else None
+        if first is None or first.conditions or not _by_topic(first.template):
             return TopicRoutes(topic, levels, tuple(rules), None)
-        first = rules[0]
         cls = first.template.render(levels, None)
         assert cls is not None  # kept above only when it names an existing class
         fixed = Routed(cls, _key_of(first.key, levels, None), first.name)

@@ -487,10 +487,6 @@ class Service:
                 log.info("config file changed, reloading", path=str(path))
                 await self.reload()
 
-    async def reload_on_signal(self) -> None:
-        """SIGHUP: the same reload, its outcome in the log."""
-        await self.reload()
-
     def _refused(self, issues: list[ConfigIssue]) -> Reloaded:
         self.metrics.config_reloads.labels("refused").inc()
         said = [str(issue) for issue in issues]
