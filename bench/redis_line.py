@@ -6,7 +6,8 @@ One command starts a private redis-server and sends `--commands` commands one at
 each awaited before the next (as a pool's reader, its settler and the ingest writer do),
 three ways, taking turns `--rounds` times: through the service's client (a pooled
 connection, the socket timeout the service sets, one retry), on a `router.streams.line.Line`,
-and, for the floor, straight on the line's connection with no lock and no timeout. The
+and straight on one of redis-py's connections, with no lock and no timeout: what the line
+was before it read its socket itself. The
 command is an XACK of an id that is not pending: a full round trip that changes nothing.
 It prints this process's CPU per command (user + system) and the wall time, medians, and
 each as a ratio to the client.
@@ -73,7 +74,7 @@ async def measure(commands: int, rounds: int) -> dict[str, Any]:
         ways = {
             "client": lambda: client.xack(*COMMAND[1:]),
             "line": lambda: line.call(*COMMAND),
-            "the line's connection, bare": on_connection,
+            "redis-py's connection, bare": on_connection,
         }
         figures: dict[str, list[tuple[float, float]]] = {name: [] for name in ways}
         try:

@@ -2,11 +2,13 @@
 
 Through redis-py's client, a command borrows a pooled connection (a lock and a timeout),
 runs under a retry wrapper, and, on Python 3.11 with a socket timeout, sends from a task of
-its own (`asyncio.wait_for`). That is about twice what the command itself costs: 107-132 us
-against 50-53 us of CPU for one XACK here (`bench.redis_line`). A pool's reader, its settler
-and the ingest writer each send one command at a time, so each gets a line: its own
-connection, made like the pool's (address, TLS, password, database), sent to and read from
-directly, under one timeout for the whole round trip.
+its own (`asyncio.wait_for`). Even on a connection of its own, redis-py writes through a
+stream writer (`drain`) and reads through a stream reader, a few loop turns per reply. A
+pool's reader, its settler and the ingest writer each send one command at a time, so each
+gets a line: a connection that redis-py makes (address, TLS, password, database, the
+handshake), after which the line speaks to the socket's transport itself. A command is
+packed by hiredis and written at once; the replies are parsed by hiredis as they arrive and
+handed to the waiting caller, with no task and no stream in between (`bench.redis_line`).
 
 A line that fails (Redis away, slow, or closed the connection) is disconnected and the
 error raised, so the caller backs off as it does for the client; the next command connects
@@ -16,13 +18,72 @@ afresh. Nothing is retried here: a command that may have reached Redis is not se
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from collections import deque
+from typing import TYPE_CHECKING, Any, cast
 
-from redis.exceptions import ResponseError
+import hiredis
+from redis._parsers import BaseParser
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import InvalidResponse
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
     from redis.asyncio.connection import AbstractConnection
+
+INCOMPLETE = object()  # hiredis's answer while a reply is not whole yet
+
+
+class Replies(asyncio.Protocol):
+    """A connection's replies, parsed as they arrive and handed out in order."""
+
+    def __init__(self, transport: asyncio.Transport, encoding: str | None) -> None:
+        options: dict[str, Any] = {"encoding": encoding} if encoding else {}
+        self._parser = hiredis.Reader(
+            protocolError=InvalidResponse,
+            replyError=BaseParser.parse_error,  # redis-py's error classes, by the reply's code
+            notEnoughData=INCOMPLETE,
+            **options,
+        )
+        self._waiting: deque[asyncio.Future[Any]] = deque()
+        self._transport = transport  # taken over from redis-py, connected and greeted
+        self.lost: Exception | None = None
+
+    def send(self, args: tuple[Any, ...]) -> asyncio.Future[Any]:
+        """Write a command; the future its reply (an error reply too) resolves."""
+        waiter = asyncio.get_running_loop().create_future()
+        if self.lost is not None:
+            waiter.set_exception(self.lost)
+            return waiter
+        self._waiting.append(waiter)
+        self._transport.write(hiredis.pack_command(args))
+        return waiter
+
+    def data_received(self, data: bytes) -> None:
+        parser = self._parser
+        parser.feed(data)
+        try:
+            while (reply := parser.gets()) is not INCOMPLETE:
+                self._answer(reply)
+        except InvalidResponse as exc:  # out of step with Redis: this connection is done
+            self._lose(exc)
+            self._transport.close()
+
+    def _answer(self, reply: Any) -> None:
+        if not self._waiting:
+            raise InvalidResponse("a reply from Redis that no command asked for")
+        waiter = self._waiting.popleft()
+        if not waiter.done():
+            waiter.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lose(RedisConnectionError(f"the connection to Redis was lost: {exc or 'closed'}"))
+
+    def _lose(self, error: Exception) -> None:
+        self.lost = self.lost or error
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_exception(self.lost)
 
 
 class Line:
@@ -33,30 +94,82 @@ class Line:
         # No socket timeout of its own: the line times the whole round trip itself.
         options = {**pool.connection_kwargs, "socket_timeout": None}
         self._connection: AbstractConnection = pool.connection_class(**options)
+        self._replies: Replies | None = None
         self._lock = asyncio.Lock()
         self.timeout_s = timeout_s
+        self._waiter: asyncio.Future[Any] | None = None  # the reply being waited for
+        self._deadline = 0.0  # and when waiting for it becomes a timeout
+        self._timer: asyncio.TimerHandle | None = None
 
     async def call(self, *args: Any, timeout_s: float | None = None) -> Any:
         """Send one command and return Redis's reply as it came (no response callbacks).
 
-        An error reply raises ResponseError and leaves the line as it is; any other failure,
-        the timeout included, disconnects it first.
+        An error reply raises its error (ResponseError, or the subclass redis-py has for it)
+        and leaves the line as it is; any other failure, the timeout included, disconnects it
+        first.
         """
-        connection = self._connection
+        timeout_s = timeout_s or self.timeout_s
         async with self._lock:
             try:
-                async with asyncio.timeout(timeout_s or self.timeout_s):
-                    await connection.send_packed_command(
-                        connection.pack_command(*args), check_health=False
-                    )
-                    return await connection.read_response()
-            except ResponseError:
-                raise
+                replies = self._replies
+                if replies is None or replies.lost is not None:
+                    async with asyncio.timeout(timeout_s):
+                        replies = await self._connect()
+                waiter = replies.send(args)
+                self._watch(waiter, timeout_s)
+                reply = await waiter
             except BaseException:
-                await connection.disconnect(nowait=True)
+                await self.close()
                 raise
+            finally:
+                self._waiter = None
+        if isinstance(reply, Exception):  # an error reply: the line is still in step
+            raise reply
+        return reply
+
+    def _watch(self, waiter: asyncio.Future[Any], timeout_s: float) -> None:
+        """Fail `waiter` with TimeoutError once `timeout_s` has passed.
+
+        One timer serves every call: it is set again only when it would fire too late, and
+        when it fires before the reply waited for is due, it moves on to that one's deadline.
+        Under steady traffic it fires once per timeout, not once per command.
+        """
+        loop = waiter.get_loop()
+        self._waiter, self._deadline = waiter, loop.time() + timeout_s
+        timer = self._timer
+        if timer is None or timer.when() > self._deadline:
+            if timer is not None:
+                timer.cancel()
+            self._timer = loop.call_at(self._deadline, self._time_out)
+
+    def _time_out(self) -> None:
+        self._timer = None
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return
+        loop = waiter.get_loop()
+        if loop.time() >= self._deadline:
+            waiter.set_exception(TimeoutError("Redis did not answer in time"))
+        else:
+            self._timer = loop.call_at(self._deadline, self._time_out)
+
+    async def _connect(self) -> Replies:
+        """Let redis-py connect and shake hands, then read the socket here."""
+        connection = self._connection
+        await connection.disconnect(nowait=True)  # a connection lost: its stream writer too
+        await connection.connect()  # type: ignore[no-untyped-call]
+        encoder = connection.encoder
+        writer = cast("asyncio.StreamWriter", connection._writer)  # redis-py's, greeted
+        transport = cast("asyncio.Transport", writer.transport)
+        replies = Replies(transport, encoder.encoding if encoder.decode_responses else None)
+        transport.set_protocol(replies)
+        self._replies = replies
+        return replies
 
     async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._replies, self._timer = None, None
         await self._connection.disconnect(nowait=True)
 
 
