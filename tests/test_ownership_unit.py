@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 TAGS = keys.tags("orders", 8)
 LEASE_S = 2.5
+HEARTBEAT_S = 0.5
 
 
 def test_every_process_computes_the_same_owners_and_a_joiner_takes_about_its_share() -> None:
@@ -104,8 +105,8 @@ def process(server: fakeredis.FakeServer, name: str, tags: list[str] = TAGS) -> 
         return cast("Pool", pool), asyncio.create_task(drained(pool))
 
     ownership = Ownership(
-        membership=Membership(transport.redis, name, ["high"], LEASE_S),
-        transport=transport, clock=clock, heartbeat_s=0.5, drain_timeout_s=5.0,
+        membership=Membership(transport.redis, name, ["high"], LEASE_S, HEARTBEAT_S),
+        transport=transport, clock=clock, heartbeat_s=HEARTBEAT_S, drain_timeout_s=5.0,
         ordered={"high": tags}, shared=lambda lane: [], launch=launch,
         retire=lambda tag, pool: None,
     )  # fmt: skip
@@ -170,3 +171,29 @@ async def test_leaving_hands_every_partition_back_and_release_frees_them_at_once
 def test_an_ordered_partition_always_has_exactly_one_owner(members: list[str]) -> None:
     owners: dict[str, Any] = {tag: owner(tag, members) for tag in TAGS}
     assert set(owners.values()) <= set(members)
+
+
+async def test_members_that_beat_late_with_this_process_are_not_judged_dead() -> None:
+    """A stall that held up every beat (one host's loop, or Redis itself) leaves the members
+    live at the late beat after it; a member that stopped while this one beat on time is
+    judged dead at once."""
+    redis = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
+    me, other = (Membership(redis, name, ["high"], 1.2, 0.2) for name in ("me", "other"))
+    assert (await me.beat())["high"] == {"me"}
+    assert (await other.beat())["high"] == {"me", "other"}
+
+    async def beats_aged(ms: dict[str, int]) -> None:
+        """Each consumer's last beat, moved `ms` milliseconds into the past."""
+        now_s, now_us = await redis.time()
+        now_ms = now_s * 1000 + now_us // 1000
+        await redis.zadd(keys.lane_members(), {f"high {c}": now_ms - at for c, at in ms.items()})
+
+    await beats_aged({"me": 1500, "other": 1500})  # both stalled 1.5 s, past the timeout
+    assert (await me.beat())["high"] == {"me", "other"}
+    await beats_aged({"me": 200, "other": 1500})  # this one beat on time; the other did not
+    assert (await me.beat())["high"] == {"me"}
+    await beats_aged({"me": 200, "other": 1100})  # late, within the timeout: still live
+    assert (await me.beat())["high"] == {"me", "other"}
+    await me.leave()
+    assert (await other.beat())["high"] == {"other"}
+    await redis.aclose()

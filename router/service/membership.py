@@ -2,9 +2,14 @@
 
 Every process beats into one sorted set, a `<lane> <consumer>` member per lane it runs, scored
 by Redis's own clock (so the hosts' clocks never have to agree), and reads back who beat
-within `member_timeout_s`: one script, five commands, whatever the number of lanes.
+within `member_timeout_s`: one script, six commands, whatever the number of lanes.
 A SIGKILLed, partitioned or frozen process stops beating and drops out of the live set
 within that time; the others then take over its partitions and its pending entries.
+
+A process that beats late (its own loop stalled, or Redis did) cannot tell whether the others
+were stalled with it: on one host, or behind one Redis, they were. So the time its own beat
+was late by is not counted against them, for that beat: a stall never makes live members
+look dead, and a member that really stopped is judged at the next beat on time.
 """
 
 from __future__ import annotations
@@ -21,24 +26,29 @@ if TYPE_CHECKING:
 FORGET_FACTOR = 20  # a member silent this many timeouts is deleted from the set
 
 # KEYS: the member set. ARGV: timeout ms, "1" to leave instead of beating, how many timeouts
-# a silent member is kept, then this process's members (`<lane> <consumer>`). Returns the
-# members seen within the timeout.
+# a silent member is kept, heartbeat ms, then this process's members (`<lane> <consumer>`).
+# Returns the members seen within the timeout, and within the time this beat was late by.
 _BEAT = """
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local timeout = tonumber(ARGV[1])
+local late = 0
 if ARGV[2] == '1' then
-  redis.call('ZREM', KEYS[1], unpack(ARGV, 4))
+  redis.call('ZREM', KEYS[1], unpack(ARGV, 5))
 else
+  local previous = redis.call('ZSCORE', KEYS[1], ARGV[5])
+  if previous then
+    late = math.max(0, now - tonumber(previous) - tonumber(ARGV[4]))
+  end
   local scored = {}
-  for i = 4, #ARGV do
+  for i = 5, #ARGV do
     scored[#scored + 1] = now
     scored[#scored + 1] = ARGV[i]
   end
   redis.call('ZADD', KEYS[1], unpack(scored))
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - timeout * tonumber(ARGV[3]))
-return redis.call('ZRANGEBYSCORE', KEYS[1], now - timeout, '+inf')
+return redis.call('ZRANGEBYSCORE', KEYS[1], now - timeout - late, '+inf')
 """
 
 
@@ -46,11 +56,17 @@ class Membership:
     """This process's place among the processes of its lanes."""
 
     def __init__(
-        self, redis: RedisClient, consumer: str, lanes: Sequence[str], timeout_s: float
+        self,
+        redis: RedisClient,
+        consumer: str,
+        lanes: Sequence[str],
+        timeout_s: float,
+        heartbeat_s: float,
     ) -> None:
         self.consumer = consumer
         self.lanes = list(lanes)
         self.timeout_ms = int(timeout_s * 1000)
+        self.heartbeat_ms = int(heartbeat_s * 1000)
         self._beat = redis.register_script(_BEAT)
 
     async def beat(self) -> dict[str, frozenset[str]]:
@@ -65,7 +81,8 @@ class Membership:
         if not self.lanes:
             return {}
         mine = [f"{lane} {self.consumer}" for lane in self.lanes]
-        args: list[str | int] = [self.timeout_ms, int(leave), FORGET_FACTOR, *mine]
+        args: list[str | int] = [self.timeout_ms, int(leave), FORGET_FACTOR, self.heartbeat_ms]
+        args += mine
         reply: Any = await self._beat(keys=[keys.lane_members()], args=args)
         live: dict[str, set[str]] = {lane: set() for lane in self.lanes}
         for member in reply:

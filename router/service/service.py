@@ -217,8 +217,9 @@ class Service:
         if self.assignment is None:  # services also share the upkeep: retention, figures
             lanes.append(keys.SERVICES)
         membership = Membership(
-            self.transport.redis, self.transport.consumer, lanes, settings.member_timeout_s
-        )
+            self.transport.redis, self.transport.consumer, lanes,
+            settings.member_timeout_s, settings.heartbeat_s,
+        )  # fmt: skip
         ordered: dict[str, list[str]] = {}
         for name in self.placement.classes():
             cls = self.config.classes[name]
