@@ -94,7 +94,8 @@ class Metrics:
         )
         self.inflight = Gauge(
             "switchyard_inflight",
-            "Entries fetched by this process and not yet acknowledged.",
+            "Entries fetched by this process and not yet acknowledged, every partition of the "
+            "class summed; refreshed every redis.stats_interval_s.",
             ["class"],
             registry=registry,
         )

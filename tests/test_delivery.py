@@ -608,3 +608,24 @@ async def test_a_pool_whose_actor_fails_to_start_is_restarted_with_backoff_and_t
         assert runs("work").starts == 3
         await wait_for(lambda: processed(service, "work", "ok") == 1, timeout=5)
         assert probe("work").handled_ids() == [event_id]
+
+
+async def test_the_inflight_gauge_sums_a_class_s_partitions_and_falls_once_they_settle(
+    serve: Serve, redis_url: str, http: aiohttp.ClientSession
+) -> None:
+    """`switchyard_inflight` is what this process holds of the class, every partition's
+    entries together (each pool used to overwrite it with its own count)."""
+    first = next(f"k{n}" for n in range(100) if keys.tag_for("work", f"k{n}", 2) == "work#0")
+    second = next(f"k{n}" for n in range(100) if keys.tag_for("work", f"k{n}", 2) == "work#1")
+    settings = "partitions: 2\n    timeout_ms: 3000\n    retry: {max_attempts: 1}"
+    config = make_config(redis_url, work_class(settings=settings, concurrency=2))
+    async with serve(config) as service:
+        hanging = [{"key": key, "hang": True} for key in (first, first, second, second)]
+        await post_accepted(http, service, "work/1", hanging)
+
+        def inflight() -> float:
+            return sample(service, "switchyard_inflight", {"class": "work"})
+
+        await wait_for(lambda: inflight() == 4, timeout=10)
+        await wait_for(lambda: processed(service, "work", "dead") == 4, timeout=20)
+        await wait_for(lambda: inflight() == 0, timeout=10)

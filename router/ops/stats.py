@@ -67,6 +67,7 @@ class StatsLoop:
         self.keeper = keeper  # whether this process computes and shares a partition's figures
         self.shared = SharedFigures(redis, max_age_s=3 * config.redis.stats_interval_s)
         self.stats: dict[str, StreamStats] = {}  # by class
+        self._inflight_shown: set[str] = set()
         self.redis_ok = True
         self.reporter = Reporter(config, metrics)
 
@@ -96,7 +97,7 @@ class StatsLoop:
                     log.warning("redis unreachable", error=str(exc))
                 self.redis_ok = False
                 delay = backoff.next_delay()
-            self.publish_gauges(compliance)
+            self.publish_gauges(inflight, compliance)
             await asyncio.sleep(delay)
 
     async def partition_figures(self) -> dict[str, StreamStats]:
@@ -114,9 +115,13 @@ class StatsLoop:
             figures |= found | (await self.transport.stats(missing) if missing else {})
         return figures
 
-    def publish_gauges(self, compliance: dict[str, float]) -> None:
-        """Per-class gauges from the last Redis stats and the pools' SLA windows."""
+    def publish_gauges(self, inflight: dict[str, int], compliance: dict[str, float]) -> None:
+        """Per-class gauges from the last Redis stats and this process's pools: their entries
+        in flight (every partition's, summed) and their SLA windows."""
         metrics, wall = self.metrics, self.clock.wall()
+        self._inflight_shown |= inflight.keys()
+        for name in self._inflight_shown:  # a class whose pools left shows 0, not its last
+            metrics.inflight.labels(name).set(inflight.get(name, 0))
         for name, stats in self.stats.items():
             metrics.backlog.labels(name).set(stats.backlog)
             metrics.pending.labels(name).set(stats.pending)

@@ -76,8 +76,7 @@ class Pool:
         log = structlog.get_logger("switchyard.pool").bind(**{"class": cls})
         if tag != cls:
             log = log.bind(partition=tag)
-        gauge = metrics.inflight.labels(cls)
-        self.slots = Slots(config.capacity, config.batch_size, config.lane, scheduler, gauge)
+        self.slots = Slots(config.capacity, config.batch_size, config.lane, scheduler)
         self.promoter = Promoter(tag, transport, clock, keeper)
         failures = Failures(config.retry)
         self.accounting = Accounting(

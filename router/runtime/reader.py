@@ -186,7 +186,6 @@ class Reader:
                 self.settler.later(Done([entry_id], [envelope], NO_OUTPUTS, error, "poison", True))
             else:
                 entries.append((entry_id, envelope))
-        self.slots.show()
         if unreadable:
             self.metrics.rejected.labels("decode_error").inc(len(unreadable))
             await self.transport.settle(

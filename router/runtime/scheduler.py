@@ -55,6 +55,7 @@ class LaneScheduler:
     def __init__(self, capacity: int, lanes: Sequence[LaneConfig], clock: Clock) -> None:
         self.clock = clock
         self.lanes: dict[str, LaneState] = {}
+        self.used = 0  # slots in use in every lane: the sum of theirs, kept as they change
         self.resize(capacity, lanes)
 
     def resize(self, capacity: int, lanes: Sequence[LaneConfig]) -> None:
@@ -71,10 +72,6 @@ class LaneScheduler:
             max_wait_s = lane.max_wait_ms / 1000 if lane.max_wait_ms is not None else None
             self.lanes[lane.name] = LaneState(rank, min_slots, max_wait_s)
         self._admit()  # more room: waiters may go in now
-
-    @property
-    def used(self) -> int:
-        return sum(state.used for state in self.lanes.values())
 
     @property
     def free(self) -> int:
@@ -96,7 +93,7 @@ class LaneScheduler:
         granted = min(want, self.available(lane))
         if granted <= 0:
             return 0
-        self.lanes[lane].used += granted
+        self._take(self.lanes[lane], granted)
         return granted
 
     async def acquire(self, lane: str, want: int) -> int:
@@ -123,7 +120,9 @@ class LaneScheduler:
         if count <= 0:
             return
         state = self.lanes[lane]
-        state.used = max(0, state.used - count)
+        returned = min(count, state.used)
+        state.used -= returned
+        self.used -= returned
         self._admit()
 
     def _admit(self) -> None:
@@ -134,8 +133,12 @@ class LaneScheduler:
             name, state, waiter = picked
             state.waiters.popleft()
             granted = min(waiter.want, self.available(name))
-            state.used += granted
+            self._take(state, granted)
             waiter.future.set_result(granted)
+
+    def _take(self, state: LaneState, granted: int) -> None:
+        state.used += granted
+        self.used += granted
 
     def _next(self) -> tuple[str, LaneState, _Waiter] | None:
         """The waiter to admit next, by the rules in the module docstring; None if no waiter

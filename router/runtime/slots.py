@@ -13,17 +13,13 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from prometheus_client import Gauge
-
     from router.runtime.scheduler import LaneScheduler
 
 
 class Slots:
     """The entry ids one pool holds, its capacity, and the event that says room was freed."""
 
-    def __init__(
-        self, capacity: int, unit: int, lane: str, scheduler: LaneScheduler, gauge: Gauge
-    ) -> None:
+    def __init__(self, capacity: int, unit: int, lane: str, scheduler: LaneScheduler) -> None:
         self.capacity = capacity
         self.unit = unit  # entries one piece of work takes: a batch in batch mode, else one
         self.lane = lane
@@ -31,7 +27,6 @@ class Slots:
         self.held: set[bytes] = set()
         self.redelivered: set[bytes] = set()  # held entries some consumer had before
         self.freed = asyncio.Event()
-        self._gauge = gauge
 
     @property
     def inflight(self) -> int:
@@ -41,10 +36,6 @@ class Slots:
     def free(self) -> int:
         return self.capacity - len(self.held)
 
-    def show(self) -> None:
-        """Publish the in-flight count."""
-        self._gauge.set(len(self.held))
-
     def release(self, entry_ids: Iterable[bytes]) -> None:
         """Entries settled, or left pending for reclaim: their slots are free again."""
         before = len(self.held)
@@ -52,7 +43,6 @@ class Slots:
         if self.redelivered:
             self.redelivered.intersection_update(self.held)
         self.scheduler.release(self.lane, before - len(self.held))
-        self.show()
         self.freed.set()
 
     async def wait_for_room(self, stopping: asyncio.Event) -> bool:
@@ -80,4 +70,3 @@ class Slots:
         self.scheduler.release(self.lane, len(self.held))
         self.held.clear()
         self.redelivered.clear()
-        self.show()
