@@ -322,3 +322,26 @@ async def test_a_watched_config_file_reloads_when_it_changes(
         )
     assert service.config_generation == 2
     assert service.config.classes["first"].concurrency == 3
+
+
+async def test_an_edit_reloaded_by_hand_is_not_reloaded_again_by_the_watch(
+    serve: Serve, config_file: Path, redis_url: str
+) -> None:
+    """A SIGHUP or `switchyard reload` applied the edit: the watch's next look finds the file
+    as that reload read it, and leaves it; the next edit it reloads."""
+
+    def applied() -> float | None:
+        labels = {"outcome": "applied"}
+        return service.metrics.registry.get_sample_value("switchyard_config_reloads_total", labels)
+
+    async with serve(load_config(config_file)) as service:
+        await rewrite(config_file, config_text(redis_url, concurrency=3))
+        assert (await service.reload()).changed == "~first"
+        assert await service.reload_if_changed() is None  # the watch's step
+        assert applied() == 1
+        await rewrite(config_file, config_text(redis_url, concurrency=4))
+        reloaded = await service.reload_if_changed()
+        assert reloaded is not None
+        assert reloaded.changed == "~first"
+        assert applied() == 2
+        assert service.config.classes["first"].concurrency == 4

@@ -128,6 +128,7 @@ class Service:
         self.config_hash = config.fingerprint()
         self.metrics.config_info.labels(self.config_hash, "1").set(1)
         self._reloading = asyncio.Lock()
+        self._file_seen: bytes | None = None  # the config file's digest as a reload last read it
         self._runner: web.AppRunner | None = None
         self._metrics_runner: web.AppRunner | None = None
         self._workers_clean = True
@@ -433,26 +434,40 @@ class Service:
         """Read the config file again (or `path`) and apply it live, as one step between two
         requests, or refuse it, changing nothing (see `router.service.reload`)."""
         async with self._reloading:
-            source = path or self.config.source
-            try:
-                new = await asyncio.to_thread(load_config, source)
-                await asyncio.to_thread(check_actors, new)
-            except ConfigError as exc:
-                return self._refused(exc.issues)
-            try:
-                held = await self._held_by_removed(new)
-            except UNAVAILABLE:
-                why = "Redis is unavailable: what a removed class holds cannot be read; try again"
-                return self._refused([ConfigIssue("classes", None, why)])
-            planned = plan(self.config, new, held)
-            if isinstance(planned, list):
-                return self._refused(planned)
-            if not planned.empty:
-                self._apply(new, planned)
-            self.metrics.config_reloads.labels("applied").inc()
-            log.info("config reloaded", changed=planned.said(), hash=self.config_hash,
-                     generation=self.config_generation)  # fmt: skip
-            return Reloaded(True, planned.said(), [], self.config_hash, self.config_generation)
+            return await self._reload(path or self.config.source)
+
+    async def reload_if_changed(self) -> Reloaded | None:
+        """`reload()` if the file's contents differ from what the last reload read (a
+        SIGHUP's or `switchyard reload`'s included); None when they do not."""
+        async with self._reloading:
+            source = self.config.source
+            if await asyncio.to_thread(_fingerprint_of, Path(source)) == self._file_seen:
+                return None
+            log.info("config file changed, reloading", path=source)
+            return await self._reload(source)
+
+    async def _reload(self, source: str) -> Reloaded:
+        if source == self.config.source:  # read before the file: a later edit is seen
+            self._file_seen = await asyncio.to_thread(_fingerprint_of, Path(source))
+        try:
+            new = await asyncio.to_thread(load_config, source)
+            await asyncio.to_thread(check_actors, new)
+        except ConfigError as exc:
+            return self._refused(exc.issues)
+        try:
+            held = await self._held_by_removed(new)
+        except UNAVAILABLE:
+            why = "Redis is unavailable: what a removed class holds cannot be read; try again"
+            return self._refused([ConfigIssue("classes", None, why)])
+        planned = plan(self.config, new, held)
+        if isinstance(planned, list):
+            return self._refused(planned)
+        if not planned.empty:
+            self._apply(new, planned)
+        self.metrics.config_reloads.labels("applied").inc()
+        log.info("config reloaded", changed=planned.said(), hash=self.config_hash,
+                 generation=self.config_generation)  # fmt: skip
+        return Reloaded(True, planned.said(), [], self.config_hash, self.config_generation)
 
     async def _held_by_removed(self, new: Config) -> dict[str, StreamStats]:
         """What each class the new file leaves out still holds, read now (not the stats
@@ -477,16 +492,13 @@ class Service:
         return web.json_response(reloaded.as_json(), status=200 if reloaded.applied else 409)
 
     async def watch_config(self) -> None:
-        """`service.watch_config`: reload whenever the file's contents change."""
-        path = Path(self.config.source)
-        seen = await asyncio.to_thread(_fingerprint_of, path)
+        """`service.watch_config`: reload whenever the file's contents change from what the
+        last reload read, once per change however it was reloaded."""
+        if self._file_seen is None:
+            self._file_seen = await asyncio.to_thread(_fingerprint_of, Path(self.config.source))
         while True:
             await asyncio.sleep(WATCH_EVERY_S)
-            now = await asyncio.to_thread(_fingerprint_of, path)
-            if now != seen:
-                seen = now
-                log.info("config file changed, reloading", path=str(path))
-                await self.reload()
+            await self.reload_if_changed()
 
     def _refused(self, issues: list[ConfigIssue]) -> Reloaded:
         self.metrics.config_reloads.labels("refused").inc()
