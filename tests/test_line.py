@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from typing import TYPE_CHECKING
 
 import pytest
@@ -39,6 +40,11 @@ async def client() -> AsyncIterator[tuple[Redis, int]]:
     redis = Redis.from_url(f"redis://:{PASSWORD}@127.0.0.1:{port}/3")
     yield redis, port
     await redis.aclose()
+
+
+async def one_blocked(redis: Redis) -> bool:
+    """Redis holds one client blocked: a read waiting for entries."""
+    return int((await redis.info("clients"))["blocked_clients"]) == 1
 
 
 @contextlib.asynccontextmanager
@@ -91,10 +97,7 @@ async def test_a_timed_out_or_cancelled_command_leaves_no_reply_behind(
         assert await lines["r"].call("ECHO", "after a timeout") == b"after a timeout"
         reading = asyncio.create_task(lines["r"].call(*blocked))
 
-        async def blocked_in_redis() -> bool:
-            return int((await redis.info("clients"))["blocked_clients"]) == 1
-
-        await wait_for(blocked_in_redis, timeout=5)
+        await wait_for(functools.partial(one_blocked, redis), timeout=5)
         reading.cancel()
         with pytest.raises(asyncio.CancelledError):
             await reading
@@ -155,10 +158,7 @@ async def test_a_command_waiting_when_redis_goes_away_fails_at_once(
             blocked = ("XREADGROUP", "GROUP", "g", "c", "BLOCK", 0, "STREAMS", "s", ">")
             reading = asyncio.create_task(lines["r"].call(*blocked))
 
-            async def blocked_in_redis() -> bool:
-                return int((await redis.info("clients"))["blocked_clients"]) == 1
-
-            await wait_for(blocked_in_redis, timeout=5)
+            await wait_for(functools.partial(one_blocked, redis), timeout=5)
         with pytest.raises(UNAVAILABLE):  # well before its 60 s timeout
             await asyncio.wait_for(reading, timeout=30)
         assert reading.done()
