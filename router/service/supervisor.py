@@ -2,8 +2,11 @@
 
 Tasks run in one TaskGroup held by a task of the supervisor's own, so a failing task can
 never cancel whoever called `start()`; each runs under `_keep_running`, so it cannot take its
-siblings down either: a failure is logged and the task restarted with backoff. At stop,
-every task is cancelled until it is done (`router.tasks.cancel_and_wait`).
+siblings down either: a failure is logged and the task restarted with backoff. A task failing
+the same way again (a class's stream key of the wrong type, say, until an operator fixes it)
+is said in one line each time, its traceback only the first time; one that ran for a while
+before failing starts its backoff afresh. At stop, every task is cancelled until it is done
+(`router.tasks.cancel_and_wait`).
 """
 
 from __future__ import annotations
@@ -21,11 +24,14 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("switchyard.supervisor")
 
+HEALTHY_S = 60.0  # a task that ran this long before it failed starts its backoff afresh
+
 
 class Supervisor:
     """Starts named tasks, restarts the ones that fail, and cancels all of them at the end."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, initial_s: float = 0.5, maximum_s: float = 30.0) -> None:
+        self.initial_s, self.maximum_s = initial_s, maximum_s  # the restarts' backoff
         self.stopping = False  # once set, a failing task is not restarted
         self._tasks: list[asyncio.Task[None]] = []
         self._group: asyncio.TaskGroup | None = None
@@ -72,22 +78,27 @@ class Supervisor:
 
         A pool whose actor cannot start, or whose Redis set-up fails, is restarted this way too.
         """
-        backoff = Backoff(initial=0.5, maximum=30.0)
+        backoff = Backoff(initial=self.initial_s, maximum=self.maximum_s)
+        loop = asyncio.get_running_loop()
+        said = ""
         while True:
+            began = loop.time()
             try:
                 await run()
             except Exception as exc:
                 if self.stopping:
                     return
+                if loop.time() - began >= HEALTHY_S:
+                    backoff.reset()
+                    said = ""
                 delay = backoff.next_delay()
                 if restarted is not None:
                     restarted()
-                log.exception(
-                    "task failed, restarting",
-                    task=name,
-                    error=repr(exc),
-                    retry_in_s=round(delay, 2),
-                )
+                again, said = repr(exc) == said, repr(exc)
+                report = log.error if again else log.exception
+                report("task failed again, restarting" if again else "task failed, restarting",
+                       task=name, error=said, failures=backoff.failures,
+                       retry_in_s=round(delay, 2))  # fmt: skip
                 await asyncio.sleep(delay)
             else:
                 return
