@@ -49,6 +49,8 @@ HEAD_END = b"\r\n\r\n"
 MAX_HEAD_BYTES = 16 * 1024  # longer: aiohttp answers it (431 or 400)
 BUFFERED = 256 * 1024  # bytes read ahead of the request being served before reading stops
 PIPELINED = 4  # requests aiohttp parses ahead on a connection it has for good
+HEADS_KEPT = 256  # parsed heads remembered: a device's POSTs repeat their head byte for byte
+HEAD_KEPT_BYTES = 1024  # a longer head is parsed every time
 NEVER = 10.0**9  # aiohttp's idle timer on a connection it shares: the listener keeps time
 TOPIC = re.compile(r"[\w\-.~:@!$&'()*+,;=]+(/[\w\-.~:@!$&'()*+,;=]+)*", re.ASCII)  # no escapes
 READ = frozenset((b"content-length", b"content-type", b"content-encoding", b"authorization"))
@@ -150,6 +152,7 @@ class Listener:
         self.open: Counter[str] = Counter()
         self.closing = False
         self._date = (0, b"")
+        self.parsed_heads: dict[bytes, Head] = {}
 
     def __call__(self) -> Connection:
         return Connection(self)
@@ -172,6 +175,18 @@ class Listener:
             if refusal is not None:
                 return refusal
         return await self.events.answer(topic, body, head.content_type, head.encoding)
+
+    def head(self, raw: bytes) -> Head | None:
+        """`Head.parse(raw)`, remembered: the same sender sends the same head again and
+        again (its path, its headers, often its body's length), and a head is immutable."""
+        head = self.parsed_heads.get(raw)
+        if head is None:
+            head = Head.parse(raw)
+            if head is not None and len(raw) <= HEAD_KEPT_BYTES:
+                if len(self.parsed_heads) >= HEADS_KEPT:
+                    self.parsed_heads.clear()  # crude, and bounded: many senders gain nothing
+                self.parsed_heads[raw] = head
+        return head
 
     def date(self) -> bytes:
         """The Date header's value, formatted once a second."""
@@ -326,7 +341,7 @@ class Connection(asyncio.Protocol):
                 self._hand_over()
             return False
         raw = bytes(buffer[: end + len(HEAD_END)])
-        head = Head.parse(raw)
+        head = self.listener.head(raw)
         if head is None:
             self._hand_over()
             return False
