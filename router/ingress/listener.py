@@ -7,7 +7,8 @@ object around every request: nearly twice what it costs to find the request's he
 it with httptools (llhttp) and write the answer straight back (`bench.http_servers`).
 
 So a connection frames its requests itself: the head ends at the first blank line and is
-parsed by httptools, the body is read by its Content-Length. A plain events POST is answered
+parsed by httptools (once per distinct head: a sender repeats its own), the body is read by
+its Content-Length. A plain events POST is answered
 here. Any other request it can frame (another path, `Expect`, a path with escapes) is passed
 on to aiohttp, its body streamed through as it comes, and answered there. One it cannot
 frame (a chunked body, an upgrade, a head that does not parse or is too long) gives aiohttp
