@@ -341,10 +341,13 @@ async def test_a_clip_whose_event_cannot_be_written_is_kept_pending_and_announce
             assert await events(redis) == 1
         finally:
             await redis.aclose()
-        recovered = service.metrics.registry.get_sample_value(
-            "switchyard_media_clips_recovered_total"
-        )
-        assert recovered == 1
+
+        def recovered() -> float | None:  # counted once the sweep's announce has returned
+            return service.metrics.registry.get_sample_value(
+                "switchyard_media_clips_recovered_total"
+            )
+
+        await wait_for(lambda: recovered() == 1, timeout=15)
 
 
 async def start_process(tmp_path: Path, yaml: str) -> ServiceProcess:
