@@ -9,7 +9,6 @@ emits, timed waits and pool supervision. Events enter over HTTP; the test actor
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import time
 from typing import TYPE_CHECKING, Any
@@ -34,6 +33,7 @@ from router.streams import keys
 from router.streams.envelope import Envelope, new_event_id
 from router.streams.redis import RedisTransport
 from router.streams.transport import Outgoing, Transport
+from router.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -381,10 +381,8 @@ async def test_poison_entries_are_caught_even_among_entries_this_instance_is_han
                 lambda: processed(service, "work", "dead") + processed(service, "work", "ok") == 2,
                 timeout=5,
             )
-        finally:
-            leases.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await leases
+        finally:  # cancelled until done: a cancel can be lost inside a redis-py call
+            await cancel_and_wait(leases)
         assert runs("work").runs == [], "a poison entry was handled"
         dead = await stream_entries(redis, keys.dead_letters("work"))
         assert [d["reason"] for d in dead] == [b"poison", b"poison"]
