@@ -8,13 +8,13 @@ it with httptools (llhttp) and write the answer straight back (`bench.http_serve
 
 So a connection frames its requests itself: the head ends at the first blank line and is
 parsed by httptools (once per distinct head: a sender repeats its own), the body is read by
-its Content-Length. A plain events POST is answered
-here. Any other request it can frame (another path, `Expect`, a path with escapes) is passed
-on to aiohttp, its body streamed through as it comes, and answered there. One it cannot
-frame (a chunked body, an upgrade, a head that does not parse or is too long) gives aiohttp
-the connection for good, which serves and refuses it as before. One request at a time per
-connection: the bytes of a pipelined next request wait for the answer before it, and past
-`BUFFERED` bytes reading stops.
+its Content-Length. A plain events POST is answered here. Any other request it can frame
+(another path, `Expect`, a path with escapes) is passed on to aiohttp, its body streamed
+through as it comes, and answered there. One it cannot frame (a chunked body, an upgrade,
+a head that does not parse or is too long) gives aiohttp the connection for good, which
+serves and refuses it as before. One request at a time per connection: the bytes of a
+pipelined next request wait for the answer before it, and past `BUFFERED` bytes reading
+stops.
 
 The listener also keeps every connection's limits, for those it serves and those it hands
 over: `max_connections_per_client`, `idle_timeout_s` for a whole request head (idle or
