@@ -161,7 +161,6 @@ async def test_a_command_waiting_when_redis_goes_away_fails_at_once(
             await wait_for(functools.partial(one_blocked, redis), timeout=5)
         with pytest.raises(UNAVAILABLE):  # well before its 60 s timeout
             await asyncio.wait_for(reading, timeout=30)
-        assert reading.done()
         async with own_redis(port, tmp_path):
             assert await lines["r"].call("PING") == b"PONG"
 

@@ -13,7 +13,15 @@ from servers import wait_for
 
 from router.config import HttpConfig, ServiceConfig, parse_config
 from router.ingress.http import Reply
-from router.ingress.listener import BUFFERED, HEAD_KEPT_BYTES, HEADS_KEPT, Head, Listener
+from router.ingress.listener import (
+    BUFFERED,
+    HEAD_KEPT_BYTES,
+    HEADS_KEPT,
+    Head,
+    Listener,
+    parsed_head,
+    remembered_head,
+)
 from router.streams import keys
 
 if TYPE_CHECKING:
@@ -231,26 +239,25 @@ def test_heads_only_aiohttp_can_frame(head: bytes) -> None:
     assert Head.parse(head) is None
 
 
-def head_of(request: bytes) -> bytes:
+def head_bytes(request: bytes) -> bytes:
     return request[: request.index(b"\r\n\r\n") + 4]
 
 
 def test_a_repeated_head_is_parsed_once_and_the_heads_kept_stay_bounded() -> None:
-    listener = Listener(HttpConfig(), cast("web.Server", None))
-    raw = head_of(post("things/1", b"{}"))
-    first = listener.head(raw)
+    raw = head_bytes(post("things/1", b"{}"))
+    first = parsed_head(raw)
     assert first is not None
-    assert listener.head(raw) is first  # remembered, not parsed again
-    other = listener.head(head_of(post("things/2", b"{}")))
+    assert parsed_head(bytes(raw)) is first  # remembered, not parsed again
+    other = parsed_head(head_bytes(post("things/2", b"{}")))
     assert other is not None
     assert other.topic == "things/2"
     for n in range(3 * HEADS_KEPT):  # a sender varying its head every time
-        assert listener.head(head_of(post(f"things/{n}", b"{}"))) is not None
-        assert len(listener.parsed_heads) <= HEADS_KEPT
-    padded = head_of(post("things/1", b"{}", b"X-Pad: " + b"p" * HEAD_KEPT_BYTES))
-    assert listener.head(padded) is not None
-    assert padded not in listener.parsed_heads  # a long head is parsed each time
-    assert listener.head(b"not http at all\r\n\r\n") is None
+        assert parsed_head(head_bytes(post(f"things/{n}", b"{}"))) is not None
+    assert remembered_head.cache_info().currsize <= HEADS_KEPT
+    padded = head_bytes(post("things/1", b"{}", b"X-Pad: " + b"p" * HEAD_KEPT_BYTES))
+    assert parsed_head(padded) == parsed_head(padded)
+    assert parsed_head(padded) is not parsed_head(padded)  # a long head: parsed each time
+    assert parsed_head(b"not http at all\r\n\r\n") is None
 
 
 # --- a client that does not read its answers, on a connection of the test's own ---

@@ -24,6 +24,7 @@ trickling) and between requests, and `body_timeout_s` for an events body (then 4
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import time
 from collections import Counter
@@ -97,6 +98,18 @@ class Head(NamedTuple):
         )
 
 
+def parsed_head(raw: bytes) -> Head | None:
+    """`Head.parse(raw)`, remembered for a short head: a sender sends the same head again and
+    again (its path, its headers, often its body's length), and a head is immutable."""
+    return remembered_head(raw) if len(raw) <= HEAD_KEPT_BYTES else Head.parse(raw)
+
+
+@functools.lru_cache(maxsize=HEADS_KEPT)
+def remembered_head(raw: bytes) -> Head | None:
+    """The last `HEADS_KEPT` heads parsed, the least recently seen forgotten first."""
+    return Head.parse(raw)
+
+
 def _events_topic(method: bytes, seen: _Seen) -> str | None:
     """The topic of a plain events POST (no Expect, a path without escapes or dot segments)."""
     if method != b"POST" or seen.expect or b"content-length" not in seen.headers:
@@ -153,7 +166,6 @@ class Listener:
         self.open: Counter[str] = Counter()
         self.closing = False
         self._date = (0, b"")
-        self.parsed_heads: dict[bytes, Head] = {}
 
     def __call__(self) -> Connection:
         return Connection(self)
@@ -176,18 +188,6 @@ class Listener:
             if refusal is not None:
                 return refusal
         return await self.events.answer(topic, body, head.content_type, head.encoding)
-
-    def head(self, raw: bytes) -> Head | None:
-        """`Head.parse(raw)`, remembered: the same sender sends the same head again and
-        again (its path, its headers, often its body's length), and a head is immutable."""
-        head = self.parsed_heads.get(raw)
-        if head is None:
-            head = Head.parse(raw)
-            if head is not None and len(raw) <= HEAD_KEPT_BYTES:
-                if len(self.parsed_heads) >= HEADS_KEPT:
-                    self.parsed_heads.clear()  # crude, and bounded: many senders gain nothing
-                self.parsed_heads[raw] = head
-        return head
 
     def date(self) -> bytes:
         """The Date header's value, formatted once a second."""
@@ -342,7 +342,7 @@ class Connection(asyncio.Protocol):
                 self._hand_over()
             return False
         raw = bytes(buffer[: end + len(HEAD_END)])
-        head = self.listener.head(raw)
+        head = parsed_head(raw)
         if head is None:
             self._hand_over()
             return False

@@ -434,21 +434,24 @@ class Service:
         """Read the config file again (or `path`) and apply it live, as one step between two
         requests, or refuse it, changing nothing (see `router.service.reload`)."""
         async with self._reloading:
-            return await self._reload(path or self.config.source)
+            source = path or self.config.source
+            if source == self.config.source:  # read before the file: a later edit is seen
+                self._file_seen = await asyncio.to_thread(_fingerprint_of, Path(source))
+            return await self._reload(source)
 
     async def reload_if_changed(self) -> Reloaded | None:
         """`reload()` if the file's contents differ from what the last reload read (a
         SIGHUP's or `switchyard reload`'s included); None when they do not."""
         async with self._reloading:
             source = self.config.source
-            if await asyncio.to_thread(_fingerprint_of, Path(source)) == self._file_seen:
+            seen = await asyncio.to_thread(_fingerprint_of, Path(source))
+            if seen == self._file_seen:
                 return None
+            self._file_seen = seen
             log.info("config file changed, reloading", path=source)
             return await self._reload(source)
 
     async def _reload(self, source: str) -> Reloaded:
-        if source == self.config.source:  # read before the file: a later edit is seen
-            self._file_seen = await asyncio.to_thread(_fingerprint_of, Path(source))
         try:
             new = await asyncio.to_thread(load_config, source)
             await asyncio.to_thread(check_actors, new)

@@ -94,11 +94,20 @@ class Supervisor:
                 delay = backoff.next_delay()
                 if restarted is not None:
                     restarted()
-                again, said = repr(exc) == said, repr(exc)
-                report = log.error if again else log.exception
-                report("task failed again, restarting" if again else "task failed, restarting",
-                       task=name, error=said, failures=backoff.failures,
-                       retry_in_s=round(delay, 2))  # fmt: skip
+                error = repr(exc)
+                _say_failed(name, error, again=error == said, failures=backoff.failures,
+                            delay=delay)  # fmt: skip
+                said = error
                 await asyncio.sleep(delay)
             else:
                 return
+
+
+def _say_failed(name: str, error: str, *, again: bool, failures: int, delay: float) -> None:
+    """A task's failure, while it is handled: its traceback only the first time it failed
+    this way."""
+    said = {"task": name, "error": error, "failures": failures, "retry_in_s": round(delay, 2)}
+    if again:
+        log.error("task failed again, restarting", **said)
+    else:
+        log.exception("task failed, restarting", **said)
