@@ -134,6 +134,13 @@ def test_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
         load_config(tmp_path / "nope.yaml")
 
 
+def test_a_file_that_is_not_utf8_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("service: {log_format: json}  # caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match="not UTF-8 text: byte 34"):
+        load_config(path)
+
+
 def test_the_default_config_covers_the_three_workloads() -> None:
     config = load_config(Path(__file__).parent.parent / "config.yaml", environ={})
     assert isinstance(config, Config)

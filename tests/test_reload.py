@@ -324,6 +324,22 @@ async def test_a_watched_config_file_reloads_when_it_changes(
     assert service.config.classes["first"].concurrency == 3
 
 
+async def test_an_edit_made_while_the_service_starts_is_reloaded_by_the_watch(
+    serve: Serve, config_file: Path, redis_url: str
+) -> None:
+    """The watch compares the file with the bytes the running config was read from, not with
+    whatever the file holds when the watch first looks."""
+    watched = config_text(redis_url).replace(
+        "{log_format: json}", "{log_format: json, watch_config: true}"
+    )
+    await rewrite(config_file, watched)
+    config = load_config(config_file)
+    await rewrite(config_file, watched.replace("concurrency: 2", "concurrency: 3"))
+    async with serve(config) as service:
+        await wait_for(lambda: service.config_generation == 2, timeout=15)
+        assert service.config.classes["first"].concurrency == 3
+
+
 async def test_an_edit_reloaded_by_hand_is_not_reloaded_again_by_the_watch(
     serve: Serve, config_file: Path, redis_url: str
 ) -> None:

@@ -3,6 +3,7 @@ models, and every error located by its YAML path and line."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from pathlib import Path
@@ -26,10 +27,16 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
     """Read, interpolate and validate a config file; raise ConfigError listing every problem."""
     source = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        raw = Path(path).read_bytes()
+        text = raw.decode("utf-8")
     except OSError as exc:
         raise ConfigError(source, [ConfigIssue("", None, f"cannot read file: {exc}")]) from exc
-    return parse_config(text, source, os.environ if environ is None else environ)
+    except UnicodeDecodeError as exc:
+        why = f"not UTF-8 text: byte {exc.start} cannot be read"
+        raise ConfigError(source, [ConfigIssue("", None, why)]) from None
+    config = parse_config(text, source, os.environ if environ is None else environ)
+    config._file_digest = hashlib.sha256(raw).digest()
+    return config
 
 
 def parse_config(

@@ -508,6 +508,7 @@ class Config(_Model):
 
     _lines: dict[YamlPath, int] = PrivateAttr(default_factory=dict)
     _source: str = PrivateAttr(default="<config>")
+    _file_digest: bytes | None = PrivateAttr(default=None)
 
     def line_of(self, path: YamlPath) -> int | None:
         """The YAML line of `path`, or of its closest parent that has one."""
@@ -516,6 +517,12 @@ class Config(_Model):
     @property
     def source(self) -> str:
         return self._source
+
+    @property
+    def file_digest(self) -> bytes | None:
+        """The SHA-256 of the bytes this config was read from (None if not from a file): a
+        watch compares the file with it, so an edit made while the service starts is seen."""
+        return self._file_digest
 
     def fingerprint(self) -> str:
         """A short hash of what every instance must agree on: lanes, routes, classes and the

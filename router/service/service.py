@@ -128,7 +128,7 @@ class Service:
         self.config_hash = config.fingerprint()
         self.metrics.config_info.labels(self.config_hash, "1").set(1)
         self._reloading = asyncio.Lock()
-        self._file_seen: bytes | None = None  # the config file's digest as a reload last read it
+        self._file_seen = config.file_digest  # the config file's digest as last read
         self._runner: web.AppRunner | None = None
         self._metrics_runner: web.AppRunner | None = None
         self._workers_clean = True
