@@ -162,6 +162,47 @@ async def test_handled_events_are_acknowledged_and_nothing_stays_pending() -> No
         assert await pending(transport) == 0
 
 
+class Holding(Actor):
+    """Holds every event it is given until `release` is set."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.release = asyncio.Event()
+        self.active = 0
+
+    async def handle(self, event: Envelope, ctx: Context) -> None:
+        self.active += 1
+        await self.release.wait()
+
+
+async def test_a_pool_reads_half_its_capacity_at_a_time_and_still_fills_it() -> None:
+    """Concurrency 4: fetches of 2, so one half is read or acknowledged while the other is
+    handled, and the 4 slots are all used while the rest of the backlog stays in Redis."""
+    actor = Holding()
+    pool, transport, metrics = make_pool(actor)
+    asked: list[int] = []
+    read = transport.read
+
+    async def counted_read(tag: str, count: int, block_ms: int) -> list[Any]:
+        asked.append(count)
+        return await read(tag, count, block_ms)
+
+    transport.read = counted_read  # type: ignore[method-assign]
+    await send(transport, *({"n": n} for n in range(7)))
+    task = asyncio.create_task(pool.run())
+    try:
+        await wait_for(lambda: actor.active == 4)
+        assert pool.inflight == 4
+        assert max(asked) == 2
+        actor.release.set()
+        await wait_for(lambda: processed(metrics, "ok") == 7)
+    finally:
+        pool.stop()
+        async with asyncio.timeout(10):
+            await task
+    assert max(asked) == 2
+
+
 async def test_stream_mode_runs_one_key_at_a_time_in_order() -> None:
     actor = Recording()
     async with running(actor, "stream") as (_, transport, metrics):

@@ -116,14 +116,15 @@ class Reader:
                 self.scheduler.release(self.config.lane, granted - self._taken)
 
     async def _admitted(self) -> int:
-        """Slots to fill now: the pool's own free slots, as far as the lane scheduler admits.
+        """Slots to fill now: the pool's own free slots, half its capacity at most
+        (`Slots.per_fetch`), as far as the lane scheduler admits.
 
         0 means the pool is stopping.
         """
         full = self.slots.free < self.slots.unit
         if full and not await self.slots.wait_for_room(self.stopping):
             return 0
-        want = self.slots.free
+        want = min(self.slots.free, self.slots.per_fetch)
         lane = self.config.lane
         granted = self.scheduler.try_acquire(lane, want)  # the common, uncontended case
         if not granted:

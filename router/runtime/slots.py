@@ -36,6 +36,13 @@ class Slots:
     def free(self) -> int:
         return self.capacity - len(self.held)
 
+    @property
+    def per_fetch(self) -> int:
+        """The most one fetch takes: half the capacity, in whole units (one at least). While
+        one half is handled the other is read or acknowledged, so the process has work to do
+        through every round trip instead of waiting on each with all its slots held."""
+        return max(1, self.capacity // self.unit // 2) * self.unit
+
     def release(self, entry_ids: Iterable[bytes]) -> None:
         """Entries settled, or left pending for reclaim: their slots are free again."""
         before = len(self.held)
