@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import itertools
 import secrets
-import threading
 import time
 from typing import Any, NamedTuple
 
 import msgpack
+import ormsgpack
 
 from router.errors import DecodeError
 
@@ -19,15 +19,15 @@ _PROCESS_PREFIX = secrets.token_hex(5)
 _SEQUENCE = itertools.count(secrets.randbelow(1 << 32))
 
 
-class _Packers(threading.local):
-    """One msgpack Packer per thread, reused: `packb` builds a Packer per call, which is half
-    of what packing an envelope costs. Per thread, since a Packer has a buffer of its own."""
-
-    def __init__(self) -> None:
-        self.pack = msgpack.Packer(use_bin_type=True).pack
-
-
-_PACKERS = _Packers()
+# What ormsgpack packs its own way and msgpack refuses (datetimes, UUIDs, enums, dataclasses)
+# it passes on instead, so that msgpack refuses it as before: whichever library packs, the
+# bytes and the errors stay msgpack's.
+_PACK_OPTIONS = (
+    ormsgpack.OPT_PASSTHROUGH_DATACLASS
+    | ormsgpack.OPT_PASSTHROUGH_DATETIME
+    | ormsgpack.OPT_PASSTHROUGH_ENUM
+    | ormsgpack.OPT_PASSTHROUGH_UUID
+)
 
 
 def new_event_id(prefix: str | None = None) -> str:
@@ -79,17 +79,28 @@ class Envelope(NamedTuple):
     attempt: int = 0
 
     def encode(self) -> bytes:
-        """msgpack bytes for a stream entry."""
-        data: bytes = _PACKERS.pack((WIRE_VERSION, *self))
-        return data
+        """msgpack bytes for a stream entry. ormsgpack packs them, in about a third of
+        msgpack's time; what it does not pack (keys that are not strings, msgpack's ext
+        types) msgpack does, or refuses: OverflowError beyond 64 bits, TypeError otherwise."""
+        fields = (WIRE_VERSION, *self)
+        try:
+            return ormsgpack.packb(fields, option=_PACK_OPTIONS)
+        except TypeError:
+            data: bytes = msgpack.packb(fields, use_bin_type=True)
+            return data
 
     @classmethod
     def decode(cls, data: bytes) -> Envelope:
-        """The envelope in `data`; raises DecodeError for anything else."""
+        """The envelope in `data`; raises DecodeError for anything else.
+
+        ormsgpack reads it, in about two thirds of msgpack's time, and ignores bytes after
+        the envelope; what it does not read (maps keyed by other than strings, ext types)
+        msgpack does.
+        """
         try:
-            fields = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=False)
-        except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
-            raise DecodeError(f"envelope is not msgpack: {exc}") from exc
+            fields = ormsgpack.unpackb(data)
+        except ValueError:
+            fields = _unpacked_by_msgpack(data)
         if not isinstance(fields, list) or len(fields) != _WIRE_FIELDS or fields[0] != WIRE_VERSION:
             raise DecodeError("envelope has an unknown layout")
         return _new_tuple(cls, fields[1:])  # what `_make` does, minus a call
@@ -101,3 +112,11 @@ class Envelope(NamedTuple):
 
 _WIRE_FIELDS = 1 + len(Envelope._fields)
 _new_tuple = tuple.__new__
+
+
+def _unpacked_by_msgpack(data: bytes) -> Any:
+    """What ormsgpack left; not msgpack at all, or a map keyed by a list, is a DecodeError."""
+    try:
+        return msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=False)
+    except (TypeError, ValueError) as exc:  # msgpack's own errors are ValueErrors
+        raise DecodeError(f"envelope is not msgpack: {exc}") from exc
