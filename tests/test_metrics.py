@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
+from router.config import load_config
 from router.metrics import (
     Metrics,
     Observations,
@@ -13,6 +16,7 @@ from router.metrics import (
     latency_buckets,
     quantile,
 )
+from router.ops.status import Reporter
 
 
 def test_every_sla_target_is_a_latency_bucket_boundary() -> None:
@@ -87,3 +91,33 @@ def test_gathered_observations_export_exactly_what_observe_would(chunk: int) -> 
     assert gathered.get_sample_value(f"{name}_sum", labels) == pytest.approx(
         one_by_one.get_sample_value(f"{name}_sum", labels)
     )
+
+
+def test_a_report_gives_each_class_its_own_rate_and_latency_since_the_last_report() -> None:
+    config = load_config(Path(__file__).parent.parent / "config.yaml", environ={})
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    for name, cls in config.classes.items():
+        metrics.declare_class(name, cls.lane)
+    reporter = Reporter(config, metrics)
+    quick, slow = "doorbell.button_press", "music.interactions"
+    lane = config.classes[quick].lane
+    reporter.report(100.0, {}, {})
+    metrics.processed.labels(quick, "ok").inc(40)
+    metrics.processed.labels(quick, "dead").inc(7)  # not finished: not in the rate
+    metrics.processed.labels(slow, "ok").inc(10)
+    for _ in range(40):
+        metrics.latency.labels(quick, lane).observe(0.0007)
+    for _ in range(10):
+        metrics.latency.labels(slow, config.classes[slow].lane).observe(3.0)
+
+    classes = reporter.report(102.0, {quick: 3}, {quick: 0.5})["classes"]
+
+    assert classes[quick]["rate"] == pytest.approx(20.0)
+    assert classes[quick]["inflight"] == 3
+    assert classes[quick]["compliance"] == 0.5
+    assert 0.0005 <= classes[quick]["p99_s"] <= 0.001
+    assert classes[slow]["rate"] == pytest.approx(5.0)
+    assert classes[slow]["p50_s"] >= 2.5
+    assert classes["clinic.arrival"]["rate"] == 0.0
+    assert reporter.report(104.0, {}, {})["classes"][quick]["rate"] == 0.0  # only what is new

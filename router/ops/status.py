@@ -44,7 +44,7 @@ class Reporter:
         self, now: float, inflight: dict[str, int], compliance: dict[str, float]
     ) -> dict[str, Any]:
         """Per class: in-flight, rate and p50/p99 since the previous report, SLA compliance."""
-        finished = finished_by_class(self.metrics.registry)
+        finished = finished_by_class(self.metrics)
         classes: dict[str, Any] = {}
         for name in self.config.classes:
             done, buckets = finished.get(name, (0.0, []))
