@@ -158,6 +158,7 @@ async def run_with_worker(url: str, s: LatencySettings, batch: int, logs: Path) 
             bucket_delta(buckets(after, SOURCE, CLASS), buckets(before, SOURCE, CLASS))
         ),
         "post_round_trip": paced["rtt"],
+        "sender_busiest_5ms": paced["busiest_5ms"],
         "service_cpu_share": round(cpu / wall, 3),
         "sender_cpu_share": round(paced["cpu_seconds"] / wall, 3),
     }
@@ -269,6 +270,7 @@ async def run_switchyard(url: str, s: LatencySettings, batch: int, logs: Path) -
         "errors": paced["errors"],
         "offered_rate": paced["offered_rate"],
         "sender_late_max_ms": paced["late_max_ms"],
+        "sender_busiest_5ms": paced["busiest_5ms"],
         "ingest_to_handler_start": percentiles(waits),
         "send_to_handler_start": percentiles(source_waits),
         "ingest_to_ack": ack_summary,

@@ -8,7 +8,8 @@ carries one event (`--batch 1`, a JSON object) or a JSON array of `--batch` even
 Protocol on stdin/stdout, one line each (as bench.loadgen):
   child  -> "ready"          keep-alive connections opened
   parent -> "go"             start sending; EOF instead means "abort"
-  child  -> {json result}    sent, accepted, errors, round-trip percentiles, lateness
+  child  -> {json result}    sent, accepted, errors, round-trip percentiles, lateness, and
+                             the most POSTs written within any 5 ms
 
 The sender writes its requests as bytes on keep-alive connections and frames the responses
 with httptools, on uvloop where it is installed: it should take as little as it can of the
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import contextlib
 import json
 import sys
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
 
 MAX_ERRORS_KEPT = 5
 TICK_S = 0.001  # the sender wakes at most this often
+BURST_WINDOW_S = 0.005
 
 
 class _Connection(asyncio.Protocol):
@@ -90,6 +93,7 @@ class _Sender:
     def __init__(self, host: str, port: int, path: str, connections: int) -> None:
         self.host, self.port, self.path = host, port, path
         self.rtts: list[float] = []
+        self.written: list[float] = []  # when each answered POST was written (perf_counter)
         self.errors: list[str] = []
         self.accepted = 0
         self.refused = 0
@@ -147,11 +151,20 @@ class _Sender:
         finally:
             self._idle.put_nowait(connection)
         self.rtts.append(time.perf_counter() - sent)
+        self.written.append(sent)
         if status == 202:
             self.accepted += batch
         else:
             self.refused += batch
             self._error(f"HTTP {status}")
+
+
+def busiest(times: list[float], window_s: float) -> int:
+    """The most of `times` within any `window_s`: how bursty the load the service saw was
+    (a sender that fell behind catches up at once)."""
+    ordered = sorted(times)
+    return max((bisect.bisect_right(ordered, t + window_s) - i for i, t in enumerate(ordered)),
+               default=0)  # fmt: skip
 
 
 async def _schedule(sender: _Sender, total: int, rate: float, batch: int) -> tuple[float, float]:
@@ -202,6 +215,7 @@ async def run(
             "send_seconds": round(send_seconds, 4),
             "offered_rate": round(posts * batch / send_seconds, 1) if send_seconds else None,
             "late_max_ms": round(late_max * 1000, 3),
+            "busiest_5ms": busiest(sender.written, BURST_WINDOW_S),
             "rtt": percentiles(sender.rtts),
             "cpu_seconds": round(time.process_time() - cpu, 4),
         }

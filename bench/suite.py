@@ -372,7 +372,9 @@ def print_latency(result: dict[str, Any]) -> None:
         print(f"  {_per_post(run, s['rate'])}: {run['posts_per_s']:,.0f} POSTs/s, "
               f"{run['accepted']:,}/{run['sent']:,} accepted; service CPU "
               f"{run['service_cpu_share']:.0%} of a core, sender {run['sender_cpu_share']:.0%}"
-              + ("" if lag is None else f"; service loop lag p99 {_f(lag, '.2f')} ms"))  # fmt: skip
+              + ("" if lag is None else f"; service loop lag p99 {_f(lag, '.2f')} ms")
+              + f"; at most {run['sender_busiest_5ms']} POSTs sent in 5 ms (pace "
+                f"{run['posts_per_s'] * 0.005:g})")  # fmt: skip
     if direct:
         print(f"  direct: XADD one envelope at a time from the service's process (like the bare "
               f"loop); service CPU {direct['cpu_share']:.0%} of a core, loop lag p99 "

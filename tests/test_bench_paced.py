@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from servers import free_port
 
+from bench.paced import busiest
+
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
@@ -81,3 +83,10 @@ async def test_the_sender_posts_on_schedule_and_counts_what_was_answered() -> No
     sent_at = [body["timestamp"] for body in bodies]
     assert all(went <= at <= time.time() for at in sent_at)  # each stamped as it was sent
     assert max(sent_at) - min(sent_at) >= 0.4  # paced over the half second, not at once
+    assert 1 <= result["busiest_5ms"] < 200  # 2 due in any 5 ms; all 200 at once is no pace
+
+
+def test_the_busiest_window_counts_the_most_sends_within_it() -> None:
+    assert busiest([], 0.005) == 0
+    assert busiest([0.0, 0.010, 0.020], 0.005) == 1
+    assert busiest([0.0, 0.001, 0.002, 0.0105, 0.011, 0.012, 0.013], 0.005) == 4
