@@ -392,8 +392,9 @@ class SlaWindow:
 def finished_by_class(metrics: Metrics) -> dict[str, tuple[float, list[tuple[float, float]]]]:
     """Per class: events finished ok, and the cumulative latency buckets.
 
-    Only those two families are read: a pass over the whole registry (every histogram of
-    every class) took some 11 ms with the default config, on the event loop, at every report.
+    Only those two families are read: with the default config, a pass over the whole registry
+    (every histogram of every class) held the event loop about 9 ms per report, reading the
+    two 2.6 ms (bench.status_report).
     """
     done: dict[str, float] = {}
     for metric in metrics.processed.collect():
