@@ -490,19 +490,40 @@ def percentiles(values: Sequence[float], scale: float = 1000.0) -> dict[str, Any
     }
 
 
+def machine_ticks() -> tuple[int, int] | None:
+    """The whole machine's CPU time so far, in ticks: (stolen by the host, all); None where
+    /proc/stat cannot be read."""
+    try:
+        with open("/proc/stat", "rb") as stat:  # a kernel counter: read at once, never waits
+            fields = [int(value) for value in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return (fields[7] if len(fields) > 7 else 0), sum(fields)
+
+
 @dataclass
 class Watch:
-    """Wall and CPU time of this process, for 'CPU share' figures."""
+    """Wall and CPU time of this process, for 'CPU share' figures, and the machine's CPU time
+    the host took meanwhile (a virtual machine's "steal"): a run's tail latency reads
+    differently when the host took the CPU away for part of it."""
 
     wall: float = 0.0
     cpu: float = 0.0
+    ticks: tuple[int, int] | None = None
 
     @classmethod
     def start(cls) -> Watch:
-        return cls(time.perf_counter(), time.process_time())
+        return cls(time.perf_counter(), time.process_time(), machine_ticks())
 
     def elapsed(self) -> tuple[float, float]:
         return time.perf_counter() - self.wall, time.process_time() - self.cpu
+
+    def stolen_share(self) -> float | None:
+        """The share of the machine's CPU time the host took since `start`."""
+        now = machine_ticks()
+        if now is None or self.ticks is None or now[1] <= self.ticks[1]:
+            return None
+        return round((now[0] - self.ticks[0]) / (now[1] - self.ticks[1]), 4)
 
 
 @contextlib.asynccontextmanager

@@ -141,6 +141,7 @@ async def run_with_worker(url: str, s: LatencySettings, batch: int, logs: Path) 
         watch = Watch.start()
         paced = await _paced(base, s, s.seconds, batch, logs)
         wall, cpu = watch.elapsed()
+        stolen = watch.stolen_share()
         await asyncio.sleep(0.2)  # the last accepted events are handled and acknowledged
         after = await _scraped(http, base)
     ack = bucket_delta(buckets(after, ACK, CLASS), buckets(before, ACK, CLASS))
@@ -159,6 +160,7 @@ async def run_with_worker(url: str, s: LatencySettings, batch: int, logs: Path) 
         ),
         "post_round_trip": paced["rtt"],
         "sender_busiest_5ms": paced["busiest_5ms"],
+        "stolen_share": stolen,
         "service_cpu_share": round(cpu / wall, 3),
         "sender_cpu_share": round(paced["cpu_seconds"] / wall, 3),
     }
@@ -253,6 +255,7 @@ async def run_switchyard(url: str, s: LatencySettings, batch: int, logs: Path) -
         async with loop_lag() as lags:
             paced = await _paced(base, s, s.seconds, batch, logs)
             wall, cpu = watch.elapsed()
+            stolen = watch.stolen_share()
             await asyncio.sleep(0.2)  # the last accepted events are handled and acknowledged
         ack = bucket_delta(buckets(registry, ACK, CLASS), before[ACK])
         source = bucket_delta(buckets(registry, SOURCE, CLASS), before[SOURCE])
@@ -271,6 +274,7 @@ async def run_switchyard(url: str, s: LatencySettings, batch: int, logs: Path) -
         "offered_rate": paced["offered_rate"],
         "sender_late_max_ms": paced["late_max_ms"],
         "sender_busiest_5ms": paced["busiest_5ms"],
+        "stolen_share": stolen,
         "ingest_to_handler_start": percentiles(waits),
         "send_to_handler_start": percentiles(source_waits),
         "ingest_to_ack": ack_summary,
@@ -331,6 +335,7 @@ async def run_bare(url: str, rate: float, seconds: float, target_s: float) -> di
             group.create_task(produce())
             group.create_task(bare_consume(consumer, BARE_STREAM, GROUP, total, on_acked=acked))
         wall, cpu = watch.elapsed()
+        stolen = watch.stolen_share()
     finally:
         await to_the_end(producer.aclose())
         await to_the_end(consumer.aclose())
@@ -340,4 +345,5 @@ async def run_bare(url: str, rate: float, seconds: float, target_s: float) -> di
         "share_within": round(sum(1 for x in latencies if x <= target_s) / len(latencies), 5),
         "late_max_ms": round(late[0] * 1000, 3),
         "cpu_share": round(cpu / wall, 3),
+        "stolen_share": stolen,
     }

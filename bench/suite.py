@@ -374,12 +374,18 @@ def print_latency(result: dict[str, Any]) -> None:
               f"{run['service_cpu_share']:.0%} of a core, sender {run['sender_cpu_share']:.0%}"
               + ("" if lag is None else f"; service loop lag p99 {_f(lag, '.2f')} ms")
               + f"; at most {run['sender_busiest_5ms']} POSTs sent in 5 ms (pace "
-                f"{run['posts_per_s'] * 0.005:g})")  # fmt: skip
+                f"{run['posts_per_s'] * 0.005:g}){_stolen(run)}")  # fmt: skip
     if direct:
         print(f"  direct: XADD one envelope at a time from the service's process (like the bare "
               f"loop); service CPU {direct['cpu_share']:.0%} of a core, loop lag p99 "
               f"{_f(direct['loop_lag'].get('p99_ms'), '.2f')} ms")  # fmt: skip
-    print(f"  bare loop CPU {bare['cpu_share']:.0%} of a core")
+    print(f"  bare loop CPU {bare['cpu_share']:.0%} of a core{_stolen(bare)}")
+    print("  stolen: the machine's CPU time the host took meanwhile (a virtual machine's steal)")
+
+
+def _stolen(run: dict[str, Any]) -> str:
+    share = run.get("stolen_share")
+    return "" if share is None else f"; stolen {share:.1%}"
 
 
 def _per_post(run: dict[str, Any], rate: float | None = None) -> str:
