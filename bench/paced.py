@@ -163,8 +163,8 @@ def busiest(times: list[float], window_s: float) -> int:
     """The most of `times` within any `window_s`: how bursty the load the service saw was
     (a sender that fell behind catches up at once)."""
     ordered = sorted(times)
-    return max((bisect.bisect_right(ordered, t + window_s) - i for i, t in enumerate(ordered)),
-               default=0)  # fmt: skip
+    within = (bisect.bisect_right(ordered, t + window_s) - i for i, t in enumerate(ordered))
+    return max(within, default=0)
 
 
 async def _schedule(sender: _Sender, total: int, rate: float, batch: int) -> tuple[float, float]:
