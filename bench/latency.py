@@ -104,6 +104,11 @@ async def run_latency(url: str, admin: Redis, s: LatencySettings, logs: Path) ->
     bare = await run_bare(url, s.rate, s.seconds, s.target_ms / 1000)
     progress(f"bare loop paced at {s.rate:,.0f}/s: p50 {bare['latency'].get('p50_ms')} ms, "
              f"p99 {bare['latency'].get('p99_ms')} ms")  # fmt: skip
+    slow_bare = None
+    if max(s.batches) > 1:  # the bare loop at the pace of the biggest POSTs, as they arrive
+        await admin.flushall()
+        slow_bare = await run_bare(url, s.rate / max(s.batches), s.seconds, s.target_ms / 1000)
+        slow_bare["rate"] = s.rate / max(s.batches)
     await admin.flushall()
     direct = await run_direct(url, s)
     ack = direct["ingest_to_ack"]
@@ -121,7 +126,8 @@ async def run_latency(url: str, admin: Redis, s: LatencySettings, logs: Path) ->
         ack = runs[-1]["ingest_to_ack"]
         progress(f"switchyard, {batch} event(s) per POST{where}: ingest->ack p50 "
                  f"{ack.get('p50_ms')} ms, p99 {ack.get('p99_ms')} ms")  # fmt: skip
-    return {"settings": asdict(s), "bare": bare, "direct": direct, "switchyard": runs}
+    return {"settings": asdict(s), "bare": bare, "bare_at_post_pace": slow_bare, "direct": direct,
+            "switchyard": runs}  # fmt: skip
 
 
 async def run_with_worker(url: str, s: LatencySettings, batch: int, logs: Path) -> dict[str, Any]:
