@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
+from bench.harness import Watch
 from bench.loadgen import make_event
 from router.streams.envelope import WIRE_VERSION, Envelope
 
@@ -35,9 +36,9 @@ def envelopes(count: int) -> list[Envelope]:
 
 
 def cpu_us_each(work: Callable[[], object], count: int) -> float:
-    started = time.process_time()
+    watch = Watch.start()
     work()
-    return (time.process_time() - started) / count * 1e6
+    return watch.elapsed()[1] / count * 1e6
 
 
 def measure(count: int, rounds: int) -> dict[str, dict[str, float]]:

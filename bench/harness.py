@@ -513,7 +513,8 @@ class Watch:
 
     @classmethod
     def start(cls) -> Watch:
-        return cls(time.perf_counter(), time.process_time(), machine_ticks())
+        ticks = machine_ticks()  # read first: the clocks start after it
+        return cls(time.perf_counter(), time.process_time(), ticks)
 
     def elapsed(self) -> tuple[float, float]:
         return time.perf_counter() - self.wall, time.process_time() - self.cpu

@@ -105,10 +105,9 @@ async def run_latency(url: str, admin: Redis, s: LatencySettings, logs: Path) ->
     progress(f"bare loop paced at {s.rate:,.0f}/s: p50 {bare['latency'].get('p50_ms')} ms, "
              f"p99 {bare['latency'].get('p99_ms')} ms")  # fmt: skip
     slow_bare = None
-    if max(s.batches) > 1:  # the bare loop at the pace of the biggest POSTs, as they arrive
+    if (biggest := max(s.batches)) > 1:  # the bare loop as the biggest POSTs arrive
         await admin.flushall()
-        slow_bare = await run_bare(url, s.rate / max(s.batches), s.seconds, s.target_ms / 1000)
-        slow_bare["rate"] = s.rate / max(s.batches)
+        slow_bare = await run_bare(url, s.rate / biggest, s.seconds, s.target_ms / 1000)
     await admin.flushall()
     direct = await run_direct(url, s)
     ack = direct["ingest_to_ack"]
@@ -346,6 +345,7 @@ async def run_bare(url: str, rate: float, seconds: float, target_s: float) -> di
         await to_the_end(producer.aclose())
         await to_the_end(consumer.aclose())
     return {
+        "rate": rate,
         "events": total,
         "latency": percentiles(latencies),
         "share_within": round(sum(1 for x in latencies if x <= target_s) / len(latencies), 5),

@@ -383,7 +383,9 @@ def print_latency(result: dict[str, Any]) -> None:
               f"loop); service CPU {direct['cpu_share']:.0%} of a core, loop lag p99 "
               f"{_f(direct['loop_lag'].get('p99_ms'), '.2f')} ms")  # fmt: skip
     print(f"  bare loop CPU {bare['cpu_share']:.0%} of a core{_stolen(bare)}")
-    print("  stolen: the machine's CPU time the host took meanwhile (a virtual machine's steal)")
+    if bare.get("stolen_share") is not None:
+        print("  stolen: the machine's CPU time the host took meanwhile (a virtual machine's "
+              "steal)")  # fmt: skip
 
 
 def _bare_at_pace(latency: dict[str, Any], run: dict[str, Any]) -> str:
