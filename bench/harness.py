@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.metadata
+import json
 import math
 import os
 import platform
@@ -525,6 +526,19 @@ class Watch:
         if now is None or self.ticks is None or now[1] <= self.ticks[1]:
             return None
         return round((now[0] - self.ticks[0]) / (now[1] - self.ticks[1]), 4)
+
+
+@contextlib.asynccontextmanager
+async def stall_watch(logs: Path, over_ms: float = 2.0) -> AsyncIterator[dict[str, Any]]:
+    """`bench.stalls` beside the block: how often the machine held up an idle process by more
+    than `over_ms`. The dict is filled on the way out."""
+    found: dict[str, Any] = {}
+    argv = (sys.executable, "-m", "bench.stalls", "--over-ms", str(over_ms))
+    async with child(*argv, log=logs / "stalls.log") as watcher:
+        await expect_ready(watcher, "stall watch")
+        yield found
+        await say(watcher, "stop")
+        found.update(json.loads(await read_line(watcher)))
 
 
 @contextlib.asynccontextmanager

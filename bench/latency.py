@@ -25,6 +25,7 @@ import msgpack
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
+from bench.bare_http import run_bare_http
 from bench.harness import (
     Entries,
     Watch,
@@ -42,6 +43,7 @@ from bench.harness import (
     refine_latency,
     running,
     say,
+    stall_watch,
     summarise_buckets,
     to_the_end,
 )
@@ -101,15 +103,20 @@ classes:
 
 async def run_latency(url: str, admin: Redis, s: LatencySettings, logs: Path) -> dict[str, Any]:
     await admin.flushall()
-    bare = await run_bare(url, s.rate, s.seconds, s.target_ms / 1000)
+    bare = await run_bare(url, s.rate, s.seconds, s.target_ms / 1000, logs)
     progress(f"bare loop paced at {s.rate:,.0f}/s: p50 {bare['latency'].get('p50_ms')} ms, "
              f"p99 {bare['latency'].get('p99_ms')} ms")  # fmt: skip
     slow_bare = None
     if (biggest := max(s.batches)) > 1:  # the bare loop as the biggest POSTs arrive
         await admin.flushall()
-        slow_bare = await run_bare(url, s.rate / biggest, s.seconds, s.target_ms / 1000)
+        slow_bare = await run_bare(url, s.rate / biggest, s.seconds, s.target_ms / 1000, logs)
     await admin.flushall()
-    direct = await run_direct(url, s)
+    bare_http = await _run_bare_http(url, s, logs)
+    handwritten = bare_http["latency"]
+    progress(f"hand-written HTTP loop, 1 event per POST: p50 {handwritten.get('p50_ms')} ms, "
+             f"p99 {handwritten.get('p99_ms')} ms")  # fmt: skip
+    await admin.flushall()
+    direct = await run_direct(url, s, logs)
     ack = direct["ingest_to_ack"]
     progress(f"switchyard, direct redis ingress: ingest->ack p50 {ack.get('p50_ms')} ms, "
              f"p99 {ack.get('p99_ms')} ms")  # fmt: skip
@@ -125,8 +132,24 @@ async def run_latency(url: str, admin: Redis, s: LatencySettings, logs: Path) ->
         ack = runs[-1]["ingest_to_ack"]
         progress(f"switchyard, {batch} event(s) per POST{where}: ingest->ack p50 "
                  f"{ack.get('p50_ms')} ms, p99 {ack.get('p99_ms')} ms")  # fmt: skip
-    return {"settings": asdict(s), "bare": bare, "bare_at_post_pace": slow_bare, "direct": direct,
-            "switchyard": runs}  # fmt: skip
+    return {"settings": asdict(s), "bare": bare, "bare_at_post_pace": slow_bare,
+            "bare_http": bare_http, "direct": direct, "switchyard": runs}  # fmt: skip
+
+
+async def _run_bare_http(url: str, s: LatencySettings, logs: Path) -> dict[str, Any]:
+    """The hand-written HTTP service, one event per POST, paced like Switchyard's runs."""
+
+    async def send(base: str, seconds: float) -> dict[str, Any]:
+        return await post_paced(base, s, seconds, 1, logs)
+
+    return await run_bare_http(
+        url,
+        send=send,
+        warmup_s=s.warmup_seconds,
+        seconds=s.seconds,
+        target_s=s.target_ms / 1000,
+        logs=logs,
+    )
 
 
 async def run_with_worker(url: str, s: LatencySettings, batch: int, logs: Path) -> dict[str, Any]:
@@ -140,13 +163,14 @@ async def run_with_worker(url: str, s: LatencySettings, batch: int, logs: Path) 
     async with running(service), aiohttp.ClientSession() as http:
         base = f"http://127.0.0.1:{service.http_port}"
         if s.warmup_seconds > 0:
-            await _paced(base, s, s.warmup_seconds, batch, logs)
+            await post_paced(base, s, s.warmup_seconds, batch, logs)
             await asyncio.sleep(0.2)  # the warm-up's last events are handled and acknowledged
         before = await _scraped(http, base)
-        watch = Watch.start()
-        paced = await _paced(base, s, s.seconds, batch, logs)
-        wall, cpu = watch.elapsed()
-        stolen = watch.stolen_share()
+        async with stall_watch(logs) as stalls:
+            watch = Watch.start()
+            paced = await post_paced(base, s, s.seconds, batch, logs)
+            wall, cpu = watch.elapsed()
+            stolen = watch.stolen_share()
         await asyncio.sleep(0.2)  # the last accepted events are handled and acknowledged
         after = await _scraped(http, base)
     ack = bucket_delta(buckets(after, ACK, CLASS), buckets(before, ACK, CLASS))
@@ -166,6 +190,7 @@ async def run_with_worker(url: str, s: LatencySettings, batch: int, logs: Path) 
         "post_round_trip": paced["rtt"],
         "sender_busiest_5ms": paced["busiest_5ms"],
         "stolen_share": stolen,
+        "stalls": stalls,
         "service_cpu_share": round(cpu / wall, 3),
         "sender_cpu_share": round(paced["cpu_seconds"] / wall, 3),
     }
@@ -190,7 +215,7 @@ class Scraped:
         return self.families
 
 
-async def run_direct(url: str, s: LatencySettings) -> dict[str, Any]:
+async def run_direct(url: str, s: LatencySettings, logs: Path) -> dict[str, Any]:
     """Direct Redis ingress, paced like the bare loop: a producer in this process XADDs one
     envelope at a time, stamped just before its XADD, into the class stream the Service reads."""
     registry = CollectorRegistry()
@@ -206,8 +231,8 @@ async def run_direct(url: str, s: LatencySettings) -> dict[str, Any]:
             await asyncio.sleep(0.2)  # the warm-up's last events are handled and acknowledged
             recorder.waits.clear()
             before = buckets(registry, ACK, CLASS)
-            watch = Watch.start()
-            async with loop_lag() as lags:
+            async with stall_watch(logs) as stalls, loop_lag() as lags:
+                watch = Watch.start()
                 late = await _produce_envelopes(producer, s.rate, s.seconds)
                 wall, cpu = watch.elapsed()
                 await asyncio.sleep(0.2)  # the last events are handled and acknowledged
@@ -221,6 +246,7 @@ async def run_direct(url: str, s: LatencySettings) -> dict[str, Any]:
         "ingest_to_handler_start": percentiles(waits),
         "ingest_to_ack": summarise_buckets(ack, s.target_ms / 1000),
         "loop_lag": percentiles(lags),
+        "stalls": stalls,
         "cpu_share": round(cpu / wall, 3),
     }
 
@@ -250,15 +276,15 @@ async def run_switchyard(url: str, s: LatencySettings, batch: int, logs: Path) -
         assert isinstance(recorder, Recorder)
         base = f"http://127.0.0.1:{service.http_port}"
         if s.warmup_seconds > 0:
-            await _paced(base, s, s.warmup_seconds, batch, logs)
+            await post_paced(base, s, s.warmup_seconds, batch, logs)
             await asyncio.sleep(0.2)  # the warm-up's last events are handled and acknowledged
         recorder.waits.clear()
         recorder.source_waits.clear()
         before = {name: buckets(registry, name, CLASS) for name in (ACK, SOURCE)}
         breaches_before = _breaches(registry)
-        watch = Watch.start()
-        async with loop_lag() as lags:
-            paced = await _paced(base, s, s.seconds, batch, logs)
+        async with stall_watch(logs) as stalls, loop_lag() as lags:
+            watch = Watch.start()
+            paced = await post_paced(base, s, s.seconds, batch, logs)
             wall, cpu = watch.elapsed()
             stolen = watch.stolen_share()
             await asyncio.sleep(0.2)  # the last accepted events are handled and acknowledged
@@ -286,6 +312,7 @@ async def run_switchyard(url: str, s: LatencySettings, batch: int, logs: Path) -
         "send_to_ack": summarise_buckets(source),
         "post_round_trip": paced["rtt"],
         "loop_lag": percentiles(lags),
+        "stalls": stalls,
         "service_cpu_share": round(cpu / wall, 3),
         "sender_cpu_share": round(paced["cpu_seconds"] / wall, 3),
     }
@@ -295,9 +322,11 @@ def _breaches(registry: CollectorRegistry) -> float:
     return registry.get_sample_value("switchyard_sla_breaches_total", {"class": CLASS}) or 0.0
 
 
-async def _paced(
+async def post_paced(
     base: str, s: LatencySettings, seconds: float, batch: int, logs: Path
 ) -> dict[str, Any]:
+    """`bench.paced` from its own process: `batch` events per POST at `s.rate` events/s to
+    `base` for `seconds`; its result line."""
     async with child(
         sys.executable, "-m", "bench.paced", "--url", base, "--rate", str(s.rate),
         "--seconds", str(seconds), "--connections", str(s.connections), "--batch", str(batch),
@@ -309,7 +338,9 @@ async def _paced(
     return result
 
 
-async def run_bare(url: str, rate: float, seconds: float, target_s: float) -> dict[str, Any]:
+async def run_bare(
+    url: str, rate: float, seconds: float, target_s: float, logs: Path
+) -> dict[str, Any]:
     """The bare loop, paced: XADD on schedule; XREADGROUP + one XACK per read; XADD to ack."""
     total = max(1, int(rate * seconds))
     producer, consumer = Redis.from_url(url), Redis.from_url(url)
@@ -335,12 +366,14 @@ async def run_bare(url: str, rate: float, seconds: float, target_s: float) -> di
             now = time.perf_counter()
             latencies.extend(now - float(fields[b"t"]) for _, fields in entries)
 
-        watch = Watch.start()
-        async with asyncio.timeout(seconds + 30), asyncio.TaskGroup() as group:
-            group.create_task(produce())
-            group.create_task(bare_consume(consumer, BARE_STREAM, GROUP, total, on_acked=acked))
-        wall, cpu = watch.elapsed()
-        stolen = watch.stolen_share()
+        async with stall_watch(logs) as stalls:
+            watch = Watch.start()
+            async with asyncio.timeout(seconds + 30), asyncio.TaskGroup() as group:
+                group.create_task(produce())
+                consume = bare_consume(consumer, BARE_STREAM, GROUP, total, on_acked=acked)
+                group.create_task(consume)
+            wall, cpu = watch.elapsed()
+            stolen = watch.stolen_share()
     finally:
         await to_the_end(producer.aclose())
         await to_the_end(consumer.aclose())
@@ -352,4 +385,5 @@ async def run_bare(url: str, rate: float, seconds: float, target_s: float) -> di
         "late_max_ms": round(late[0] * 1000, 3),
         "cpu_share": round(cpu / wall, 3),
         "stolen_share": stolen,
+        "stalls": stalls,
     }

@@ -1,5 +1,5 @@
-"""Bench actors: a no-op (a benchmark measures Switchyard's own cost, not a handler's), a
-no-op that records queue waits, and a slow one."""
+"""Bench actors: a no-op (a benchmark measures Switchyard's own cost, not a handler's), two
+no-ops that record queue waits, and a slow one."""
 
 from __future__ import annotations
 
@@ -43,6 +43,18 @@ class Recorder(Actor):
         self.waits.append(now - event.ingest_ts)
         if event.source_ts is not None:
             self.source_waits.append(now - event.source_ts)
+
+
+class Stamps(Actor):
+    """A no-op that keeps each event's ingest time and handler start, wall seconds, for
+    bench.tail to see which events were late and when."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.times: list[tuple[float, float]] = []
+
+    async def handle(self, event: Envelope, ctx: Context) -> None:
+        self.times.append((event.ingest_ts, time.time()))
 
 
 class Slow(Actor):

@@ -345,6 +345,10 @@ def print_latency(result: dict[str, Any]) -> None:
     if slow := result.get("bare_at_post_pace"):
         rows.append([f"bare loop at {slow['rate']:,.0f}/s, the pace of the biggest POSTs (exact)",
                      *_lat(slow["latency"], True), _f(slow["share_within"], ".1%")])  # fmt: skip
+    if handwritten := result.get("bare_http"):
+        rows.append(["hand-written aiohttp + redis.asyncio, 1 event/POST: handler -> XACK (exact)",
+                     *_lat(handwritten["latency"], True),
+                     _f(handwritten["share_within"], ".1%")])  # fmt: skip
     if direct := result.get("direct"):
         ack = direct["ingest_to_ack"]
         rows += [
@@ -381,11 +385,20 @@ def print_latency(result: dict[str, Any]) -> None:
     if direct:
         print(f"  direct: XADD one envelope at a time from the service's process (like the bare "
               f"loop); service CPU {direct['cpu_share']:.0%} of a core, loop lag p99 "
-              f"{_f(direct['loop_lag'].get('p99_ms'), '.2f')} ms")  # fmt: skip
+              f"{_f(direct['loop_lag'].get('p99_ms'), '.2f')} ms{_stalls(direct)}")  # fmt: skip
+    if handwritten:
+        busiest = handwritten["sender_busiest_5ms"]
+        print(f"  hand-written HTTP loop: one process, CPU {handwritten['cpu_share']:.0%} of a "
+              f"core, sender {handwritten['sender_cpu_share']:.0%}; at most {busiest} POSTs "
+              f"sent in 5 ms{_stolen(handwritten)}")  # fmt: skip
     print(f"  bare loop CPU {bare['cpu_share']:.0%} of a core{_stolen(bare)}")
     if bare.get("stolen_share") is not None:
         print("  stolen: the machine's CPU time the host took meanwhile (a virtual machine's "
               "steal)")  # fmt: skip
+    if bare.get("stalls"):
+        print("  held up: how often a process beside the run that only sleeps, 1 ms at a time, "
+              "woke over 2 ms late (bench.stalls):\n    the machine's own noise meanwhile, "
+              "which no code in the service can take back")  # fmt: skip
 
 
 def _bare_at_pace(latency: dict[str, Any], run: dict[str, Any]) -> str:
@@ -397,9 +410,29 @@ def _bare_at_pace(latency: dict[str, Any], run: dict[str, Any]) -> str:
             f"({_f(slow['share_within'], '.2%')} within)")  # fmt: skip
 
 
+def _handwritten(latency: dict[str, Any], run: dict[str, Any]) -> str:
+    """For one event per POST in the service's process at the main pace: the hand-written
+    HTTP loop, if measured."""
+    handwritten = latency.get("bare_http")
+    same_pace = run.get("rate", latency["settings"]["rate"]) == latency["settings"]["rate"]
+    if not handwritten or run["events_per_post"] != 1 or run.get("lane_workers") or not same_pace:
+        return ""
+    return (f"; hand-written HTTP loop p99 {_f(handwritten['latency'].get('p99_ms'), '.2f')} ms "
+            f"({_f(handwritten['share_within'], '.2%')} within)")  # fmt: skip
+
+
 def _stolen(run: dict[str, Any]) -> str:
     share = run.get("stolen_share")
-    return "" if share is None else f"; stolen {share:.1%}"
+    return ("" if share is None else f"; stolen {share:.1%}") + _stalls(run)
+
+
+def _stalls(run: dict[str, Any]) -> str:
+    """How often the machine held up an idle process beside the run (bench.stalls)."""
+    stalls = run.get("stalls")
+    if not stalls:
+        return ""
+    return (f"; idle process held up >2 ms {stalls['stalls']} times, "
+            f"{stalls['stalled_ms']:g} ms in all")  # fmt: skip
 
 
 def _per_post(run: dict[str, Any], rate: float | None = None) -> str:
@@ -560,7 +593,7 @@ def targets(document: dict[str, Any], settings: SuiteSettings) -> list[dict[str,
             f"{rate:,.0f}/s, {_per_post(run, rate)}",
             f"ingest->ack p99 {_f(ack.get('p99_ms'), '.2f')} ms ({_f(share, '.2%')} within); "
             f"bare loop p99 {_f(lat['bare']['latency'].get('p99_ms'), '.2f')} ms"
-            + _bare_at_pace(lat, run),
+            + _bare_at_pace(lat, run) + _handwritten(lat, run) + _stalls(run),
             None if share is None else share >= 0.99)  # fmt: skip
     pr = document.get("priority", {}).get("switchyard", {})
     calm = document.get("priority", {}).get("switchyard_backlog_only", {})
