@@ -3,7 +3,8 @@
 workers and every command alike.
 
 Everything Switchyard sends keeps a class's keys in one slot (hash tags), so the same code
-runs on both; a cluster client follows MOVED and ASK on its own.
+runs on both; a cluster client follows MOVED and ASK on its own. Both connect with
+`router.streams.connection`'s classes, so a closed socket is a lost connection on any loop.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from router.redaction import redact_url
+from router.streams.connection import lost_when_closed
 
 RedisClient = Redis | RedisCluster
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
@@ -37,6 +39,7 @@ def connect(url: str, *, max_connections: int = 64, **options: Any) -> RedisClie
     pool = BlockingConnectionPool.from_url(
         url, max_connections=max_connections, timeout=10, **options
     )
+    pool.connection_class = lost_when_closed(pool.connection_class)  # the URL's kind, ours
     return Redis.from_pool(pool)  # the client owns the pool: aclose() closes both
 
 
@@ -48,7 +51,7 @@ def _cluster(url: str, max_connections: int, options: dict[str, Any]) -> RedisCl
     if not nodes:
         raise ValueError(f"{redact_url(url)}: a cluster URL names at least one host:port")
     settings = {k: v for k, v in parse_qsl(parts.query) if k in TLS_SETTINGS}
-    return RedisCluster(
+    cluster = RedisCluster(
         startup_nodes=nodes,
         username=unquote(username) or None,
         password=unquote(password) or None,
@@ -56,6 +59,18 @@ def _cluster(url: str, max_connections: int, options: dict[str, Any]) -> RedisCl
         max_connections=max_connections,
         **{**settings, **options},
     )
+    _connect_nodes_with_ours(cluster)
+    return cluster
+
+
+def _connect_nodes_with_ours(cluster: RedisCluster) -> None:
+    """The cluster client takes no connection class: it picks redis-py's own and keeps it in
+    the settings every node it finds is made with (and in the startup nodes, made already)."""
+    settings = cluster.connection_kwargs
+    ours = lost_when_closed(settings["connection_class"])
+    settings["connection_class"] = ours
+    for node in cluster.nodes_manager.startup_nodes.values():
+        node.connection_class = ours
 
 
 def _node(text: str) -> ClusterNode:

@@ -1,0 +1,74 @@
+"""The redis-py connections of Switchyard's clients: a command written to a socket that was
+closed (Redis restarted, a cluster node went away) before the loop said so fails as a lost
+connection, which every caller backs off from, on asyncio's loop and on uvloop alike.
+
+uvloop raises RuntimeError for such a write, and a pool reading through a cluster client
+crashed and restarted on it: the suite on uvloop caught that when a cluster node was killed.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from redis.asyncio import Redis, RedisCluster
+from servers import wait_for
+
+from router.streams.client import connect
+from router.streams.connection import TcpConnection
+from router.streams.transport import UNAVAILABLE
+
+if TYPE_CHECKING:
+    from redis.asyncio.connection import AbstractConnection
+
+
+async def ping(connection: AbstractConnection) -> Any:
+    await connection.send_command("PING")
+    return await connection.read_response()
+
+
+async def assert_lost_once_its_socket_closed(connection: AbstractConnection) -> None:
+    """Connect; close the socket under redis-py, as the loop does when a node that went away
+    resets it, and let the loop finish closing it; then send a command as redis-py does, not
+    knowing."""
+    await connection.connect()  # type: ignore[no-untyped-call]
+    assert await ping(connection) == b"PONG"
+    reader, writer = connection._reader, connection._writer
+    assert reader is not None
+    assert writer is not None
+    writer.transport.close()
+    await wait_for(reader.at_eof, timeout=5)  # the protocol was told: the socket is closed
+    try:
+        with pytest.raises(UNAVAILABLE):  # uvloop raised RuntimeError here
+            await ping(connection)
+    finally:
+        await connection.disconnect()
+
+
+async def test_a_server_client_s_closed_connection_is_a_lost_connection(redis_url: str) -> None:
+    client = connect(redis_url)
+    assert isinstance(client, Redis)
+    try:
+        pool = client.connection_pool
+        assert pool.connection_class is TcpConnection
+        await assert_lost_once_its_socket_closed(pool.connection_class(**pool.connection_kwargs))
+        assert await client.ping() is True  # and the client goes on
+    finally:
+        await client.aclose()
+
+
+async def test_every_cluster_node_s_closed_connection_is_a_lost_connection(
+    cluster_url: str,
+) -> None:
+    client = connect(cluster_url)
+    assert isinstance(client, RedisCluster)
+    try:
+        await client.initialize()
+        nodes = client.get_nodes()
+        assert len(nodes) == 3
+        assert {node.connection_class for node in nodes} == {TcpConnection}
+        for node in nodes:
+            await assert_lost_once_its_socket_closed(node.acquire_connection())
+        assert await client.ping() is True
+    finally:
+        await client.aclose()
