@@ -1,9 +1,11 @@
-"""The redis-py connections of Switchyard's clients: a command written to a socket that was
-closed (Redis restarted, a cluster node went away) before the loop said so fails as a lost
-connection, which every caller backs off from, on asyncio's loop and on uvloop alike.
+"""The redis-py connections of Switchyard's clients: a command whose socket was closed before
+it went out fails as a lost connection, which every caller backs off from, on asyncio's loop
+and on uvloop alike, whether the loop closed it (Redis restarted, a cluster node went away)
+or another task disconnected it meanwhile.
 
-uvloop raises RuntimeError for such a write, and a pool reading through a cluster client
-crashed and restarted on it: the suite on uvloop caught that when a cluster node was killed.
+uvloop raised RuntimeError for the first, and redis-py AttributeError for the second; a pool
+reading through a cluster client crashed and restarted on them when a cluster node was
+killed.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from router.streams.connection import TcpConnection
 from router.streams.transport import UNAVAILABLE
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from redis.asyncio.connection import AbstractConnection
 
 
@@ -43,6 +47,34 @@ async def assert_lost_once_its_socket_closed(connection: AbstractConnection) -> 
             await ping(connection)
     finally:
         await connection.disconnect()
+
+
+class DisconnectedWhileSending(TcpConnection):
+    """Once `armed`, another task disconnects the connection just as this one writes."""
+
+    armed = False
+
+    async def _send_packed_command(self, command: Iterable[bytes]) -> None:
+        if self.armed:
+            await self.disconnect()
+        await super()._send_packed_command(command)
+
+
+async def test_a_connection_disconnected_while_a_command_is_sent_is_a_lost_connection(
+    redis_url: str,
+) -> None:
+    client = connect(redis_url)
+    assert isinstance(client, Redis)
+    try:
+        pool = client.connection_pool
+        connection = DisconnectedWhileSending(**{**pool.connection_kwargs, "socket_timeout": 5})
+        await connection.connect()  # type: ignore[no-untyped-call]
+        assert await ping(connection) == b"PONG"
+        connection.armed = True
+        with pytest.raises(UNAVAILABLE):  # redis-py raised AttributeError here
+            await ping(connection)
+    finally:
+        await client.aclose()
 
 
 async def test_a_server_client_s_closed_connection_is_a_lost_connection(redis_url: str) -> None:

@@ -1,12 +1,16 @@
-"""Connections to Redis that report a closed socket as a lost connection, on uvloop too.
+"""Connections to Redis that report a closed socket as a lost connection, whatever closed it.
 
-When Redis closes a connection (it restarted, or a cluster node went away), a command may
-write to the closed transport before the loop has told redis-py. asyncio's transport drops
-such a write, and the read after it fails as a lost connection, which every caller backs
-off from (`UNAVAILABLE`). uvloop's raises RuntimeError instead ("the handler is closed"),
-which reads as a bug: a pool would crash and restart instead of waiting for Redis. These
-subclasses of redis-py's connections raise ConnectionError there, as asyncio's loop leads
-to; the clients of `router.streams.client` make theirs.
+A command can find its connection's socket closed before it goes out, in two ways, and
+redis-py reports neither as a lost connection, which every caller backs off from
+(`UNAVAILABLE`); both read as bugs instead, and a pool crashed and restarted rather than
+wait for Redis:
+- Redis closed it (it restarted, a cluster node went away) and the loop closed the
+  transport: uvloop raises RuntimeError for the write ("the handler is closed"), where
+  asyncio's drops it and the read after it fails as a lost connection;
+- another task disconnected it meanwhile (redis-py's cluster client does, for every
+  connection to a node that failed): the write finds no stream and raises AttributeError.
+These subclasses of redis-py's connections raise ConnectionError there. The clients of
+`router.streams.client` make theirs.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ C = TypeVar("C", bound=AbstractConnection)
 
 
 class LostWhenClosed(AbstractConnection):
-    """A write to a transport that was closed is a lost connection, whatever the loop."""
+    """A command whose socket was closed before it went out is a lost connection."""
 
     async def send_packed_command(
         self, command: bytes | str | Iterable[bytes], check_health: bool = True
@@ -36,7 +40,7 @@ class LostWhenClosed(AbstractConnection):
         writer = self._writer  # redis-py forgets it when the write fails
         try:
             await super().send_packed_command(command, check_health)
-        except RuntimeError as exc:
+        except (RuntimeError, AttributeError) as exc:
             if writer is None or not writer.transport.is_closing():
                 raise
             raise RedisConnectionError("the connection to Redis was closed") from exc
