@@ -17,7 +17,7 @@ from redis.asyncio import Redis, RedisCluster
 from servers import wait_for
 
 from router.streams.client import connect
-from router.streams.connection import TcpConnection
+from router.streams.connection import TcpConnection, socket_gone
 from router.streams.transport import UNAVAILABLE
 
 if TYPE_CHECKING:
@@ -104,3 +104,14 @@ async def test_every_cluster_node_s_closed_connection_is_a_lost_connection(
         assert await client.ping() is True
     finally:
         await client.aclose()
+
+
+def test_only_a_closed_socket_is_taken_for_a_lost_connection() -> None:
+    closed = "unable to perform operation on <TCPTransport closed=True>; the handler is closed"
+    assert socket_gone(RuntimeError(closed))
+    assert socket_gone(AttributeError("no writer", name="writelines", obj=None))
+    assert socket_gone(AttributeError("no writer", name="drain", obj=None))
+    # Anything else is a bug, and must surface as one rather than as Redis being away.
+    assert not socket_gone(RuntimeError("Event loop is closed"))
+    assert not socket_gone(AttributeError("a typo", name="writelnes", obj=None))
+    assert not socket_gone(AttributeError("a writer", name="writelines", obj=object()))

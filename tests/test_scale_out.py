@@ -121,12 +121,13 @@ async def all_ended(store: RedisClient, expected: dict[str, int]) -> bool:
 
 
 def owned(*services: Service) -> dict[str, int]:
-    """Partition tag -> how many of the services run its pool now."""
+    """Partition tag -> how many of the services run its pool now: held, started (a pool just
+    taken is not running yet, and /readyz says so), not ended."""
     counts: dict[str, int] = {}
     for service in services:
         assert service.ownership is not None
         for tag, held in service.ownership.held.items():
-            if not held.task.done():
+            if held.pool.running and not held.task.done():
                 counts[tag] = counts.get(tag, 0) + 1
     return counts
 

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
 C = TypeVar("C", bound=AbstractConnection)
+CLOSED_HANDLE = "the handler is closed"  # uvloop's words for a transport it has closed
+WRITER_CALLS = frozenset({"writelines", "drain"})  # what a send calls on its stream writer
 
 
 class LostWhenClosed(AbstractConnection):
@@ -37,13 +39,20 @@ class LostWhenClosed(AbstractConnection):
     async def send_packed_command(
         self, command: bytes | str | Iterable[bytes], check_health: bool = True
     ) -> None:
-        writer = self._writer  # redis-py forgets it when the write fails
         try:
             await super().send_packed_command(command, check_health)
-        except (RuntimeError, AttributeError) as exc:
-            if writer is None or not writer.transport.is_closing():
+        except (RuntimeError, AttributeError) as exc:  # redis-py has disconnected by now
+            if not socket_gone(exc):
                 raise
             raise RedisConnectionError("the connection to Redis was closed") from exc
+
+
+def socket_gone(exc: RuntimeError | AttributeError) -> bool:
+    """uvloop's error for a write to a transport it closed, or the one a send meets when
+    another task took its stream writer away; any other error is a bug, and stays one."""
+    if isinstance(exc, AttributeError):
+        return exc.obj is None and exc.name in WRITER_CALLS
+    return CLOSED_HANDLE in str(exc)
 
 
 class TcpConnection(LostWhenClosed, Connection):
