@@ -29,6 +29,7 @@ from bench.harness import (
     Watch,
     bare_consume,
     percentiles,
+    share_within,
     stall_watch,
     to_the_end,
 )
@@ -119,7 +120,7 @@ async def run_bare_http(
         await web.TCPSite(runner, "127.0.0.1", port).start()
         base = f"http://127.0.0.1:{port}"
         consuming = asyncio.create_task(
-            bare_consume(consumer, stream, GROUP, 2**62, on_acked=acks),  # until cancelled
+            bare_consume(consumer, stream, GROUP, None, on_acked=acks),
             name="bare-http-consumer",
         )
         try:
@@ -147,7 +148,7 @@ async def run_bare_http(
         "sent": paced["sent"],
         "accepted": paced["accepted"],
         "latency": percentiles(latencies),
-        "share_within": round(sum(1 for x in latencies if x <= target_s) / len(latencies), 5),
+        "share_within": share_within(latencies, target_s),
         "cpu_share": round(cpu / wall, 3),
         "sender_cpu_share": round(paced["cpu_seconds"] / wall, 3),
         "sender_busiest_5ms": paced["busiest_5ms"],

@@ -19,7 +19,7 @@ import platform
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -305,16 +305,16 @@ async def bare_consume(
     consumer: Redis,
     stream: str,
     group: str,
-    total: int,
+    total: int | None,
     *,
     count: int = 200,
     on_acked: Callable[[Entries], None] | None = None,
 ) -> None:
     """The bare loop's consumer: XREADGROUP COUNT `count` (BLOCK 1 s), msgpack-decode field `e`
     of each entry, one XACK per read; `on_acked(entries)` right after the XACK's reply; until
-    `total` entries were acknowledged."""
+    `total` entries were acknowledged (None: until cancelled)."""
     acked = 0
-    while acked < total:
+    while total is None or acked < total:
         checkpoint()
         reply: Any = await consumer.xreadgroup(group, "c", {stream: ">"}, count=count, block=1000)
         if not reply:
@@ -491,6 +491,11 @@ def percentiles(values: Sequence[float], scale: float = 1000.0) -> dict[str, Any
     }
 
 
+def share_within(values: Sequence[float], within_s: float) -> float:
+    """The share of `values` (seconds, at least one) at or under `within_s`."""
+    return round(sum(1 for value in values if value <= within_s) / len(values), 5)
+
+
 def machine_ticks() -> tuple[int, int] | None:
     """The whole machine's CPU time so far, in ticks: (stolen by the host, all); None where
     /proc/stat cannot be read."""
@@ -541,24 +546,47 @@ async def stall_watch(logs: Path, over_ms: float = 2.0) -> AsyncIterator[dict[st
         found.update(json.loads(await read_line(watcher)))
 
 
+@dataclass(frozen=True)
+class Gap:
+    """A late wake of the loop probe: the wall time since the wake before it, and the CPU
+    time this thread used in it (little of it: the process was not running)."""
+
+    wall_s: float
+    cpu_s: float
+
+
+@dataclass
+class LoopLag:
+    """What the loop probe saw: each wake's lateness, and the wakes later than its `late_s`."""
+
+    lags: list[float] = field(default_factory=list)
+    late: list[Gap] = field(default_factory=list)
+
+
 @contextlib.asynccontextmanager
-async def loop_lag(every_s: float = 0.005) -> AsyncIterator[list[float]]:
+async def loop_lag(every_s: float = 0.005, late_s: float = math.inf) -> AsyncIterator[LoopLag]:
     """Sample this event loop's lag during the block: how late a `sleep(every_s)` wakes up.
 
     In a process that runs a Service, that is how long a ready callback (a handler start, an
-    ack) can wait behind the rest of the loop's work.
+    ack) can wait behind the rest of the loop's work. A wake later than `late_s` is also kept
+    as a `Gap`, with this thread's CPU time in it: busy, or not running at all.
     """
-    lags: list[float] = []
+    found = LoopLag()
 
     async def probe() -> None:
+        wall, cpu = time.perf_counter(), time.thread_time()
         while True:
-            before = time.perf_counter()
             await asyncio.sleep(every_s)
-            lags.append(max(0.0, time.perf_counter() - before - every_s))
+            now, used = time.perf_counter(), time.thread_time()
+            lag = max(0.0, now - wall - every_s)
+            found.lags.append(lag)
+            if lag > late_s:
+                found.late.append(Gap(now - wall, used - cpu))
+            wall, cpu = now, used
 
     task = asyncio.create_task(probe())
     try:
-        yield lags
+        yield found
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

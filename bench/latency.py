@@ -43,6 +43,7 @@ from bench.harness import (
     refine_latency,
     running,
     say,
+    share_within,
     stall_watch,
     summarise_buckets,
     to_the_end,
@@ -231,7 +232,7 @@ async def run_direct(url: str, s: LatencySettings, logs: Path) -> dict[str, Any]
             await asyncio.sleep(0.2)  # the warm-up's last events are handled and acknowledged
             recorder.waits.clear()
             before = buckets(registry, ACK, CLASS)
-            async with stall_watch(logs) as stalls, loop_lag() as lags:
+            async with stall_watch(logs) as stalls, loop_lag() as loop:
                 watch = Watch.start()
                 late = await _produce_envelopes(producer, s.rate, s.seconds)
                 wall, cpu = watch.elapsed()
@@ -245,7 +246,7 @@ async def run_direct(url: str, s: LatencySettings, logs: Path) -> dict[str, Any]
         "producer_late_max_ms": round(late * 1000, 3),
         "ingest_to_handler_start": percentiles(waits),
         "ingest_to_ack": summarise_buckets(ack, s.target_ms / 1000),
-        "loop_lag": percentiles(lags),
+        "loop_lag": percentiles(loop.lags),
         "stalls": stalls,
         "cpu_share": round(cpu / wall, 3),
     }
@@ -282,7 +283,7 @@ async def run_switchyard(url: str, s: LatencySettings, batch: int, logs: Path) -
         recorder.source_waits.clear()
         before = {name: buckets(registry, name, CLASS) for name in (ACK, SOURCE)}
         breaches_before = _breaches(registry)
-        async with stall_watch(logs) as stalls, loop_lag() as lags:
+        async with stall_watch(logs) as stalls, loop_lag() as loop:
             watch = Watch.start()
             paced = await post_paced(base, s, s.seconds, batch, logs)
             wall, cpu = watch.elapsed()
@@ -311,7 +312,7 @@ async def run_switchyard(url: str, s: LatencySettings, batch: int, logs: Path) -
         "ingest_to_ack": ack_summary,
         "send_to_ack": summarise_buckets(source),
         "post_round_trip": paced["rtt"],
-        "loop_lag": percentiles(lags),
+        "loop_lag": percentiles(loop.lags),
         "stalls": stalls,
         "service_cpu_share": round(cpu / wall, 3),
         "sender_cpu_share": round(paced["cpu_seconds"] / wall, 3),
@@ -381,7 +382,7 @@ async def run_bare(
         "rate": rate,
         "events": total,
         "latency": percentiles(latencies),
-        "share_within": round(sum(1 for x in latencies if x <= target_s) / len(latencies), 5),
+        "share_within": share_within(latencies, target_s),
         "late_max_ms": round(late[0] * 1000, 3),
         "cpu_share": round(cpu / wall, 3),
         "stolen_share": stolen,

@@ -52,9 +52,11 @@ class Stamps(Actor):
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self.times: list[tuple[float, float]] = []
+        self.started = asyncio.Event()  # set at every event, for a bench waiting on a count
 
     async def handle(self, event: Envelope, ctx: Context) -> None:
         self.times.append((event.ingest_ts, time.time()))
+        self.started.set()
 
 
 class Slow(Actor):

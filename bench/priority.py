@@ -148,7 +148,7 @@ async def _experiment(
         try:
             low_before = processed(registry, LOW)
             watch = Watch.start()
-            async with loop_lag() as lags:
+            async with loop_lag() as loop:
                 await say(sender, "go")
                 paced = json.loads(await read_line(sender, timeout_s=s.seconds + 60))
                 await asyncio.sleep(0.5)  # the last high events finish
@@ -205,7 +205,7 @@ async def _experiment(
             "processed_total": processed_low,
         },
         "flood": flooded,
-        "loop_lag": percentiles(lags),
+        "loop_lag": percentiles(loop.lags),
         "window_seconds": round(wall, 3),
         "service_cpu_share": round(cpu / wall, 3),
     }

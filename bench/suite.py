@@ -381,17 +381,17 @@ def print_latency(result: dict[str, Any]) -> None:
               f"{run['service_cpu_share']:.0%} of a core, sender {run['sender_cpu_share']:.0%}"
               + ("" if lag is None else f"; service loop lag p99 {_f(lag, '.2f')} ms")
               + f"; at most {run['sender_busiest_5ms']} POSTs sent in 5 ms (pace "
-                f"{run['posts_per_s'] * 0.005:g}){_stolen(run)}")  # fmt: skip
+                f"{run['posts_per_s'] * 0.005:g}){_machine(run)}")  # fmt: skip
     if direct:
         print(f"  direct: XADD one envelope at a time from the service's process (like the bare "
               f"loop); service CPU {direct['cpu_share']:.0%} of a core, loop lag p99 "
-              f"{_f(direct['loop_lag'].get('p99_ms'), '.2f')} ms{_stalls(direct)}")  # fmt: skip
+              f"{_f(direct['loop_lag'].get('p99_ms'), '.2f')} ms{_machine(direct)}")  # fmt: skip
     if handwritten:
         busiest = handwritten["sender_busiest_5ms"]
         print(f"  hand-written HTTP loop: one process, CPU {handwritten['cpu_share']:.0%} of a "
               f"core, sender {handwritten['sender_cpu_share']:.0%}; at most {busiest} POSTs "
-              f"sent in 5 ms{_stolen(handwritten)}")  # fmt: skip
-    print(f"  bare loop CPU {bare['cpu_share']:.0%} of a core{_stolen(bare)}")
+              f"sent in 5 ms{_machine(handwritten)}")  # fmt: skip
+    print(f"  bare loop CPU {bare['cpu_share']:.0%} of a core{_machine(bare)}")
     if bare.get("stolen_share") is not None:
         print("  stolen: the machine's CPU time the host took meanwhile (a virtual machine's "
               "steal)")  # fmt: skip
@@ -421,7 +421,9 @@ def _handwritten(latency: dict[str, Any], run: dict[str, Any]) -> str:
             f"({_f(handwritten['share_within'], '.2%')} within)")  # fmt: skip
 
 
-def _stolen(run: dict[str, Any]) -> str:
+def _machine(run: dict[str, Any]) -> str:
+    """What the machine did during the run: the CPU time the host took, and how often it
+    held up an idle process."""
     share = run.get("stolen_share")
     return ("" if share is None else f"; stolen {share:.1%}") + _stalls(run)
 

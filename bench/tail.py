@@ -23,16 +23,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
-import contextlib
 import os
 import statistics
 import tempfile
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.harness import percentiles, progress, running, stall_watch
+from bench.harness import loop_lag, percentiles, progress, running, stall_watch
 from bench.latency import LatencySettings, latency_config, post_paced
 from bench.noop import Stamps
 from bench.throughput import CLASS
@@ -41,19 +38,14 @@ from router.embedded.redis import EmbeddedRedis
 from router.service.service import Service
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Sequence
+    from collections.abc import Iterable, Sequence
+
+    from bench.harness import Gap
 
 WINDOW_S = 0.005  # arrivals counted before each event
 CLUSTER_GAP_S = 0.010  # late events closer than this are one cluster
+TICK_S = 0.001  # the loop probe's sleep
 STALL_S = 0.002  # a probe wake this late is a stall
-
-
-@dataclass(frozen=True)
-class Gap:
-    """A probe wake that came late: the wall time between wakes and the CPU used in it."""
-
-    wall_s: float
-    cpu_s: float
 
 
 def arrivals_before(ingests: Sequence[float], at: float, window_s: float = WINDOW_S) -> int:
@@ -74,29 +66,6 @@ def clusters(
     return found
 
 
-@contextlib.asynccontextmanager
-async def loop_gaps(tick_s: float = 0.001) -> AsyncIterator[list[Gap]]:
-    """Wakes of a `tick_s` sleep in this loop that came over STALL_S late, with the thread's
-    CPU time between them."""
-    gaps: list[Gap] = []
-
-    async def probe() -> None:
-        wall, cpu = time.perf_counter(), time.thread_time()
-        while True:
-            await asyncio.sleep(tick_s)
-            now, used = time.perf_counter(), time.thread_time()
-            if now - wall - tick_s > STALL_S:
-                gaps.append(Gap(now - wall, used - cpu))
-            wall, cpu = now, used
-
-    task = asyncio.create_task(probe(), name="loop-gap-probe")
-    try:
-        yield gaps
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-
-
 async def measure(rate: float, seconds: float, late_s: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="switchyard-tail-") as temp:
         logs = Path(temp)
@@ -111,24 +80,24 @@ async def measure(rate: float, seconds: float, late_s: float) -> dict[str, Any]:
                 actor = service.pools[CLASS].actor
                 assert isinstance(actor, Stamps)
                 base = f"http://127.0.0.1:{service.http_port}"
-                await post_paced(base, settings, settings.warmup_seconds, 1, logs)
-                await _quiet(actor)
+                warm = await post_paced(base, settings, settings.warmup_seconds, 1, logs)
+                await _handled(actor, warm["accepted"])
                 actor.times.clear()
-                async with stall_watch(logs) as stalls, loop_gaps() as gaps:
+                probe = loop_lag(every_s=TICK_S, late_s=STALL_S)
+                async with stall_watch(logs) as stalls, probe as loop:
                     sent = await post_paced(base, settings, seconds, 1, logs)
-                await _quiet(actor)
+                await _handled(actor, sent["accepted"])
         finally:
             await server.stop()
-    return summarise(actor.times, gaps, stalls, sent, late_s)
+    return summarise(actor.times, loop.late, stalls, sent, late_s)
 
 
-async def _quiet(actor: Stamps, timeout_s: float = 5.0) -> None:
-    """Until the actor has seen no event for 100 ms: the last POSTs are handled."""
-    deadline = time.monotonic() + timeout_s
-    seen = -1
-    while seen != len(actor.times) and time.monotonic() < deadline:
-        seen = len(actor.times)
-        await asyncio.sleep(0.1)
+async def _handled(actor: Stamps, accepted: int, timeout_s: float = 10.0) -> None:
+    """Until the actor has started every event the service accepted."""
+    async with asyncio.timeout(timeout_s):
+        while len(actor.times) < accepted:
+            await actor.started.wait()
+            actor.started.clear()
 
 
 def summarise(
@@ -162,7 +131,7 @@ def summarise(
     }
 
 
-def _median(values: Any) -> float | None:
+def _median(values: Iterable[float]) -> float | None:
     found = list(values)
     return round(statistics.median(found), 3) if found else None
 
