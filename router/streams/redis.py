@@ -310,7 +310,8 @@ class RedisTransport:
         try:
             if self.lines is None:
                 entries: list[tuple[bytes, bytes | None]]
-                entries = await self._reader.execute_command(*command)
+                home = await self._home(keys.stream(tag))
+                entries = await self._reader.execute_command(*command, **home)
             else:
                 timeout_s = block_ms / 1000 + self.lines.timeout_s  # a blocked read is no fault
                 line = self.lines[f"read:{tag}"]
@@ -321,6 +322,19 @@ class RedisTransport:
             await self.ensure_group(tag)  # the stream was deleted under us; start it afresh
             return []
         return entries
+
+    async def _home(self, key: str) -> dict[str, Any]:
+        """For a cluster, the node serving `key`, named to the client: left to find it, it asks
+        one node which key an XREADGROUP names (COMMAND GETKEYS, twice) before every read,
+        three round trips instead of one, and every read waits on that one node.
+
+        A failure makes the client refresh its slot map before the next command; MOVED and ASK
+        are followed as for any command.
+        """
+        if not isinstance(self._reader, RedisCluster):
+            return {}
+        await self._reader.initialize()  # a no-op unless a failure asked for a new slot map
+        return {"target_nodes": self._reader.get_node_from_key(key)}
 
     async def _call(self, line: str | None, *command: Any) -> Any:
         """A hot-path command on the caller's line, or through the client without lines."""
