@@ -64,8 +64,9 @@ async def measure(commands: int, rounds: int) -> dict[str, Any]:
             retry=Retry(NoBackoff(), 1),
         )  # fmt: skip  (as router.service.servers connects, block_ms 2000)
         client = Redis(connection_pool=pool)
-        line = Line(client, timeout_s=5.0)
-        bare = pool.connection_class(**{**pool.connection_kwargs, "socket_timeout": None})
+        unlimited = {**pool.connection_kwargs, "socket_timeout": None}  # as Lines make them
+        line = Line(pool.connection_class(**unlimited), timeout_s=5.0)
+        bare = pool.connection_class(**unlimited)
 
         async def on_connection() -> Any:
             await bare.send_packed_command(bare.pack_command(*COMMAND), check_health=False)

@@ -1,5 +1,6 @@
-"""Reads on a Redis Cluster: each goes to the node that serves its partition, in one round
-trip, and follows the partition when the cluster moves it to another node."""
+"""The hot path on a Redis Cluster: a read, an ack and a write go to the node that serves
+their partition, in one round trip, through the client or on a line alike; they follow the
+partition when the cluster moves it, and find it again when its old node is gone."""
 
 from __future__ import annotations
 
@@ -9,75 +10,149 @@ import pytest
 from helpers import GROUP
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
+from servers import wait_for
 
 from router.embedded.cluster import EmbeddedCluster
 from router.embedded.process import HOST
 from router.streams import keys
 from router.streams.client import connect
+from router.streams.line import Lines
 from router.streams.redis import RedisTransport
-from router.streams.transport import Outgoing
+from router.streams.transport import UNAVAILABLE, Outgoing
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
     from pathlib import Path
+
+    from router.streams.client import RedisClient
 
 pytestmark = pytest.mark.integration
 
 READ_BLOCK_MS = 10  # entries are there before every read; never 0, which blocks for ever
+LINE = "ingest"
 
 
-async def test_a_read_is_one_command_on_its_partitions_node(
-    cluster_url: str, redis_cluster: EmbeddedCluster
+@pytest.fixture(params=["client", "lines"])
+def on_lines(request: pytest.FixtureRequest) -> bool:
+    """Each test twice: the transport through the client, and on lines as the service runs."""
+    return bool(request.param == "lines")
+
+
+@pytest.fixture
+async def own_cluster(tmp_path: Path) -> AsyncIterator[EmbeddedCluster]:
+    """A cluster of the test's own, whose slots move and whose nodes stop; the nodes still up
+    serve their slots while one is down."""
+    cluster = EmbeddedCluster(tmp_path / "cluster", masters=3, full_coverage=False)
+    await cluster.start()
+    yield cluster
+    await cluster.stop()
+
+
+def transport_on(client: RedisClient, on_lines: bool, consumer: str) -> RedisTransport:
+    return RedisTransport(client, GROUP, consumer, lines=Lines(client) if on_lines else None)
+
+
+async def test_a_read_an_ack_and_a_write_are_one_command_each_on_the_partitions_node(
+    cluster_url: str, redis_cluster: EmbeddedCluster, on_lines: bool
 ) -> None:
     client = connect(cluster_url)
+    transport = transport_on(client, on_lines, "reader")
     try:
-        transport = RedisTransport(client, GROUP, "reader")
         tags = keys.tags("orders", 6)
         for tag in tags:
             await transport.ensure_group(tag)
-        await transport.publish([Outgoing("orders", tag.encode(), tag=tag) for tag in tags])
         before = await calls(redis_cluster.ports)
+        for tag in tags:
+            await transport.write([Outgoing("orders", tag.encode(), tag=tag)], line=LINE)
         read = [await transport.read(tag, 10, READ_BLOCK_MS) for tag in tags]
+        for tag, entries in zip(tags, read, strict=True):
+            await transport.settle(tag, [entry_id for entry_id, _ in entries])
         after = await calls(redis_cluster.ports)
+        pending = [await client.xpending(keys.stream(tag), GROUP) for tag in tags]
     finally:
+        await transport.close()
         await client.aclose()
     assert [[data for _, data in entries] for entries in read] == [[t.encode()] for t in tags]
-    assert after["xreadgroup"] - before["xreadgroup"] == len(tags)
-    assert after["command|getkeys"] == before["command|getkeys"]  # no node asked the way
+    assert [summary["pending"] for summary in pending] == [0] * len(tags)
+    made = {command: after[command] - before[command] for command in after}
+    assert made == {"eval": 6, "xreadgroup": 6, "xack": 6, "command|getkeys": 0}
 
 
-async def test_a_read_follows_its_partition_when_the_cluster_moves_it(tmp_path: Path) -> None:
-    cluster = EmbeddedCluster(tmp_path / "cluster", masters=3)  # ours: one of its slots moves
-    await cluster.start()
-    reader, writer = connect(cluster.url), connect(cluster.url)
+async def test_the_hot_path_follows_its_partition_when_the_cluster_moves_it(
+    own_cluster: EmbeddedCluster, on_lines: bool
+) -> None:
+    reader, writer = connect(own_cluster.url), connect(own_cluster.url)
+    transport = transport_on(reader, on_lines, "reader")
     try:
         assert isinstance(reader, RedisCluster)
         tag = keys.tags("orders", 4)[1]
-        transport = RedisTransport(reader, GROUP, "reader")
         await transport.ensure_group(tag)
-        await transport.publish([Outgoing("orders", b"before", tag=tag)])
+        await transport.write([Outgoing("orders", b"before", tag=tag)], line=LINE)
         assert [data for _, data in await transport.read(tag, 10, READ_BLOCK_MS)] == [b"before"]
-        home = reader.get_node_from_key(keys.stream(tag))
-        assert home is not None
-        source = int(home.port)
-        elsewhere = next(port for port in cluster.ports if port != source)
+        source = port_of(reader, tag)
+        elsewhere = next(port for port in own_cluster.ports if port != source)
 
         await move_slot(reader.keyslot(keys.stream(tag)), source, elsewhere)
-        moved_in = Outgoing("orders", b"after", tag=tag)
-        await RedisTransport(writer, GROUP, "writer").publish([moved_in])
+        await RedisTransport(writer, GROUP, "writer").publish(
+            [Outgoing("orders", b"after", tag=tag)]
+        )
         read = await transport.read(tag, 10, READ_BLOCK_MS)  # the reader's map is out of date
-        now_home = reader.get_node_from_key(keys.stream(tag))
+        await transport.settle(tag, [entry_id for entry_id, _ in read])
+        [written] = (await transport.write([Outgoing("orders", b"last", tag=tag)], line=LINE)).ids
+        moved_to = port_of(reader, tag)
+        pending = await writer.xpending(keys.stream(tag), GROUP)
+        length = await writer.xlen(keys.stream(tag))
     finally:
+        await transport.close()
         await reader.aclose()
         await writer.aclose()
-        await cluster.stop()
     assert [data for _, data in read] == [b"after"]
-    assert now_home is not None
-    assert now_home.port == elsewhere  # the read taught the client where the slot went
+    assert isinstance(written, bytes)
+    assert (pending["pending"], length) == (1, 3)  # "before" unacknowledged, "after" acked
+    assert moved_to == elsewhere  # what was redirected taught the client where the slot went
+
+
+async def test_a_line_finds_its_partition_again_once_its_old_node_is_gone(
+    own_cluster: EmbeddedCluster,
+) -> None:
+    """The client never saw the slot move (the line carried every command), so its map still
+    names the old node when that node stops: the line's failure has the map read afresh."""
+    reader, writer = connect(own_cluster.url), connect(own_cluster.url)
+    transport = transport_on(reader, True, "reader")
+    try:
+        assert isinstance(reader, RedisCluster)
+        tag = keys.tags("orders", 4)[2]
+        await transport.ensure_group(tag)
+        await transport.read(tag, 10, READ_BLOCK_MS)  # the line to the partition's node is open
+        source = port_of(reader, tag)
+        elsewhere = next(port for port in own_cluster.ports if port != source)
+        await move_slot(reader.keyslot(keys.stream(tag)), source, elsewhere)
+        await RedisTransport(writer, GROUP, "writer").publish([Outgoing("orders", b"x", tag=tag)])
+        await own_cluster.nodes[own_cluster.ports.index(source)].stop()
+
+        async def read_again() -> bool:
+            try:
+                return bool(await transport.read(tag, 10, READ_BLOCK_MS))
+            except UNAVAILABLE:
+                return False  # the reader backs off and reads again, as here
+
+        await wait_for(read_again, timeout=10)
+    finally:
+        await transport.close()
+        await reader.aclose()
+        await writer.aclose()
+    assert port_of(reader, tag) == elsewhere
+
+
+def port_of(client: RedisCluster, tag: str) -> int:
+    node = client.get_node_from_key(keys.stream(tag))
+    assert node is not None
+    return int(node.port)
 
 
 async def calls(ports: list[int]) -> dict[str, int]:
-    """Calls of XREADGROUP and COMMAND GETKEYS over every node so far."""
-    totals = {"xreadgroup": 0, "command|getkeys": 0}
+    """Calls of the hot path's commands and of COMMAND GETKEYS over every node so far."""
+    totals = {"eval": 0, "xreadgroup": 0, "xack": 0, "command|getkeys": 0}
     for port in ports:
         async with Redis(host=HOST, port=port) as node:
             stats = await node.info("commandstats")

@@ -32,8 +32,19 @@ FORM_TIMEOUT_S = 20.0
 class EmbeddedCluster:
     """`masters` redis-servers in cluster mode, with no replicas."""
 
-    def __init__(self, data_dir: Path, *, masters: int = 3, appendonly: bool = False) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        masters: int = 3,
+        appendonly: bool = False,
+        full_coverage: bool = True,
+    ) -> None:
+        """`full_coverage=False` lets the nodes still up serve their slots while one is down
+        (Redis's `cluster-require-full-coverage no`); by default the whole cluster stops."""
         options = ["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"]
+        if not full_coverage:
+            options += ["--cluster-require-full-coverage", "no"]
         self.nodes = [
             EmbeddedRedis(
                 data_dir / f"node{index}", port=port, appendonly=appendonly, options=options

@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
-from redis.asyncio import Redis
 
 from router.clock import Clock, SystemClock
 from router.config import load_config
@@ -195,7 +194,7 @@ class Service:
             self.config.redis.group,
             consumer_name(),
             dedup_window_s=self.config.service.dedup_window_s,
-            lines=Lines(redis) if isinstance(redis, Redis) else None,  # not for a cluster
+            lines=Lines(redis),
         )
         self.ingest = Ingest(self.config, self.addresser, self.transport, self.metrics, self.clock)
         if self.config.fleet and self.assignment is None:

@@ -13,22 +13,35 @@ handed to the waiting caller, with no task and no stream in between (`bench.redi
 A line that fails (Redis away, slow, or closed the connection) is disconnected and the
 error raised, so the caller backs off as it does for the client; the next command connects
 afresh. Nothing is retried here: a command that may have reached Redis is not sent twice.
+
+On a Redis Cluster a caller has a line per node, and a command goes to the node that serves
+its key in the client's slot map. A line that fails has the map read afresh (the node may
+have failed over); a command the cluster redirects (MOVED, ASK) was not run, and the caller
+sends it again through the client, which follows the redirect and updates the map.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from typing import TYPE_CHECKING, Any, cast
 
 import hiredis
 from redis._parsers import BaseParser
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import InvalidResponse
+from redis.exceptions import (
+    InvalidResponse,
+    RedisClusterException,
+    RedisError,
+    SlotNotCoveredError,
+)
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
     from redis.asyncio.connection import AbstractConnection
+
+    from router.streams.client import RedisClient
 
 INCOMPLETE = object()  # hiredis's answer while a reply is not whole yet
 
@@ -89,11 +102,8 @@ class Replies(asyncio.Protocol):
 class Line:
     """One connection, one command at a time."""
 
-    def __init__(self, redis: Redis, timeout_s: float) -> None:
-        pool = redis.connection_pool
-        # No socket timeout of its own: the line times the whole round trip itself.
-        options = {**pool.connection_kwargs, "socket_timeout": None}
-        self._connection: AbstractConnection = pool.connection_class(**options)
+    def __init__(self, connection: AbstractConnection, timeout_s: float) -> None:
+        self._connection = connection  # not connected yet; made like the client's
         self._replies: Replies | None = None
         self._lock = asyncio.Lock()
         self.timeout_s = timeout_s
@@ -174,17 +184,49 @@ class Line:
 
 
 class Lines:
-    """A line per caller, made on first use and closed together."""
+    """A line per caller, and on a cluster per caller and node, made on first use and closed
+    together."""
 
-    def __init__(self, redis: Redis, timeout_s: float = 5.0) -> None:
+    def __init__(self, redis: RedisClient, timeout_s: float = 5.0) -> None:
         self._redis = redis
         self.timeout_s = timeout_s  # a round trip; a blocking read adds its own block time
         self._lines: dict[str, Line] = {}
 
     def __getitem__(self, caller: str) -> Line:
-        line = self._lines.get(caller)
+        """`caller`'s line to a single server."""
+        redis = self._redis
+        if isinstance(redis, RedisCluster):
+            raise TypeError("on a cluster a line goes to a key's node: use Lines.to")
+        pool = redis.connection_pool
+        return self._line(caller, pool.connection_class, pool.connection_kwargs)
+
+    def to(self, caller: str, key: str) -> Line:
+        """`caller`'s line to the server that holds `key`: on a cluster, the node that serves
+        its slot in the client's map (SlotNotCoveredError while the map has none)."""
+        redis = self._redis
+        if not isinstance(redis, RedisCluster):
+            return self[caller]
+        node = redis.get_node_from_key(key)
+        if node is None:  # only asked for a replica returns None
+            raise SlotNotCoveredError(f"no node serves {key!r}")
+        return self._line(f"{caller}@{node.name}", node.connection_class, node.connection_kwargs)
+
+    async def lost(self) -> None:
+        """A line failed: on a cluster, read the slot map afresh, since the node may be gone
+        or replaced; the client learns of failures only on its own connections."""
+        redis = self._redis
+        if isinstance(redis, RedisCluster):
+            with contextlib.suppress(RedisError, RedisClusterException, OSError):
+                await redis.nodes_manager.initialize()
+
+    def _line(
+        self, name: str, connection_class: type[AbstractConnection], settings: dict[str, Any]
+    ) -> Line:
+        line = self._lines.get(name)
         if line is None:
-            line = self._lines[caller] = Line(self._redis, self.timeout_s)
+            # No socket timeout of its own: the line times the whole round trip itself.
+            connection = connection_class(**{**settings, "socket_timeout": None})
+            line = self._lines[name] = Line(connection, self.timeout_s)
         return line
 
     async def close(self) -> None:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import ResponseError
+from redis.exceptions import AskError, ResponseError
 
 from router.streams import keys, records
 from router.streams.records import RecordUpdate
@@ -202,7 +202,8 @@ class RedisTransport:
         if len(calls) == 1 and not extra:  # the common case: one command, no pipeline to build
             script, args = calls[0]
             try:
-                replies = [await self._call(line, "EVAL", script, 3, *args)]
+                stream = keys.stream(chunks[0][0])
+                replies = [await self._call(line, stream, "EVAL", script, 3, *args)]
             except ResponseError as exc:
                 replies = [exc]
         else:
@@ -260,7 +261,8 @@ class RedisTransport:
         if not (entry_ids or retries or dead):
             return
         if not (retries or dead):  # the common case: one command
-            await self._call(f"ack:{tag}", "XACK", keys.stream(tag), self.group, *entry_ids)
+            stream = keys.stream(tag)
+            await self._call(f"ack:{tag}", stream, "XACK", stream, self.group, *entry_ids)
             return
         args: list[Any] = [self.group, len(retries)]
         for due, data in retries:
@@ -305,17 +307,24 @@ class RedisTransport:
 
         Returns (stream id, envelope bytes or None when the entry has no envelope field).
         """
+        stream = keys.stream(tag)
         command = ("XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", count,
-                   "BLOCK", block_ms, "STREAMS", keys.stream(tag), ">")  # fmt: skip
+                   "BLOCK", block_ms, "STREAMS", stream, ">")  # fmt: skip
+        entries: list[tuple[bytes, bytes | None]]
         try:
             if self.lines is None:
-                entries: list[tuple[bytes, bytes | None]]
-                home = await self._home(keys.stream(tag))
+                home = await self._home(stream)
                 entries = await self._reader.execute_command(*command, **home)
             else:
                 timeout_s = block_ms / 1000 + self.lines.timeout_s  # a blocked read is no fault
-                line = self.lines[f"read:{tag}"]
-                entries = _read_entries(await line.call(*command, timeout_s=timeout_s))
+                try:
+                    caller = f"read:{tag}"
+                    reply = await _on_line(
+                        self.lines, caller, stream, *command, timeout_s=timeout_s
+                    )
+                    entries = _read_entries(reply)
+                except AskError:  # MOVED too: not run; the client follows, its callback parses
+                    entries = await self._reader.execute_command(*command)
         except ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
@@ -336,11 +345,15 @@ class RedisTransport:
         await self._reader.initialize()  # a no-op unless a failure asked for a new slot map
         return {"target_nodes": self._reader.get_node_from_key(key)}
 
-    async def _call(self, line: str | None, *command: Any) -> Any:
-        """A hot-path command on the caller's line, or through the client without lines."""
+    async def _call(self, line: str | None, key: str, *command: Any) -> Any:
+        """A hot-path command on the caller's line to `key`'s server, or through the client
+        without lines (or when the cluster redirects it: the client follows MOVED and ASK)."""
         if line is None or self.lines is None:
             return await self.redis.execute_command(*command)
-        return await self.lines[line].call(*command)
+        try:
+            return await _on_line(self.lines, line, key, *command)
+        except AskError:  # MovedError is one too; a redirected command was not run
+            return await self.redis.execute_command(*command)
 
     async def close(self) -> None:
         """Close the lines (the client is the caller's to close)."""
@@ -469,6 +482,19 @@ class RedisTransport:
         """One small write with an expiry: raises what a write raises now (out of memory, a
         read-only replica), which a PING does not show."""
         await self.redis.set(keys.write_probe(self.consumer), b"1", px=WRITE_PROBE_TTL_MS)
+
+
+async def _on_line(
+    lines: Lines, caller: str, key: str, *command: Any, timeout_s: float | None = None
+) -> Any:
+    """`command` on `caller`'s line to `key`'s server; its reply as Redis sent it."""
+    try:
+        return await lines.to(caller, key).call(*command, timeout_s=timeout_s)
+    except AskError:
+        raise  # the cluster moved the key: no fault of the line
+    except UNAVAILABLE:
+        await lines.lost()
+        raise
 
 
 def _chunks_by_tag(items: Sequence[Outgoing]) -> list[tuple[str, list[int]]]:
