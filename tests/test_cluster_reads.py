@@ -4,6 +4,7 @@ partition when the cluster moves it, and find it again when its old node is gone
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 import pytest
@@ -142,6 +143,36 @@ async def test_a_line_finds_its_partition_again_once_its_old_node_is_gone(
         await reader.aclose()
         await writer.aclose()
     assert port_of(reader, tag) == elsewhere
+
+
+async def test_lines_failing_together_read_the_slot_map_once(
+    cluster_url: str, redis_cluster: EmbeddedCluster
+) -> None:
+    """A node going away fails every line to it at once: that must not become as many
+    readings of the cluster's map, each a command on every node it tries."""
+    client = connect(cluster_url)
+    lines = Lines(client)
+    try:
+        await client.ping()
+        start = await topology_reads(redis_cluster.ports)
+        await lines.lost()
+        one = await topology_reads(redis_cluster.ports) - start
+        await asyncio.gather(*(lines.lost() for _ in range(20)))
+        twenty = await topology_reads(redis_cluster.ports) - start - one
+    finally:
+        await lines.close()
+        await client.aclose()
+    assert one >= 1
+    assert twenty == one
+
+
+async def topology_reads(ports: list[int]) -> int:
+    total = 0
+    for port in ports:
+        async with Redis(host=HOST, port=port) as node:
+            stats = await node.info("commandstats")
+        total += int(stats.get("cmdstat_cluster|slots", {}).get("calls", 0))
+    return total
 
 
 def port_of(client: RedisCluster, tag: str) -> int:

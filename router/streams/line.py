@@ -189,44 +189,55 @@ class Lines:
 
     def __init__(self, redis: RedisClient, timeout_s: float = 5.0) -> None:
         self._redis = redis
+        self._cluster = redis if isinstance(redis, RedisCluster) else None
         self.timeout_s = timeout_s  # a round trip; a blocking read adds its own block time
         self._lines: dict[str, Line] = {}
+        self._reading_map = asyncio.Lock()
 
     def __getitem__(self, caller: str) -> Line:
         """`caller`'s line to a single server."""
+        line = self._lines.get(caller)
+        if line is not None:
+            return line
         redis = self._redis
         if isinstance(redis, RedisCluster):
             raise TypeError("on a cluster a line goes to a key's node: use Lines.to")
         pool = redis.connection_pool
-        return self._line(caller, pool.connection_class, pool.connection_kwargs)
+        return self._made(caller, pool.connection_class, pool.connection_kwargs)
 
     def to(self, caller: str, key: str) -> Line:
         """`caller`'s line to the server that holds `key`: on a cluster, the node that serves
         its slot in the client's map (SlotNotCoveredError while the map has none)."""
-        redis = self._redis
-        if not isinstance(redis, RedisCluster):
+        if self._cluster is None:
             return self[caller]
-        node = redis.get_node_from_key(key)
-        if node is None:  # only asked for a replica returns None
+        node = self._cluster.get_node_from_key(key)
+        if node is None:  # only a replica asked for is None
             raise SlotNotCoveredError(f"no node serves {key!r}")
-        return self._line(f"{caller}@{node.name}", node.connection_class, node.connection_kwargs)
+        name = f"{caller}@{node.name}"
+        line = self._lines.get(name)
+        if line is None:
+            line = self._made(name, node.connection_class, node.connection_kwargs)
+        return line
 
     async def lost(self) -> None:
         """A line failed: on a cluster, read the slot map afresh, since the node may be gone
-        or replaced; the client learns of failures only on its own connections."""
-        redis = self._redis
-        if isinstance(redis, RedisCluster):
-            with contextlib.suppress(RedisError, RedisClusterException, OSError):
-                await redis.nodes_manager.initialize()
+        or replaced; the client learns of failures only on its own connections.
 
-    def _line(
+        One reading at a time: when a node goes, every line to it fails at once, and the
+        callers that find a reading under way go on (they retry after their back-off).
+        """
+        if self._cluster is None or self._reading_map.locked():
+            return
+        async with self._reading_map:
+            with contextlib.suppress(RedisError, RedisClusterException, OSError):
+                await self._cluster.nodes_manager.initialize()
+
+    def _made(
         self, name: str, connection_class: type[AbstractConnection], settings: dict[str, Any]
     ) -> Line:
-        line = self._lines.get(name)
-        if line is None:
-            # No socket timeout of its own: the line times the whole round trip itself.
-            connection = connection_class(**{**settings, "socket_timeout": None})
-            line = self._lines[name] = Line(connection, self.timeout_s)
+        # No socket timeout of its own: the line times the whole round trip itself.
+        connection = connection_class(**{**settings, "socket_timeout": None})
+        line = self._lines[name] = Line(connection, self.timeout_s)
         return line
 
     async def close(self) -> None:
