@@ -74,6 +74,22 @@ async def listening(port: int, timeout_s: float = 30.0) -> None:
         return
 
 
+async def all_counted(
+    count: Callable[[], Awaitable[float]], expected: float, timeout_s: float = 30.0
+) -> None:
+    """Wait until `count()` reaches `expected`: every accepted event handled and acknowledged,
+    say. A fixed pause instead would leave out an event later than the pause, and a late
+    event must be counted late, not left out. BenchError after `timeout_s`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while (got := await count()) < expected:
+        if loop.time() > deadline:
+            raise BenchError(
+                f"{expected - got:,.0f} of {expected:,.0f} not counted in {timeout_s:g} s"
+            )
+        await asyncio.sleep(0.005)
+
+
 def progress(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 

@@ -18,7 +18,7 @@ import json
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import aiohttp
 import msgpack
@@ -29,6 +29,7 @@ from bench.bare_http import run_bare_http
 from bench.harness import (
     Entries,
     Watch,
+    all_counted,
     bare_consume,
     bucket_delta,
     buckets,
@@ -58,6 +59,7 @@ from router.streams import keys
 from router.streams.envelope import Envelope
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
     from pathlib import Path
 
     from prometheus_client.metrics_core import Metric
@@ -163,16 +165,18 @@ async def run_with_worker(url: str, s: LatencySettings, batch: int, logs: Path) 
     service = Service(config.model_copy(update={"lanes": [lane]}))
     async with running(service), aiohttp.ClientSession() as http:
         base = f"http://127.0.0.1:{service.http_port}"
-        if s.warmup_seconds > 0:
-            await post_paced(base, s, s.warmup_seconds, batch, logs)
-            await asyncio.sleep(0.2)  # the warm-up's last events are handled and acknowledged
+
+        async def acknowledged() -> float:
+            return _acknowledged(await _scraped(http, base))
+
+        warm = await _warm_up(base, s, batch, logs, acknowledged)
         before = await _scraped(http, base)
         async with stall_watch(logs) as stalls:
             watch = Watch.start()
             paced = await post_paced(base, s, s.seconds, batch, logs)
             wall, cpu = watch.elapsed()
             stolen = watch.stolen_share()
-        await asyncio.sleep(0.2)  # the last accepted events are handled and acknowledged
+        await all_counted(acknowledged, warm + paced["accepted"])
         after = await _scraped(http, base)
     ack = bucket_delta(buckets(after, ACK, CLASS), buckets(before, ACK, CLASS))
     return {
@@ -228,22 +232,23 @@ async def run_direct(url: str, s: LatencySettings, logs: Path) -> dict[str, Any]
         async with running(service):
             recorder = service.pools[CLASS].actor
             assert isinstance(recorder, Recorder)
-            await _produce_envelopes(producer, s.rate, s.warmup_seconds)
-            await asyncio.sleep(0.2)  # the warm-up's last events are handled and acknowledged
+            acknowledged = _counter(registry)
+            warm = await _produce_envelopes(producer, s.rate, s.warmup_seconds)
+            await all_counted(acknowledged, warm.sent)
             recorder.waits.clear()
             before = buckets(registry, ACK, CLASS)
             async with stall_watch(logs) as stalls, loop_lag() as loop:
                 watch = Watch.start()
-                late = await _produce_envelopes(producer, s.rate, s.seconds)
+                produced = await _produce_envelopes(producer, s.rate, s.seconds)
                 wall, cpu = watch.elapsed()
-                await asyncio.sleep(0.2)  # the last events are handled and acknowledged
+                await all_counted(acknowledged, warm.sent + produced.sent)
             ack = bucket_delta(buckets(registry, ACK, CLASS), before)
             waits = list(recorder.waits)
     finally:
         await to_the_end(producer.aclose())
     return {
         "events": int(s.rate * s.seconds),
-        "producer_late_max_ms": round(late * 1000, 3),
+        "producer_late_max_ms": round(produced.late_s * 1000, 3),
         "ingest_to_handler_start": percentiles(waits),
         "ingest_to_ack": summarise_buckets(ack, s.target_ms / 1000),
         "loop_lag": percentiles(loop.lags),
@@ -252,11 +257,16 @@ async def run_direct(url: str, s: LatencySettings, logs: Path) -> dict[str, Any]
     }
 
 
-async def _produce_envelopes(producer: Redis, rate: float, seconds: float) -> float:
-    """XADD envelopes one at a time on schedule; returns how late the producer fell at most."""
-    stream, late = keys.stream(CLASS), 0.0
+class Produced(NamedTuple):
+    sent: int
+    late_s: float  # how late the producer fell at most
+
+
+async def _produce_envelopes(producer: Redis, rate: float, seconds: float) -> Produced:
+    """XADD envelopes one at a time on schedule."""
+    stream, late, total = keys.stream(CLASS), 0.0, int(rate * seconds)
     started = time.perf_counter()
-    for seq in range(int(rate * seconds)):
+    for seq in range(total):
         checkpoint()
         delay = started + seq / rate - time.perf_counter()
         if delay > 0:
@@ -265,7 +275,7 @@ async def _produce_envelopes(producer: Redis, rate: float, seconds: float) -> fl
             late = max(late, -delay)
         envelope = Envelope(f"direct-{seq}", CLASS, "bench", make_event(seq), ingest_ts=time.time())
         await producer.xadd(stream, {keys.ENVELOPE_FIELD: envelope.encode()})
-    return late
+    return Produced(total, late)
 
 
 async def run_switchyard(url: str, s: LatencySettings, batch: int, logs: Path) -> dict[str, Any]:
@@ -276,9 +286,8 @@ async def run_switchyard(url: str, s: LatencySettings, batch: int, logs: Path) -
         recorder = service.pools[CLASS].actor
         assert isinstance(recorder, Recorder)
         base = f"http://127.0.0.1:{service.http_port}"
-        if s.warmup_seconds > 0:
-            await post_paced(base, s, s.warmup_seconds, batch, logs)
-            await asyncio.sleep(0.2)  # the warm-up's last events are handled and acknowledged
+        acknowledged = _counter(registry)
+        warm = await _warm_up(base, s, batch, logs, acknowledged)
         recorder.waits.clear()
         recorder.source_waits.clear()
         before = {name: buckets(registry, name, CLASS) for name in (ACK, SOURCE)}
@@ -288,7 +297,7 @@ async def run_switchyard(url: str, s: LatencySettings, batch: int, logs: Path) -
             paced = await post_paced(base, s, s.seconds, batch, logs)
             wall, cpu = watch.elapsed()
             stolen = watch.stolen_share()
-            await asyncio.sleep(0.2)  # the last accepted events are handled and acknowledged
+            await all_counted(acknowledged, warm + paced["accepted"])
         ack = bucket_delta(buckets(registry, ACK, CLASS), before[ACK])
         source = bucket_delta(buckets(registry, SOURCE, CLASS), before[SOURCE])
         breaches = _breaches(registry) - breaches_before
@@ -317,6 +326,35 @@ async def run_switchyard(url: str, s: LatencySettings, batch: int, logs: Path) -
         "service_cpu_share": round(cpu / wall, 3),
         "sender_cpu_share": round(paced["cpu_seconds"] / wall, 3),
     }
+
+
+async def _warm_up(
+    base: str,
+    s: LatencySettings,
+    batch: int,
+    logs: Path,
+    acknowledged: Callable[[], Awaitable[float]],
+) -> int:
+    """The warm-up's POSTs, each of its events acknowledged; returns how many it had."""
+    if s.warmup_seconds <= 0:
+        return 0
+    accepted: int = (await post_paced(base, s, s.warmup_seconds, batch, logs))["accepted"]
+    await all_counted(acknowledged, accepted)
+    return accepted
+
+
+def _counter(registry: CollectorRegistry) -> Callable[[], Awaitable[float]]:
+    """How many events the service in this process acknowledged so far."""
+
+    async def acknowledged() -> float:
+        return _acknowledged(registry)
+
+    return acknowledged
+
+
+def _acknowledged(registry: CollectorRegistry) -> float:
+    counts = buckets(registry, ACK, CLASS)
+    return counts[-1][1] if counts else 0.0  # the +Inf bucket: every observation
 
 
 def _breaches(registry: CollectorRegistry) -> float:

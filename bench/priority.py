@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry
 
 from bench.harness import (
     Watch,
+    all_counted,
     buckets,
     child,
     config_head,
@@ -44,6 +45,7 @@ from router.config import Config, parse_config
 from router.service.service import Service
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
     from pathlib import Path
 
     from redis.asyncio import Redis
@@ -151,7 +153,7 @@ async def _experiment(
             async with loop_lag() as loop:
                 await say(sender, "go")
                 paced = json.loads(await read_line(sender, timeout_s=s.seconds + 60))
-                await asyncio.sleep(0.5)  # the last high events finish
+                await all_counted(_handled(registry), paced["accepted"])  # the last high events
             wall, cpu = watch.elapsed()
             low_after = processed(registry, LOW)
         finally:
@@ -226,6 +228,15 @@ async def _sample(
             }
         )
         await asyncio.sleep(0.1)
+
+
+def _handled(registry: CollectorRegistry) -> Callable[[], Awaitable[float]]:
+    """How many high-lane events the service handled so far."""
+
+    async def handled() -> float:
+        return processed(registry, HIGH)
+
+    return handled
 
 
 def _per_second(samples: list[dict[str, float]]) -> list[float]:
