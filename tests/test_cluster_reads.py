@@ -5,6 +5,7 @@ partition when the cluster moves it, and find it again when its old node is gone
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import TYPE_CHECKING
 
 import pytest
@@ -82,18 +83,12 @@ async def test_a_read_an_ack_and_a_write_are_one_command_each_on_the_partitions_
 async def test_the_hot_path_follows_its_partition_when_the_cluster_moves_it(
     own_cluster: EmbeddedCluster, on_lines: bool
 ) -> None:
-    reader, writer = connect(own_cluster.url), connect(own_cluster.url)
-    transport = transport_on(reader, on_lines, "reader")
-    try:
-        assert isinstance(reader, RedisCluster)
-        tag = keys.tags("orders", 4)[1]
-        await transport.ensure_group(tag)
+    tag = keys.tags("orders", 4)[1]
+    async with reader_and_writer(own_cluster, on_lines, tag) as (reader, writer, transport):
         await transport.write([Outgoing("orders", b"before", tag=tag)], line=LINE)
         assert [data for _, data in await transport.read(tag, 10, READ_BLOCK_MS)] == [b"before"]
-        source = port_of(reader, tag)
-        elsewhere = next(port for port in own_cluster.ports if port != source)
 
-        await move_slot(reader.keyslot(keys.stream(tag)), source, elsewhere)
+        _, elsewhere = await move_away(own_cluster, reader, tag)
         await RedisTransport(writer, GROUP, "writer").publish(
             [Outgoing("orders", b"after", tag=tag)]
         )
@@ -103,10 +98,6 @@ async def test_the_hot_path_follows_its_partition_when_the_cluster_moves_it(
         moved_to = port_of(reader, tag)
         pending = await writer.xpending(keys.stream(tag), GROUP)
         length = await writer.xlen(keys.stream(tag))
-    finally:
-        await transport.close()
-        await reader.aclose()
-        await writer.aclose()
     assert [data for _, data in read] == [b"after"]
     assert isinstance(written, bytes)
     assert (pending["pending"], length) == (1, 3)  # "before" unacknowledged, "after" acked
@@ -118,16 +109,10 @@ async def test_a_line_finds_its_partition_again_once_its_old_node_is_gone(
 ) -> None:
     """The client never saw the slot move (the line carried every command), so its map still
     names the old node when that node stops: the line's failure has the map read afresh."""
-    reader, writer = connect(own_cluster.url), connect(own_cluster.url)
-    transport = transport_on(reader, True, "reader")
-    try:
-        assert isinstance(reader, RedisCluster)
-        tag = keys.tags("orders", 4)[2]
-        await transport.ensure_group(tag)
+    tag = keys.tags("orders", 4)[2]
+    async with reader_and_writer(own_cluster, True, tag) as (reader, writer, transport):
         await transport.read(tag, 10, READ_BLOCK_MS)  # the line to the partition's node is open
-        source = port_of(reader, tag)
-        elsewhere = next(port for port in own_cluster.ports if port != source)
-        await move_slot(reader.keyslot(keys.stream(tag)), source, elsewhere)
+        source, elsewhere = await move_away(own_cluster, reader, tag)
         await RedisTransport(writer, GROUP, "writer").publish([Outgoing("orders", b"x", tag=tag)])
         await own_cluster.nodes[own_cluster.ports.index(source)].stop()
 
@@ -138,10 +123,6 @@ async def test_a_line_finds_its_partition_again_once_its_old_node_is_gone(
                 return False  # the reader backs off and reads again, as here
 
         await wait_for(read_again, timeout=10)
-    finally:
-        await transport.close()
-        await reader.aclose()
-        await writer.aclose()
     assert port_of(reader, tag) == elsewhere
 
 
@@ -173,6 +154,33 @@ async def topology_reads(ports: list[int]) -> int:
             stats = await node.info("commandstats")
         total += int(stats.get("cmdstat_cluster|slots", {}).get("calls", 0))
     return total
+
+
+@contextlib.asynccontextmanager
+async def reader_and_writer(
+    cluster: EmbeddedCluster, on_lines: bool, tag: str
+) -> AsyncIterator[tuple[RedisCluster, RedisCluster, RedisTransport]]:
+    """A reader's transport, with its group on the partition `tag`, and a second client that
+    writes as another instance would; all closed at the end."""
+    reader, writer = connect(cluster.url), connect(cluster.url)
+    transport = transport_on(reader, on_lines, "reader")
+    try:
+        assert isinstance(reader, RedisCluster)
+        assert isinstance(writer, RedisCluster)
+        await transport.ensure_group(tag)
+        yield reader, writer, transport
+    finally:
+        await transport.close()
+        await reader.aclose()
+        await writer.aclose()
+
+
+async def move_away(cluster: EmbeddedCluster, client: RedisCluster, tag: str) -> tuple[int, int]:
+    """Reshard the partition's slot from the node that serves it to another; both ports."""
+    source = port_of(client, tag)
+    elsewhere = next(port for port in cluster.ports if port != source)
+    await move_slot(client.keyslot(keys.stream(tag)), source, elsewhere)
+    return source, elsewhere
 
 
 def port_of(client: RedisCluster, tag: str) -> int:
