@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.metadata
+import inspect
 import json
 import math
 import os
@@ -74,20 +75,32 @@ async def listening(port: int, timeout_s: float = 30.0) -> None:
         return
 
 
-async def all_counted(
-    count: Callable[[], Awaitable[float]], expected: float, timeout_s: float = 30.0
+async def until(
+    check_done: Callable[[], Awaitable[bool]], timeout_s: float, what: str, every_s: float = 0.02
 ) -> None:
-    """Wait until `count()` reaches `expected`: every accepted event handled and acknowledged,
-    say. A fixed pause instead would leave out an event later than the pause, and a late
-    event must be counted late, not left out. BenchError after `timeout_s`."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while (got := await count()) < expected:
-        if loop.time() > deadline:
-            raise BenchError(
-                f"{expected - got:,.0f} of {expected:,.0f} not counted in {timeout_s:g} s"
-            )
-        await asyncio.sleep(0.005)
+    """Poll `check_done` (another process's progress, read from Redis or a scrape) until true;
+    BenchError after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not await check_done():
+        if time.monotonic() > deadline:
+            raise BenchError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        await asyncio.sleep(every_s)
+
+
+async def all_counted(
+    count: Callable[[], float] | Callable[[], Awaitable[float]], expected: float, what: str
+) -> None:
+    """Until `count()` (read in place, or awaited) reaches `expected`: every accepted event
+    acknowledged, say. A fixed pause instead would leave out the events later than the pause,
+    and a late event must be counted late, not left out."""
+
+    async def reached() -> bool:
+        got = count()
+        if inspect.isawaitable(got):
+            got = await got
+        return got >= expected
+
+    await until(reached, 30.0, f"{expected:,.0f} {what}")
 
 
 def progress(text: str) -> None:

@@ -18,7 +18,7 @@ import json
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import msgpack
@@ -67,6 +67,7 @@ if TYPE_CHECKING:
 BARE_STREAM = "bench:{bare-latency}:stream"
 ACK = "switchyard_event_latency_seconds"
 SOURCE = "switchyard_source_latency_seconds"
+ACKNOWLEDGED = "events acknowledged"
 
 
 @dataclass(frozen=True)
@@ -166,7 +167,7 @@ async def run_with_worker(url: str, s: LatencySettings, batch: int, logs: Path) 
     async with running(service), aiohttp.ClientSession() as http:
         base = f"http://127.0.0.1:{service.http_port}"
 
-        async def acknowledged() -> float:
+        async def acknowledged() -> float:  # the worker's histograms, through /metrics
             return _acknowledged(await _scraped(http, base))
 
         warm = await _warm_up(base, s, batch, logs, acknowledged)
@@ -176,7 +177,7 @@ async def run_with_worker(url: str, s: LatencySettings, batch: int, logs: Path) 
             paced = await post_paced(base, s, s.seconds, batch, logs)
             wall, cpu = watch.elapsed()
             stolen = watch.stolen_share()
-        await all_counted(acknowledged, warm + paced["accepted"])
+        await all_counted(acknowledged, warm + paced["accepted"], ACKNOWLEDGED)
         after = await _scraped(http, base)
     ack = bucket_delta(buckets(after, ACK, CLASS), buckets(before, ACK, CLASS))
     return {
@@ -232,23 +233,23 @@ async def run_direct(url: str, s: LatencySettings, logs: Path) -> dict[str, Any]
         async with running(service):
             recorder = service.pools[CLASS].actor
             assert isinstance(recorder, Recorder)
-            acknowledged = _counter(registry)
-            warm = await _produce_envelopes(producer, s.rate, s.warmup_seconds)
-            await all_counted(acknowledged, warm.sent)
+            warm, events = int(s.rate * s.warmup_seconds), int(s.rate * s.seconds)
+            await _produce_envelopes(producer, s.rate, warm)
+            await all_counted(lambda: _acknowledged(registry), warm, ACKNOWLEDGED)
             recorder.waits.clear()
             before = buckets(registry, ACK, CLASS)
             async with stall_watch(logs) as stalls, loop_lag() as loop:
                 watch = Watch.start()
-                produced = await _produce_envelopes(producer, s.rate, s.seconds)
+                late = await _produce_envelopes(producer, s.rate, events)
                 wall, cpu = watch.elapsed()
-                await all_counted(acknowledged, warm.sent + produced.sent)
+                await all_counted(lambda: _acknowledged(registry), warm + events, ACKNOWLEDGED)
             ack = bucket_delta(buckets(registry, ACK, CLASS), before)
             waits = list(recorder.waits)
     finally:
         await to_the_end(producer.aclose())
     return {
-        "events": int(s.rate * s.seconds),
-        "producer_late_max_ms": round(produced.late_s * 1000, 3),
+        "events": events,
+        "producer_late_max_ms": round(late * 1000, 3),
         "ingest_to_handler_start": percentiles(waits),
         "ingest_to_ack": summarise_buckets(ack, s.target_ms / 1000),
         "loop_lag": percentiles(loop.lags),
@@ -257,14 +258,10 @@ async def run_direct(url: str, s: LatencySettings, logs: Path) -> dict[str, Any]
     }
 
 
-class Produced(NamedTuple):
-    sent: int
-    late_s: float  # how late the producer fell at most
-
-
-async def _produce_envelopes(producer: Redis, rate: float, seconds: float) -> Produced:
-    """XADD envelopes one at a time on schedule."""
-    stream, late, total = keys.stream(CLASS), 0.0, int(rate * seconds)
+async def _produce_envelopes(producer: Redis, rate: float, total: int) -> float:
+    """XADD `total` envelopes one at a time on schedule; returns how late the producer fell at
+    most."""
+    stream, late = keys.stream(CLASS), 0.0
     started = time.perf_counter()
     for seq in range(total):
         checkpoint()
@@ -275,7 +272,7 @@ async def _produce_envelopes(producer: Redis, rate: float, seconds: float) -> Pr
             late = max(late, -delay)
         envelope = Envelope(f"direct-{seq}", CLASS, "bench", make_event(seq), ingest_ts=time.time())
         await producer.xadd(stream, {keys.ENVELOPE_FIELD: envelope.encode()})
-    return Produced(total, late)
+    return late
 
 
 async def run_switchyard(url: str, s: LatencySettings, batch: int, logs: Path) -> dict[str, Any]:
@@ -286,8 +283,7 @@ async def run_switchyard(url: str, s: LatencySettings, batch: int, logs: Path) -
         recorder = service.pools[CLASS].actor
         assert isinstance(recorder, Recorder)
         base = f"http://127.0.0.1:{service.http_port}"
-        acknowledged = _counter(registry)
-        warm = await _warm_up(base, s, batch, logs, acknowledged)
+        warm = await _warm_up(base, s, batch, logs, lambda: _acknowledged(registry))
         recorder.waits.clear()
         recorder.source_waits.clear()
         before = {name: buckets(registry, name, CLASS) for name in (ACK, SOURCE)}
@@ -297,7 +293,9 @@ async def run_switchyard(url: str, s: LatencySettings, batch: int, logs: Path) -
             paced = await post_paced(base, s, s.seconds, batch, logs)
             wall, cpu = watch.elapsed()
             stolen = watch.stolen_share()
-            await all_counted(acknowledged, warm + paced["accepted"])
+            await all_counted(
+                lambda: _acknowledged(registry), warm + paced["accepted"], ACKNOWLEDGED
+            )
         ack = bucket_delta(buckets(registry, ACK, CLASS), before[ACK])
         source = bucket_delta(buckets(registry, SOURCE, CLASS), before[SOURCE])
         breaches = _breaches(registry) - breaches_before
@@ -333,26 +331,18 @@ async def _warm_up(
     s: LatencySettings,
     batch: int,
     logs: Path,
-    acknowledged: Callable[[], Awaitable[float]],
+    acknowledged: Callable[[], float] | Callable[[], Awaitable[float]],
 ) -> int:
     """The warm-up's POSTs, each of its events acknowledged; returns how many it had."""
     if s.warmup_seconds <= 0:
         return 0
     accepted: int = (await post_paced(base, s, s.warmup_seconds, batch, logs))["accepted"]
-    await all_counted(acknowledged, accepted)
+    await all_counted(acknowledged, accepted, ACKNOWLEDGED)
     return accepted
 
 
-def _counter(registry: CollectorRegistry) -> Callable[[], Awaitable[float]]:
-    """How many events the service in this process acknowledged so far."""
-
-    async def acknowledged() -> float:
-        return _acknowledged(registry)
-
-    return acknowledged
-
-
 def _acknowledged(registry: CollectorRegistry) -> float:
+    """How many events the service acknowledged so far, warm-up included."""
     counts = buckets(registry, ACK, CLASS)
     return counts[-1][1] if counts else 0.0  # the +Inf bucket: every observation
 

@@ -45,7 +45,6 @@ from router.config import Config, parse_config
 from router.service.service import Service
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
     from pathlib import Path
 
     from redis.asyncio import Redis
@@ -153,7 +152,9 @@ async def _experiment(
             async with loop_lag() as loop:
                 await say(sender, "go")
                 paced = json.loads(await read_line(sender, timeout_s=s.seconds + 60))
-                await all_counted(_handled(registry), paced["accepted"])  # the last high events
+                await all_counted(
+                    lambda: processed(registry, HIGH), paced["accepted"], "high events handled"
+                )
             wall, cpu = watch.elapsed()
             low_after = processed(registry, LOW)
         finally:
@@ -228,15 +229,6 @@ async def _sample(
             }
         )
         await asyncio.sleep(0.1)
-
-
-def _handled(registry: CollectorRegistry) -> Callable[[], Awaitable[float]]:
-    """How many high-lane events the service handled so far."""
-
-    async def handled() -> float:
-        return processed(registry, HIGH)
-
-    return handled
 
 
 def _per_second(samples: list[dict[str, float]]) -> list[float]:

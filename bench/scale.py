@@ -56,6 +56,7 @@ from bench.harness import (
     group_cpu_seconds,
     progress,
     say,
+    until,
 )
 from bench.ordering import check, keyed_events, read_log
 from router.embedded.cluster import EmbeddedCluster
@@ -65,7 +66,7 @@ from router.streams import keys
 from router.streams.client import connect
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+    from collections.abc import AsyncIterator, Callable, Sequence
 
     from redis.asyncio import Redis
 
@@ -259,17 +260,6 @@ async def processed(client: RedisClient, tags: Sequence[str]) -> int:
             if _text(fields.get("name")) == GROUP:
                 done += int(fields.get("entries-read") or 0) - int(fields.get("pending") or 0)
     return done
-
-
-async def until(
-    check_done: Callable[[], Awaitable[bool]], timeout_s: float, what: str, every_s: float = 0.02
-) -> None:
-    """Poll `check_done` (another process's progress, read from Redis) until true."""
-    deadline = time.monotonic() + timeout_s
-    while not await check_done():
-        if time.monotonic() > deadline:
-            raise BenchError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        await asyncio.sleep(every_s)
 
 
 # --- drain ---

@@ -8,19 +8,36 @@ target is about.
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 from bench.latency import LatencySettings, run_switchyard, run_with_worker
+from bench.noop import Recorder
 
 if TYPE_CHECKING:
     from pathlib import Path
 
+    import pytest
+
+    from actors.api import Context
+    from router.streams.envelope import Envelope
+
 SETTINGS = LatencySettings(rate=200, seconds=0.5, warmup_seconds=0.2, connections=4)
+HANDLING_S = 0.5  # longer than the 0.2 s a run once waited after its last POST
 
 
 async def test_a_run_times_each_accepted_event_and_none_of_the_warm_up(
-    redis_url: str, tmp_path: Path
+    redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """With a handler that takes longer than a fixed pause would wait, the last events are
+    acknowledged well after the last POST, and the warm-up's after the window opened."""
+    notes_its_wait = Recorder.handle
+
+    async def slow(self: Recorder, event: Envelope, ctx: Context) -> None:
+        await notes_its_wait(self, event, ctx)
+        await asyncio.sleep(HANDLING_S)  # the handler's work, after its start is noted
+
+    monkeypatch.setattr(Recorder, "handle", slow)
     result = await run_switchyard(redis_url, SETTINGS, 2, tmp_path)
 
     assert result["sent"] == result["accepted"] == 100
